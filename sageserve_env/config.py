@@ -1,0 +1,326 @@
+"""Typed configuration: dataclasses, YAML presets under ``configs/``, Hydra-style overrides.
+
+A scenario is ``configs/base.yaml`` (hardware and model catalogue) merged with
+``configs/scenarios/<name>.yaml`` (or any YAML path), then with ``key=value`` overrides.
+OmegaConf checks types against the dataclasses below; ``validate()`` checks values. Every
+error names the offending key and value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+SCENARIO_DIR = CONFIG_DIR / "scenarios"
+
+
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """A configuration key has a missing, mistyped or out-of-range value."""
+
+
+@dataclass
+class HardwareConfig:
+    """One server SKU (e.g. a DGX-A100: 8 GPUs of 80 GB)."""
+
+    gpus_per_server: int = 8
+    gpu_memory_gb: float = 80.0
+    hbm_bandwidth_tbs: float = 2.0  # per GPU, TB/s; bounds decode iterations
+    cost_per_gpu_hour: float = 4.1  # USD, list price of the cloud VM divided by its GPUs
+    profile: str = "a100-80gb"  # hardware name in the measured performance profiles
+
+
+@dataclass
+class ModelConfig:
+    """One LLM: shape (for KV-cache bytes), weight bytes and its performance profile."""
+
+    layers: int = 32
+    hidden: int = 4096
+    kv_heads: int = 8
+    head_dim: int = 128
+    weight_bytes: float = 16e9
+    params: float = 8e9
+    profile: str = "C"  # model name in the measured performance profiles
+    tp: int = 8  # tensor-parallel degree = GPUs per instance
+
+    def kv_bytes_per_token(self, rule: str = "gqa", dtype_bytes: int = 2) -> float:
+        """K and V for every layer: 2 x layers x kv_heads x head_dim x bytes (``gqa``);
+        ``mha`` is SageServe's 2 x layers x hidden x bytes, exact only without grouped queries."""
+        if rule == "mha":
+            return 2.0 * self.layers * self.hidden * dtype_bytes
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+
+@dataclass
+class RegionConfig:
+    """A data-center region with a fixed fleet of servers of one SKU."""
+
+    name: str = "westus"
+    servers: int = 80
+    hardware: str = "dgx-a100"
+    utc_offset_h: float = -8.0
+
+
+@dataclass
+class ScalingConfig:
+    """Instance life cycle: SageServe's ``scaling_level`` and delays."""
+
+    level: int = 2  # 0 none, 1 own-model spot (and free servers), 2 also other models' spot
+    reclaim_s: float = 65.0  # spot server still holding this model -> active
+    spin_up_s: float = 155.0  # load a model onto a spot server holding another model (or none)
+    min_instances: int = 1  # active + starting instances every endpoint keeps
+    initial_instances: int = 20  # active instances per endpoint at t=0
+    initial_overrides: Dict[str, int] = field(default_factory=dict)  # "region/model" -> count
+
+
+@dataclass
+class BatchingConfig:
+    """Continuous batching limits per instance (ORCA / vLLM)."""
+
+    max_batch_size: int = 512
+    max_batch_tokens: int = 2048  # prefill tokens per iteration (longer prompts are chunked)
+
+
+@dataclass
+class RoutingConfig:
+    """Global (region) router and endpoint router."""
+
+    delay_s: float = 0.0  # added between arrival and reaching the endpoint (SageServe: 1 s)
+    util_threshold: float = 0.7  # try the next region when memory utilization is at or above
+    no_reroute: bool = False  # always serve in the home region
+
+
+@dataclass
+class NIWConfig:
+    """Non-interactive work: per-endpoint queues fed while memory utilization is low."""
+
+    feed_async: bool = True
+    granularity: int = 4  # requests fed per opportunity (SageServe feed_async_granularity)
+    low_util: float = 0.5  # feed ``granularity`` at or below
+    high_util: float = 0.6  # feed 2 x ``granularity`` in (low, high]; none above
+    deadline_s: float = 86400.0  # used when a trace has no per-request SLA
+
+
+@dataclass
+class SLOConfig:
+    """Service-level objectives of interactive requests."""
+
+    iw_ttft_s: float = 10.0
+    iw_e2e_s: Optional[float] = None
+    drop_iw_after_s: Optional[float] = None  # drop IW requests still unserved this long
+
+
+@dataclass
+class PerfConfig:
+    """Performance-model options (``sageserve_compat`` mirrors the original simulator)."""
+
+    iteration_overhead_s: float = 0.0  # added to every iteration
+    mixed_prefill_factor: Optional[float] = None  # mixed iteration = factor x prefill time
+    kv_bytes_rule: str = "gqa"  # or "mha" (SageServe's 2 x layers x hidden x 2)
+
+
+@dataclass
+class WorkloadConfig:
+    """Where requests come from: a generated day (``generator``) or a trace file."""
+
+    source: str = "generator"  # generator | trace
+    trace: Optional[str] = None
+    trace_format: str = "canonical"  # sageserve | azure | canonical
+    requests_per_day: float = 1.5e6
+    iw_share: float = 0.86
+    model_popularity: Dict[str, float] = field(default_factory=dict)  # default: uniform
+    region_weights: Dict[str, float] = field(default_factory=dict)  # default: uniform
+    peak_to_trough: float = 4.0
+    weekend_factor: float = 0.6
+    niw_job_size_mean: float = 200.0
+    burst_factor: int = 1  # first minute of every hour replayed this many times
+    start_day: int = 0  # day of week of the first simulated day (0 = Monday)
+    days: float = 1.0
+
+
+@dataclass
+class SimConfig:
+    """Everything the simulator needs. ``duration_s`` bounds the simulated time."""
+
+    name: str = "custom"
+    regions: List[RegionConfig] = field(default_factory=list)
+    models: Dict[str, ModelConfig] = field(default_factory=dict)
+    hardware: Dict[str, HardwareConfig] = field(default_factory=dict)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    niw: NIWConfig = field(default_factory=NIWConfig)
+    slo: SLOConfig = field(default_factory=SLOConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    duration_s: float = 86400.0
+
+    @property
+    def region_names(self) -> List[str]:
+        return [r.name for r in self.regions]
+
+    @property
+    def model_names(self) -> List[str]:
+        return list(self.models)
+
+    def initial_instances(self, region: str, model: str) -> int:
+        return int(self.scaling.initial_overrides.get(f"{region}/{model}", self.scaling.initial_instances))
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' = {value!r}: {why}")
+
+
+def validate(cfg: SimConfig) -> SimConfig:
+    """Check values and cross-references; raise ConfigError naming the key."""
+    _check(len(cfg.regions) > 0, "regions", cfg.regions, "at least one region is required")
+    _check(len(cfg.models) > 0, "models", dict(cfg.models), "at least one model is required")
+    names = cfg.region_names
+    _check(len(set(names)) == len(names), "regions", names, "region names must be unique")
+    for i, r in enumerate(cfg.regions):
+        _check(r.servers >= 0, f"regions.{i}.servers", r.servers, "must be >= 0")
+        _check(r.hardware in cfg.hardware, f"regions.{i}.hardware", r.hardware,
+               f"unknown hardware; known: {sorted(cfg.hardware)}")
+    for name, hw in cfg.hardware.items():
+        for k in ("gpus_per_server", "gpu_memory_gb", "hbm_bandwidth_tbs"):
+            _check(getattr(hw, k) > 0, f"hardware.{name}.{k}", getattr(hw, k), "must be > 0")
+        _check(hw.cost_per_gpu_hour >= 0, f"hardware.{name}.cost_per_gpu_hour", hw.cost_per_gpu_hour, "must be >= 0")
+    for name, m in cfg.models.items():
+        _check("/" not in name, f"models.{name}", name, "model names may not contain '/'")
+        for k in ("layers", "hidden", "kv_heads", "head_dim", "weight_bytes", "tp"):
+            _check(getattr(m, k) > 0, f"models.{name}.{k}", getattr(m, k), "must be > 0")
+        for r in cfg.regions:
+            hw = cfg.hardware[r.hardware]
+            _check(m.tp <= hw.gpus_per_server, f"models.{name}.tp", m.tp,
+                   f"exceeds the {hw.gpus_per_server} GPUs of a server in region {r.name}")
+            _check(m.weight_bytes < m.tp * hw.gpu_memory_gb * 1e9, f"models.{name}.weight_bytes", m.weight_bytes,
+                   f"weights do not fit in {m.tp} GPUs of {hw.gpu_memory_gb} GB (region {r.name})")
+    s = cfg.scaling
+    _check(s.level in (0, 1, 2), "scaling.level", s.level, "must be 0, 1 or 2")
+    _check(s.reclaim_s >= 0, "scaling.reclaim_s", s.reclaim_s, "must be >= 0")
+    _check(s.spin_up_s >= 0, "scaling.spin_up_s", s.spin_up_s, "must be >= 0")
+    _check(s.min_instances >= 0, "scaling.min_instances", s.min_instances, "must be >= 0")
+    _check(s.initial_instances >= 0, "scaling.initial_instances", s.initial_instances, "must be >= 0")
+    for key, n in s.initial_overrides.items():
+        parts = key.split("/")
+        _check(len(parts) == 2 and parts[0] in names and parts[1] in cfg.models,
+               f"scaling.initial_overrides.{key}", n, "key must be 'region/model' with a known region and model")
+        _check(n >= 0, f"scaling.initial_overrides.{key}", n, "must be >= 0")
+    for r in cfg.regions:
+        total = sum(cfg.initial_instances(r.name, m) for m in cfg.models)
+        _check(total <= r.servers, f"regions.{r.name}.servers", r.servers,
+               f"fewer servers than the {total} initial instances")
+        for m in cfg.models:
+            n = cfg.initial_instances(r.name, m)
+            _check(n >= s.min_instances, f"scaling.initial_instances ({r.name}/{m})", n,
+                   f"below scaling.min_instances={s.min_instances}")
+    b = cfg.batching
+    _check(b.max_batch_size >= 1, "batching.max_batch_size", b.max_batch_size, "must be >= 1")
+    _check(b.max_batch_tokens >= 1, "batching.max_batch_tokens", b.max_batch_tokens, "must be >= 1")
+    _check(cfg.routing.delay_s >= 0, "routing.delay_s", cfg.routing.delay_s, "must be >= 0")
+    _check(0 < cfg.routing.util_threshold <= 1, "routing.util_threshold", cfg.routing.util_threshold, "must be in (0, 1]")
+    n = cfg.niw
+    _check(n.granularity >= 1, "niw.granularity", n.granularity, "must be >= 1")
+    _check(0 <= n.low_util <= n.high_util <= 1, "niw.low_util/high_util", (n.low_util, n.high_util),
+           "need 0 <= low_util <= high_util <= 1")
+    _check(n.deadline_s > 0, "niw.deadline_s", n.deadline_s, "must be > 0")
+    _check(cfg.slo.iw_ttft_s > 0, "slo.iw_ttft_s", cfg.slo.iw_ttft_s, "must be > 0")
+    _check(cfg.slo.iw_e2e_s is None or cfg.slo.iw_e2e_s > 0, "slo.iw_e2e_s", cfg.slo.iw_e2e_s, "must be > 0 or null")
+    _check(cfg.slo.drop_iw_after_s is None or cfg.slo.drop_iw_after_s > 0, "slo.drop_iw_after_s",
+           cfg.slo.drop_iw_after_s, "must be > 0 or null")
+    p = cfg.perf
+    _check(p.iteration_overhead_s >= 0, "perf.iteration_overhead_s", p.iteration_overhead_s, "must be >= 0")
+    _check(p.mixed_prefill_factor is None or p.mixed_prefill_factor >= 1, "perf.mixed_prefill_factor",
+           p.mixed_prefill_factor, "must be >= 1 or null")
+    _check(p.kv_bytes_rule in ("gqa", "mha"), "perf.kv_bytes_rule", p.kv_bytes_rule, "must be 'gqa' or 'mha'")
+    w = cfg.workload
+    _check(w.source in ("generator", "trace"), "workload.source", w.source, "must be 'generator' or 'trace'")
+    _check(w.source != "trace" or bool(w.trace), "workload.trace", w.trace, "a trace path is required when source=trace")
+    _check(w.trace_format in ("sageserve", "azure", "canonical"), "workload.trace_format", w.trace_format,
+           "must be sageserve, azure or canonical")
+    _check(w.requests_per_day > 0, "workload.requests_per_day", w.requests_per_day, "must be > 0")
+    _check(0 <= w.iw_share <= 1, "workload.iw_share", w.iw_share, "must be in [0, 1]")
+    _check(w.peak_to_trough >= 1, "workload.peak_to_trough", w.peak_to_trough, "must be >= 1")
+    _check(w.weekend_factor > 0, "workload.weekend_factor", w.weekend_factor, "must be > 0")
+    _check(w.burst_factor >= 1, "workload.burst_factor", w.burst_factor, "must be >= 1")
+    _check(0 <= w.start_day <= 6, "workload.start_day", w.start_day, "must be in 0..6")
+    _check(w.days > 0, "workload.days", w.days, "must be > 0")
+    for k, v in w.model_popularity.items():
+        _check(k in cfg.models, f"workload.model_popularity.{k}", v, "unknown model")
+        _check(v >= 0 and math.isfinite(v), f"workload.model_popularity.{k}", v, "must be >= 0")
+    for k, v in w.region_weights.items():
+        _check(k in names, f"workload.region_weights.{k}", v, "unknown region")
+        _check(v >= 0 and math.isfinite(v), f"workload.region_weights.{k}", v, "must be >= 0")
+    _check(cfg.duration_s > 0, "duration_s", cfg.duration_s, "must be > 0")
+    return cfg
+
+
+def preset_names() -> List[str]:
+    """Names of the scenario presets shipped in ``configs/scenarios``."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def _resolve(scenario: str) -> Path:
+    path = Path(scenario)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        return path
+    path = SCENARIO_DIR / f"{scenario}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown scenario {scenario!r}; presets: {preset_names()} (or pass a .yaml path)")
+    return path
+
+
+def _drop_null_models(layer: DictConfig) -> DictConfig:
+    """A scenario removes a catalogue model by setting it to null (``models: {B: null}``)."""
+    models = layer.get("models")
+    if models is not None:
+        for name in [k for k, v in models.items() if v is None]:
+            del models[name]
+    return layer
+
+
+def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | Dict[str, Any] = ()) -> SimConfig:
+    """Load a preset name or YAML path (or copy a SimConfig), apply overrides, validate.
+
+    ``overrides`` is a list of ``key=value`` strings (``scaling.level=1``) or a nested dict.
+    """
+    try:
+        schema = OmegaConf.structured(SimConfig)
+        if isinstance(scenario, SimConfig):
+            layers = [OmegaConf.structured(scenario)]
+        else:
+            layers = [OmegaConf.load(CONFIG_DIR / "base.yaml"), OmegaConf.load(_resolve(scenario))]
+        if isinstance(overrides, dict):
+            layers.append(OmegaConf.create(overrides))
+        merged: DictConfig = OmegaConf.merge(schema, _drop_null_models(OmegaConf.merge(*layers)))
+        if not isinstance(overrides, dict):
+            for item in overrides:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ConfigError(f"override {item!r} is not of the form key=value")
+                if OmegaConf.select(merged, key, default=_MISSING) is _MISSING:
+                    raise ConfigError(f"config key '{key}' (from override {item!r}) does not exist")
+                OmegaConf.update(merged, key, yaml.safe_load(value), merge=True)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
+    assert isinstance(cfg, SimConfig)
+    return validate(cfg)
+
+
+def to_yaml(cfg: SimConfig) -> str:
+    """The resolved config as YAML (written next to every run's outputs)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
