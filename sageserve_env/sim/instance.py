@@ -1,0 +1,247 @@
+"""A server and, while it holds a model, the instance running on it with continuous batching.
+
+Every server is always in exactly one state (``ACTIVE``, ``STARTING``, ``DRAINING``, ``SPOT``,
+``FREE``). An instance admits requests when their KV cache (prompt + output tokens) fits in GPU
+memory minus weights and the batch has room; interactive (IW) requests are admitted before
+non-interactive (NIW) ones, first come first served within a tier, head of line blocking.
+
+Iterations (ORCA/vLLM style): an iteration prefills up to ``max_batch_tokens`` prompt tokens
+(long prompts are chunked over several iterations) while every sequence past its prefill
+decodes one token. A request's first token is produced by the iteration that finishes its
+prefill; it completes after ``output_tokens - 1`` further decode iterations.
+
+Speed: while nothing is being prefilled the batch is fixed, so the instance jumps straight to
+the next completion. Decode time is linear in the batch's KV tokens, which grow by the batch
+size every iteration, so the duration of ``k`` iterations has a closed form (``_run_time``).
+An arrival that can be admitted cuts the run at the iteration boundary it falls into.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from heapq import heappop, heappush
+from typing import TYPE_CHECKING, Optional
+
+from sageserve_env.workload.workload import IW
+
+if TYPE_CHECKING:
+    from sageserve_env.sim.endpoint import Endpoint
+    from sageserve_env.sim.perf_model import PerfModel
+    from sageserve_env.sim.simulator import Simulator
+
+ACTIVE, STARTING, DRAINING, SPOT, FREE = range(5)
+STATE_NAMES = ("active", "starting", "draining", "spot", "free")
+
+
+class Instance:
+    """One server of a region. ``model`` is the index of the model it holds, -1 for none."""
+
+    __slots__ = (
+        "sim", "index", "region", "model", "state", "endpoint", "perf", "capacity",
+        "wait_iw", "wait_niw", "prefill", "decoders", "iters", "batch_kv", "reserved",
+        "pending_tokens", "waiting_tokens", "version", "busy", "run_start", "run_iters",
+        "chunk_tokens", "chunk_count", "ready_at",
+    )
+
+    def __init__(self, sim: "Simulator", index: int, region: int, model: int, state: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.region = region
+        self.model = model
+        self.state = state
+        self.endpoint: Optional["Endpoint"] = None
+        self.perf: Optional["PerfModel"] = None
+        self.capacity = 0  # KV tokens that fit next to the weights
+        self.wait_iw: deque = deque()  # routed here, not yet admitted
+        self.wait_niw: deque = deque()
+        self.prefill: deque = deque()  # [request, prompt tokens still to prefill], in admission order
+        self.decoders: list = []  # heap of (decode iteration at which it completes, request)
+        self.iters = 0  # decode iterations run so far (each iteration advances every decoder)
+        self.batch_kv = 0  # KV tokens held by decoding sequences (prompt + generated)
+        self.reserved = 0  # KV tokens reserved by admitted requests (prompt + output)
+        self.pending_tokens = 0  # prompt + output tokens of requests here and not completed
+        self.waiting_tokens = 0  # same, for requests not yet admitted
+        self.version = 0  # bumped to cancel the scheduled event
+        self.busy = False  # an iteration or a decode run is scheduled
+        self.run_start = 0.0
+        self.run_iters = 0  # decode iterations of the scheduled run (0: a mixed iteration)
+        self.chunk_tokens = 0  # prefill tokens of the scheduled mixed iteration
+        self.chunk_count = 0  # prefill entries it touches
+        self.ready_at = 0.0  # when a STARTING instance becomes active
+
+    # -- state queries --------------------------------------------------------------------
+    @property
+    def n_requests(self) -> int:
+        """Requests held: waiting, prefilling or decoding."""
+        return len(self.wait_iw) + len(self.wait_niw) + len(self.prefill) + len(self.decoders)
+
+    @property
+    def utilization(self) -> float:
+        """KV bytes in use / (GPU memory - weights)."""
+        return self.reserved / self.capacity if self.capacity else 0.0
+
+    # -- requests arriving ----------------------------------------------------------------
+    def assign(self, rid: int, now: float) -> None:
+        """Take a request routed to this instance; it is admitted at the next iteration boundary."""
+        sim = self.sim
+        need = sim.prompt[rid] + sim.output[rid]
+        self.pending_tokens += need
+        self.waiting_tokens += need
+        (self.wait_iw if sim.tier[rid] == IW else self.wait_niw).append(rid)
+        if not self.busy:
+            self._boundary(now)
+        elif self.run_iters > 1 and self._head_fits():
+            self._cut_run(now)
+
+    def _head_fits(self) -> bool:
+        if len(self.prefill) + len(self.decoders) >= self.sim.max_batch_size:
+            return False
+        queue = self.wait_iw or self.wait_niw
+        rid = queue[0]
+        return self.reserved + self.sim.prompt[rid] + self.sim.output[rid] <= self.capacity
+
+    def _run_time(self, k: int) -> float:
+        """Duration of the next ``k`` decode iterations of the current batch."""
+        perf = self.perf
+        b = len(self.decoders)
+        c = perf.decode_per_kv_token_s
+        a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
+        return k * a + c * b * (k * (k - 1) // 2)
+
+    def _cut_run(self, now: float) -> None:
+        """End the current decode run at the first boundary at or after ``now``."""
+        elapsed = now - self.run_start
+        perf = self.perf
+        b = len(self.decoders)
+        c = perf.decode_per_kv_token_s
+        a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
+        h = 0.5 * c * b
+        if h > 0:
+            k = math.ceil((-(a - h) + math.sqrt((a - h) ** 2 + 4 * h * elapsed)) / (2 * h))
+        else:
+            k = math.ceil(elapsed / a)
+        k = max(k, 1)
+        while k > 1 and self._run_time(k - 1) >= elapsed:
+            k -= 1
+        while self._run_time(k) < elapsed:
+            k += 1
+        if k < self.run_iters:
+            self.run_iters = k
+            self.version += 1
+            self.sim.schedule(self.run_start + self._run_time(k), self)
+
+    # -- the iteration loop ---------------------------------------------------------------
+    def on_event(self, now: float) -> None:
+        """The scheduled iteration or run ended (or, when STARTING, the instance is ready)."""
+        if self.state == STARTING:
+            self.sim.activate(self, now)
+            return
+        sim = self.sim
+        if self.run_iters:
+            k = self.run_iters
+            self.batch_kv += len(self.decoders) * k
+            self.iters += k
+        else:
+            self.batch_kv += len(self.decoders)
+            self.iters += 1
+            budget = self.chunk_tokens
+            prefill = self.prefill
+            for i in range(self.chunk_count):
+                entry = prefill[i]
+                take = entry[1] if entry[1] < budget else budget
+                entry[1] -= take
+                budget -= take
+            prompt, output = sim.prompt, sim.output
+            while prefill and prefill[0][1] == 0:
+                rid = prefill.popleft()[0]
+                sim.first_token(rid, now, self)
+                if output[rid] == 1:
+                    self._complete(rid, now, decoding=False)
+                else:
+                    heappush(self.decoders, (self.iters + output[rid] - 1, rid))
+                    self.batch_kv += prompt[rid] + 1
+        self.busy = False
+        self._boundary(now)
+
+    def _boundary(self, now: float) -> None:
+        """At an iteration boundary: retire finished sequences, admit, schedule what is next."""
+        decoders = self.decoders
+        completed = 0
+        while decoders and decoders[0][0] <= self.iters:
+            self._complete(heappop(decoders)[1], now, decoding=True)
+            completed += 1
+        self._admit(now)
+        sim = self.sim
+        if self.prefill:
+            budget = sim.max_batch_tokens
+            tokens = count = 0
+            for entry in self.prefill:
+                take = entry[1] if entry[1] < budget else budget
+                tokens += take
+                budget -= take
+                count += 1
+                if not budget:
+                    break
+            self.chunk_tokens = tokens
+            self.chunk_count = count
+            self.run_iters = 0
+            self.busy = True
+            self.version += 1
+            sim.schedule(now + self.perf.iteration_time(tokens, len(decoders), self.batch_kv), self)
+        elif decoders:
+            self.run_iters = decoders[0][0] - self.iters
+            self.run_start = now
+            self.busy = True
+            self.version += 1
+            sim.schedule(now + self._run_time(self.run_iters), self)
+        elif self.state == DRAINING and not self.n_requests:
+            sim.drained(self, now)
+        if completed and self.endpoint is not None and self.state == ACTIVE:
+            self.endpoint.after_completions(now)
+
+    def _admit(self, now: float) -> None:
+        sim = self.sim
+        prompt, output = sim.prompt, sim.output
+        room = sim.max_batch_size - len(self.prefill) - len(self.decoders)
+        drop_after = sim.drop_iw_after_s
+        for queue in (self.wait_iw, self.wait_niw):
+            while queue and room > 0:
+                rid = queue[0]
+                need = prompt[rid] + output[rid]
+                if drop_after is not None and queue is self.wait_iw and now - sim.arrival[rid] > drop_after:
+                    queue.popleft()
+                    self._forget(need)
+                    sim.drop(rid, "iw_timeout", now)
+                    continue
+                if self.reserved + need > self.capacity:
+                    return
+                queue.popleft()
+                room -= 1
+                self.waiting_tokens -= need
+                self.reserved += need
+                if self.state == ACTIVE:
+                    self.endpoint.reserved += need
+                self.prefill.append([rid, prompt[rid]])
+
+    def _forget(self, need: int) -> None:
+        self.waiting_tokens -= need
+        self.pending_tokens -= need
+
+    def _complete(self, rid: int, now: float, decoding: bool) -> None:
+        sim = self.sim
+        need = sim.prompt[rid] + sim.output[rid]
+        self.reserved -= need
+        self.pending_tokens -= need
+        if decoding:  # its context (prompt + every output token) leaves the batch
+            self.batch_kv -= need
+        if self.state == ACTIVE:
+            self.endpoint.reserved -= need
+        sim.complete(rid, now, self)
+
+    def load(self, model: int, endpoint: "Endpoint", perf: "PerfModel", capacity: int) -> None:
+        """Hold ``model`` (weights loaded or being loaded) for ``endpoint``."""
+        self.model = model
+        self.endpoint = endpoint
+        self.perf = perf
+        self.capacity = capacity
