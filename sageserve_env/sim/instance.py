@@ -239,9 +239,9 @@ class Instance:
             self.endpoint.reserved -= need
         sim.complete(rid, now, self)
 
-    def load(self, model: int, endpoint: "Endpoint", perf: "PerfModel", capacity: int) -> None:
-        """Hold ``model`` (weights loaded or being loaded) for ``endpoint``."""
-        self.model = model
+    def load(self, endpoint: "Endpoint", perf: "PerfModel", capacity: int) -> None:
+        """Serve ``endpoint`` (its model's weights loaded or being loaded); the simulator sets
+        ``model`` and ``state`` together so its state counts stay exact."""
         self.endpoint = endpoint
         self.perf = perf
         self.capacity = capacity

@@ -139,7 +139,7 @@ class Simulator:
             for m, ep in enumerate(eps):
                 for _ in range(cfg.initial_instances(region.name, self.model_names[m])):
                     inst = Instance(self, index, r, m, ACTIVE)
-                    inst.load(m, ep, perfs[m], ep.capacity)
+                    inst.load(ep, perfs[m], ep.capacity)
                     ep.active.append(inst)
                     fleet.append(inst)
                     index += 1
@@ -309,9 +309,8 @@ class Simulator:
         else:
             level = "" if self.scaling_level >= 2 else " (scaling.level 1 cannot take other models' spot servers)"
             return f"refused:no spot or free server in {self.region_names[r]}{level}"
-        ep_perf = self.perf[r][m]
-        inst.load(m, ep, ep_perf, ep.capacity)
         self._set_state(inst, STARTING, m)
+        inst.load(ep, self.perf[r][m], ep.capacity)
         inst.ready_at = now + delay
         inst.version += 1
         ep.starting.append(inst)

@@ -1,0 +1,434 @@
+"""The Gymnasium adapter: ``SageServeEnv`` steps the simulator at decision points."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from gymnasium import spaces
+
+from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
+from sageserve_env.env.view import SimView, demand_per_minute
+from sageserve_env.sim.simulator import Simulator
+from sageserve_env.workload.workload import IW, NIW, Workload
+
+REWARD_TERMS = ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")
+RATE_WINDOWS_S = (60.0, 300.0, 900.0)
+# running totals per endpoint that observations and rewards difference between steps
+_COUNTERS = ("arrived", "arrived_prompt_tokens", "iw_first_tokens", "iw_ttft_sum", "iw_slo_misses",
+             "iw_e2e_misses", "niw_deadline_misses", "dropped", "completed")
+
+
+def reward_presets() -> Dict[str, Dict[str, float]]:
+    """Named reward weights from ``configs/rewards.yaml``."""
+    return yaml.safe_load((CONFIG_DIR / "rewards.yaml").read_text())
+
+
+class SageServeEnv(gym.Env):
+    """Autoscaling LLM endpoints across regions, after SageServe (O365, POMACS 2025).
+
+    ## Description
+    A fleet of GPU servers in several regions serves several LLMs. Each (region, model) pair is
+    an *endpoint* with instances that are ``active`` (serving, billed), ``starting`` (billed,
+    serving nothing yet), ``draining`` (billed, finishing its requests) or donated to the
+    region's ``spot`` pool (not billed). Requests stream from a trace or a generated day; the
+    request-level simulator batches them continuously on every instance. Every
+    ``decision_interval_s`` the agent changes each endpoint's instance count.
+
+    ## Action space
+    ``MultiDiscrete([2 * max_delta + 1] * n_endpoints)``: entry ``e`` (endpoint ``e`` =
+    region ``e // n_models``, model ``e % n_models``) asks for ``action[e] - max_delta``
+    instances more (reclaim or start) or fewer (drain, then donate to spot). Changes the
+    simulator cannot make (below ``min_instances``, no spot server left) are refused and
+    reported in ``info["refused"]``; ``action_masks()`` marks them in advance for MaskablePPO.
+
+    ## Observation space
+    A ``Dict`` of float32 arrays; shapes use R regions, M models:
+    ``instances`` (R, M, 4) active, starting, draining and own-model spot servers as a
+    fraction of the region's servers; ``utilization`` (R, M, 2) mean and max memory
+    utilization of active instances; ``queued`` (R, M, 2) log1p of queued IW and NIW tokens /
+    16; ``arrival_rate`` (R, M, 3) log1p of requests per second over the last 1, 5, 15 min / 8;
+    ``forecast`` (R, M) log1p of forecast IW prompt tokens per minute for the coming hour / 16
+    (zeros without a forecaster); ``ttft`` (R, M) mean IW TTFT over the last interval divided
+    by the SLO (clipped to 10); ``slo_miss`` (R, M) share of IW first tokens that missed the SLO
+    in the last interval; ``region`` (R, 2) free and spot servers as a fraction of the fleet;
+    ``time`` (4,) sine and cosine of the time of day and of the week.
+    ``gymnasium.wrappers.FlattenObservation`` gives the flat vector for MlpPolicy.
+
+    ## Rewards
+    ``-(cost_usd * w_cost + iw_slo_misses * w_iw + iw_e2e_misses * w_e2e + niw_deadline_misses
+    * w_niw + dropped * w_drop) * scale`` over the interval, with weights from a preset
+    (``balanced``, ``cost``, ``slo``; see ``configs/rewards.yaml``) or a dict. At the horizon,
+    IW requests still unserved past their SLO and NIW requests past their deadline are charged.
+    ``info["reward_terms"]`` holds each (negative) term; they sum to the reward.
+
+    ## Starting state
+    ``reset`` draws the episode's workload (a generated day from the env's seeded generator, or
+    a window of the configured trace) and starts from the scenario's initial allocation.
+
+    ## Episode end
+    Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``.
+
+    ## Arguments
+    See ``default_config()``; every key can be passed as a keyword argument or in
+    ``reset(options={"config": {...}})``. ``sim_overrides`` are ``key=value`` strings or a
+    nested dict applied to the scenario's ``SimConfig``.
+
+    ## Version history
+    v0: initial release.
+    """
+
+    metadata = {"render_modes": []}
+
+    @classmethod
+    def default_config(cls) -> Dict[str, Any]:
+        return {
+            "scenario": "paper",  # preset name or YAML path
+            "sim_overrides": [],  # key=value strings or a dict, applied to the scenario
+            "decision_interval_s": 60.0,
+            "horizon_s": None,  # default: the scenario's duration_s
+            "max_delta": None,  # default: the largest initial instance count of an endpoint
+            "reward": "balanced",  # preset name or dict of weights
+            "forecaster": "none",  # none | seasonal_naive | arima: fills the forecast feature
+            "trace_window": "random",  # random | start: where a trace episode begins
+            "fidelity": "detailed",
+        }
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None, render_mode: Optional[str] = None, **kwargs: Any):
+        self.config = self.default_config()
+        self._configure(config or {})
+        self._configure(kwargs)
+        self.render_mode = render_mode
+        self._setup()
+        self.sim: Optional[Simulator] = None
+
+    # -- configuration --------------------------------------------------------------------
+    def _configure(self, updates: Dict[str, Any]) -> None:
+        unknown = sorted(set(updates) - set(self.config))
+        if unknown:
+            raise ValueError(f"unknown SageServeEnv option(s) {unknown}; known: {sorted(self.config)}")
+        self.config.update(copy.deepcopy(updates))
+
+    def _setup(self) -> None:
+        """Resolve the scenario and build the spaces (fixed for the env's lifetime)."""
+        c = self.config
+        overrides = c["sim_overrides"]
+        self.sim_config: SimConfig = load_config(c["scenario"], overrides if isinstance(overrides, dict) else list(overrides))
+        if c["fidelity"] != "detailed":
+            raise ValueError(f"fidelity {c['fidelity']!r} is not available; use 'detailed'")
+        self.interval = float(c["decision_interval_s"])
+        if not self.interval > 0:
+            raise ValueError(f"decision_interval_s must be > 0, got {c['decision_interval_s']!r}")
+        self.horizon = float(c["horizon_s"] or self.sim_config.duration_s)
+        if not self.horizon >= self.interval:
+            raise ValueError(f"horizon_s={self.horizon} must be at least decision_interval_s={self.interval}")
+        self.weights = self._reward_weights(c["reward"])
+        if c["forecaster"] not in ("none", "seasonal_naive", "arima"):
+            raise ValueError(f"forecaster must be none, seasonal_naive or arima, got {c['forecaster']!r}")
+        if c["trace_window"] not in ("random", "start"):
+            raise ValueError(f"trace_window must be random or start, got {c['trace_window']!r}")
+        cfg = self.sim_config
+        self.n_regions, self.n_models = len(cfg.regions), len(cfg.models)
+        self.n_endpoints = self.n_regions * self.n_models
+        biggest = max(cfg.initial_instances(r, m) for r in cfg.region_names for m in cfg.model_names)
+        self.max_delta = int(c["max_delta"] if c["max_delta"] is not None else max(biggest, 1))
+        if self.max_delta < 1:
+            raise ValueError(f"max_delta must be >= 1, got {self.max_delta}")
+        self.action_space = spaces.MultiDiscrete(np.full(self.n_endpoints, 2 * self.max_delta + 1, dtype=np.int64))
+        shape = (self.n_regions, self.n_models)
+        box = lambda *s, hi=1.0: spaces.Box(0.0, hi, shape=s, dtype=np.float32)  # noqa: E731
+        self.observation_space = spaces.Dict({
+            "instances": box(*shape, 4),
+            "utilization": box(*shape, 2),
+            "queued": box(*shape, 2, hi=4.0),
+            "arrival_rate": box(*shape, len(RATE_WINDOWS_S), hi=4.0),
+            "forecast": box(*shape, hi=4.0),
+            "ttft": box(*shape, hi=10.0),
+            "slo_miss": box(*shape),
+            "region": box(self.n_regions, 2),
+            "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
+        })
+        self._trace: Optional[Workload] = None
+
+    @staticmethod
+    def _reward_weights(reward: Any) -> Dict[str, float]:
+        presets = reward_presets()
+        if isinstance(reward, str):
+            if reward not in presets:
+                raise ValueError(f"unknown reward preset {reward!r}; presets: {sorted(presets)}")
+            reward = presets[reward]
+        weights = {**presets["balanced"], **dict(reward)}
+        unknown = sorted(set(weights) - set(REWARD_TERMS) - {"scale"})
+        if unknown:
+            raise ValueError(f"unknown reward weight(s) {unknown}; known: {list(REWARD_TERMS) + ['scale']}")
+        for k, v in weights.items():
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"reward weight {k!r} must be a finite number >= 0, got {v!r}")
+        return {k: float(v) for k, v in weights.items()}
+
+    # -- episode --------------------------------------------------------------------------
+    def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        if "config" in options:
+            self._configure(options.pop("config"))
+            self._setup()
+        workload = options.pop("workload", None)
+        if options:
+            raise ValueError(f"unknown reset option(s) {sorted(options)}; known: config, workload")
+        if workload is None:
+            workload = self._draw_workload()
+        self.sim = Simulator(self.sim_config, workload)
+        minutes = int(math.ceil(self.horizon / 60.0)) + 61
+        self._view = SimView(self.sim, demand_per_minute(self.sim, minutes))
+        self._forecasts = np.zeros((self.n_regions, self.n_models))
+        self._forecaster_state: Dict[Tuple[int, int], Any] = {}
+        self._forecast_hour = -1
+        self._last_gpu_cost = 0.0
+        self._last_counters = self._counters()
+        self._snapshots: deque = deque(maxlen=int(math.ceil(max(RATE_WINDOWS_S) / self.interval)) + 1)
+        self._snapshots.append((0.0, self._last_counters))
+        self._totals = {k: 0.0 for k in REWARD_TERMS}
+        self._refused_total = 0
+        self._update_forecast()
+        return self._observation(self._last_counters, self._last_counters), self._info({}, [])
+
+    def _draw_workload(self) -> Workload:
+        """A generated day seeded from the env's generator, or a window of the trace."""
+        from sageserve_env.workload.generator import generate
+        from sageserve_env.workload.readers import load_trace
+
+        cfg = self.sim_config
+        rng = np.random.default_rng(self.np_random.integers(2**63))
+        if cfg.workload.source == "generator":
+            return generate(cfg, rng, days=self.horizon / 86400.0)
+        if self._trace is None:
+            self._trace = load_trace(cfg.workload.trace, cfg.workload.trace_format, cfg)
+        span = self._trace.duration_s - self.horizon
+        start = 0.0
+        if self.config["trace_window"] == "random" and span > 0:
+            start = float(rng.uniform(0.0, span))
+        return self._trace.slice_time(start, start + self.horizon)
+
+    def step(self, action):
+        if self.sim is None:
+            raise RuntimeError("call reset() before step()")
+        deltas = self._decode_action(action)
+        results = self.apply_deltas(deltas)
+        t_end = min(self.sim.now + self.interval, self.horizon)
+        self.sim.run_until(t_end)
+        truncated = t_end >= self.horizon - 1e-9
+        counters = self._counters()
+        terms = self._reward_terms(self._last_counters, counters)
+        if truncated:
+            for k, v in self._overdue_terms().items():
+                terms[k] += v
+        reward = float(sum(terms.values()))
+        for k, v in terms.items():
+            self._totals[k] += v
+        obs = self._observation(self._last_counters, counters)
+        self._snapshots.append((t_end, counters))
+        self._last_counters = counters
+        if int(t_end // 3600) != self._forecast_hour:
+            self._update_forecast()
+        if truncated:
+            self.sim.check_invariants()
+        return obs, reward, False, truncated, self._info(terms, results)
+
+    def _decode_action(self, action) -> np.ndarray:
+        a = np.asarray(action)
+        if a.shape != (self.n_endpoints,):
+            raise ValueError(f"action must have shape ({self.n_endpoints},) (one entry per endpoint), got {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+                raise ValueError(f"action entries must be integers, got {a.tolist()}")
+            a = a.astype(np.int64)
+        bad = np.flatnonzero((a < 0) | (a > 2 * self.max_delta))
+        if bad.size:
+            e = int(bad[0])
+            raise ValueError(f"action[{e}] = {int(a[e])} (endpoint {self._endpoint_name(e)}) is outside "
+                             f"0..{2 * self.max_delta}")
+        return (a - self.max_delta).reshape(self.n_regions, self.n_models)
+
+    def apply_deltas(self, deltas: np.ndarray) -> List[Any]:
+        """Apply instance changes per (region, model): scale-downs first, so their servers count."""
+        order = sorted(np.ndindex(deltas.shape), key=lambda rm: deltas[rm])
+        return [self.sim.scale(r, m, int(deltas[r, m])) for r, m in order if deltas[r, m]]
+
+    def _endpoint_name(self, e: int) -> str:
+        cfg = self.sim_config
+        return f"{cfg.region_names[e // self.n_models]}/{cfg.model_names[e % self.n_models]}"
+
+    # -- masks ----------------------------------------------------------------------------
+    def action_masks(self) -> np.ndarray:
+        """Valid choices per endpoint, concatenated (the MaskablePPO convention).
+
+        A change is valid alone: each endpoint's scale-ups are bounded by its draining
+        instances plus the spot and free servers it may take, its scale-downs by
+        ``min_instances``. Several endpoints of a region draw on one spot pool, so a set of
+        individually valid changes can still be partly refused.
+        """
+        k = 2 * self.max_delta + 1
+        masks = np.zeros((self.n_regions, self.n_models, k), dtype=bool)
+        masks[..., self.max_delta] = True
+        if self.sim is None or self.sim.scaling_level == 0:
+            return masks.reshape(-1)
+        st = self._view.endpoints()
+        spot = self._view.spot_servers()
+        free = self._view.free_servers()
+        for r in range(self.n_regions):
+            for m in range(self.n_models):
+                up = st.draining[r, m] + spot[r, m] + free[r]
+                if self.sim.scaling_level >= 2:
+                    up += spot[r].sum() - spot[r, m]
+                down = min(st.active[r, m], st.active[r, m] + st.starting[r, m] - self.sim.min_instances)
+                hi = int(min(self.max_delta, up))
+                lo = int(min(self.max_delta, max(down, 0)))
+                masks[r, m, self.max_delta - lo: self.max_delta + hi + 1] = True
+        return masks.reshape(-1)
+
+    # -- observation, reward, info --------------------------------------------------------
+    def _counters(self) -> np.ndarray:
+        """Running totals per endpoint plus billed cost, shape (R, M, len(_COUNTERS))."""
+        eps = self.sim.endpoints
+        return np.array([[[getattr(ep, k) for k in _COUNTERS] for ep in row] for row in eps], dtype=float)
+
+    def _billed_cost(self) -> float:
+        gpu_s = self.sim.gpu_seconds_by_state()[:, :, :3].sum(axis=(1, 2))  # active, starting, draining
+        return float((gpu_s / 3600.0 * self.sim.cost_per_gpu_hour).sum())
+
+    def _reward_terms(self, before: np.ndarray, after: np.ndarray) -> Dict[str, float]:
+        w = self.weights
+        diff = (after - before).sum(axis=(0, 1))
+        d = dict(zip(_COUNTERS, diff.tolist()))
+        cost = self._billed_cost()
+        spent, self._last_gpu_cost = cost - self._last_gpu_cost, cost
+        s = w["scale"]
+        return {
+            "cost": -spent * w["cost"] * s,
+            "iw_slo_miss": -d["iw_slo_misses"] * w["iw_slo_miss"] * s,
+            "iw_e2e_miss": -d["iw_e2e_misses"] * w["iw_e2e_miss"] * s,
+            "niw_deadline_miss": -d["niw_deadline_misses"] * w["niw_deadline_miss"] * s,
+            "drop": -d["dropped"] * w["drop"] * s,
+        }
+
+    def _overdue_terms(self) -> Dict[str, float]:
+        """At the horizon, charge requests still unserved past their SLO or deadline."""
+        sim = self.sim
+        n = sim.arrived
+        arrival = sim.workload.arrival_s[:n]
+        late = arrival + sim.workload.sla_s[:n] < sim.now
+        tier = sim.workload.tier[:n]
+        first = np.asarray(sim.first_token_s[:n])
+        done = np.asarray(sim.completion_s[:n])
+        alive = np.asarray(sim.drop_reason[:n]) == 0
+        iw = int((late & alive & (tier == IW) & np.isnan(first)).sum())
+        niw = int((late & alive & (tier == NIW) & np.isnan(done)).sum())
+        s = self.weights["scale"]
+        return {"cost": 0.0, "iw_slo_miss": -iw * self.weights["iw_slo_miss"] * s, "iw_e2e_miss": 0.0,
+                "niw_deadline_miss": -niw * self.weights["niw_deadline_miss"] * s, "drop": 0.0}
+
+    def _observation(self, before: np.ndarray, after: np.ndarray) -> Dict[str, np.ndarray]:
+        st = self._view.endpoints()
+        servers = self._view.servers().astype(float)[:, None]
+        fleet = np.maximum(servers, 1.0)
+        idx = {k: i for i, k in enumerate(_COUNTERS)}
+        now = self.sim.now
+        rates = []
+        for window in RATE_WINDOWS_S:
+            t0, past = self._snapshots[0]
+            for t, snap in self._snapshots:
+                if t >= now - window - 1e-9:
+                    t0, past = t, snap
+                    break
+            span = max(now - t0, 1e-9)
+            arrived = after[..., idx["arrived"]] - past[..., idx["arrived"]]
+            rates.append(arrived / span if now > t0 else np.zeros_like(arrived))
+        diff = after - before
+        firsts = diff[..., idx["iw_first_tokens"]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_ttft = np.where(firsts > 0, diff[..., idx["iw_ttft_sum"]] / firsts, 0.0)
+            miss = np.where(firsts > 0, diff[..., idx["iw_slo_misses"]] / firsts, 0.0)
+        slo = self.sim_config.slo.iw_ttft_s
+        day = 2 * math.pi * (now % 86400.0) / 86400.0
+        week = 2 * math.pi * ((now + 86400.0 * self.sim_config.workload.start_day) % 604800.0) / 604800.0
+        spot = self._view.spot_servers()
+        obs = {
+            "instances": np.stack([st.active, st.starting, st.draining, st.spot_own], axis=-1) / fleet[..., None],
+            "utilization": np.stack([st.utilization, st.utilization_max], axis=-1),
+            "queued": np.log1p(np.stack([st.queued_iw_tokens, st.queued_niw_tokens], axis=-1)) / 16.0,
+            "arrival_rate": np.log1p(np.stack(rates, axis=-1)) / 8.0,
+            "forecast": np.log1p(self._forecasts) / 16.0,
+            "ttft": np.clip(mean_ttft / slo, 0.0, 10.0),
+            "slo_miss": miss,
+            "region": np.stack([self._view.free_servers(), spot.sum(axis=1)], axis=-1) / fleet,
+            "time": np.array([math.sin(day), math.cos(day), math.sin(week), math.cos(week)]),
+        }
+        return {k: np.clip(v, self.observation_space[k].low, self.observation_space[k].high).astype(np.float32)
+                for k, v in obs.items()}
+
+    def _update_forecast(self) -> None:
+        """Refresh the coming hour's forecast of IW prompt tokens per minute (hourly)."""
+        self._forecast_hour = int(self.sim.now // 3600)
+        kind = self.config["forecaster"]
+        if kind == "none":
+            return
+        from sageserve_env.workload.forecast import ArimaForecaster, SeasonalNaiveForecaster
+
+        history = self._view.demand_history()
+        for r in range(self.n_regions):
+            for m in range(self.n_models):
+                fc = self._forecaster_state.get((r, m))
+                if fc is None:
+                    fc = ArimaForecaster() if kind == "arima" else SeasonalNaiveForecaster()
+                    self._forecaster_state[(r, m)] = fc
+                self._forecasts[r, m] = float(np.mean(fc.forecast(history[:, r, m], 60))) if len(history) else 0.0
+
+    def _info(self, terms: Dict[str, float], results: List[Any]) -> Dict[str, Any]:
+        refused = [f"{res.region}/{res.model}: {res.refused} of {res.requested} refused ({res.refused_reason})"
+                   for res in results if res.refused]
+        self._refused_total += sum(res.refused for res in results)
+        return {
+            "reward_terms": dict(terms) or {k: 0.0 for k in REWARD_TERMS},
+            "kpis": self.kpis(),
+            "refused": refused,
+            "sim_time_s": self.sim.now,
+        }
+
+    def kpis(self) -> Dict[str, float]:
+        """Running totals under the names ``summary.json`` uses."""
+        sim = self.sim
+        c = self._last_counters.sum(axis=(0, 1))
+        idx = {k: i for i, k in enumerate(_COUNTERS)}
+        gpu_h = sim.gpu_seconds_by_state().sum(axis=(0, 1)) / 3600.0
+        ups = sum(1 for e in sim.scale_log if e[3] != "drain")
+        iw_first = c[idx["iw_first_tokens"]]
+        return {
+            "requests_total": float(sim.arrived),
+            "requests_completed": float(sim.n_completed),
+            "requests_dropped": float(sim.n_dropped),
+            "iw_slo_attainment_served": float(1.0 - c[idx["iw_slo_misses"]] / iw_first) if iw_first else 1.0,
+            "iw_ttft_mean": float(c[idx["iw_ttft_sum"]] / iw_first) if iw_first else 0.0,
+            "niw_deadline_misses": float(c[idx["niw_deadline_misses"]]),
+            "billed_gpu_hours": float(gpu_h[:3].sum()),
+            "donated_gpu_hours": float(gpu_h[3]),
+            "wastage_gpu_hours": float(gpu_h[1]),
+            "cost_usd": float(self._last_gpu_cost),
+            "scale_ups": float(ups),
+            "scale_downs": float(len(sim.scale_log) - ups),
+            "refused_changes": float(self._refused_total),
+            "reward": float(sum(self._totals.values())),
+            "sim_seconds": float(sim.now),
+        }
+
+    def view(self) -> SimView:
+        """Read-only simulator state for heuristic policies."""
+        if self.sim is None:
+            raise RuntimeError("call reset() first")
+        return self._view

@@ -1,0 +1,142 @@
+"""A read-only view of the simulator for heuristic policies.
+
+Heuristics (reactive, long-term planners, Chiron) need more than the observation: exact
+instance counts, spot pools, delays and the past demand. ``SimView`` exposes those as numpy
+arrays shaped (regions, models) and never lets a policy change the simulator or see the future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import numpy as np
+
+from sageserve_env.sim.simulator import Simulator
+from sageserve_env.workload.workload import IW
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """Per-endpoint arrays, shape (regions, models), taken at one instant."""
+
+    active: np.ndarray
+    starting: np.ndarray
+    draining: np.ndarray
+    spot_own: np.ndarray  # spot servers in the region still holding this model
+    utilization: np.ndarray  # memory utilization of the active instances (1.0 when none)
+    utilization_max: np.ndarray
+    busy_fraction: np.ndarray  # share of active instances holding any request
+    queued_iw_tokens: np.ndarray
+    queued_niw_tokens: np.ndarray
+    niw_queue_requests: np.ndarray
+
+
+class SimView:
+    """Read-only accessors over a running ``Simulator``."""
+
+    def __init__(self, sim: Simulator, demand_per_minute: np.ndarray) -> None:
+        self._sim = sim
+        self._demand = demand_per_minute  # (minutes, regions, models): IW prompt tokens by home region
+
+    @property
+    def now(self) -> float:
+        return self._sim.now
+
+    @property
+    def region_names(self) -> List[str]:
+        return list(self._sim.region_names)
+
+    @property
+    def model_names(self) -> List[str]:
+        return list(self._sim.model_names)
+
+    @property
+    def scaling_level(self) -> int:
+        return self._sim.scaling_level
+
+    @property
+    def reclaim_s(self) -> float:
+        return self._sim.reclaim_s
+
+    @property
+    def spin_up_s(self) -> float:
+        return self._sim.spin_up_s
+
+    @property
+    def min_instances(self) -> int:
+        return self._sim.min_instances
+
+    def servers(self) -> np.ndarray:
+        """Servers per region."""
+        return np.array([len(f) for f in self._sim.servers])
+
+    def free_servers(self) -> np.ndarray:
+        """Servers holding no model, per region."""
+        return np.array([len(f) for f in self._sim.free])
+
+    def spot_servers(self) -> np.ndarray:
+        """Spot servers per (region, model held)."""
+        return np.array([[len(s) for s in spots] for spots in self._sim.spot])
+
+    def gpus_per_server(self) -> np.ndarray:
+        return self._sim.gpus_per_server.copy()
+
+    def cost_per_gpu_hour(self) -> np.ndarray:
+        return self._sim.cost_per_gpu_hour.copy()
+
+    def endpoints(self) -> EndpointState:
+        """Instance counts, utilization and queues of every endpoint now."""
+        sim = self._sim
+        shape = (len(sim.region_names), len(sim.model_names))
+        cols = {k: np.zeros(shape) for k in EndpointState.__dataclass_fields__}
+        for ep in sim.all_endpoints:
+            at = (ep.region, ep.model)
+            utils = [i.reserved / i.capacity for i in ep.active]
+            cols["active"][at] = len(ep.active)
+            cols["starting"][at] = len(ep.starting)
+            cols["draining"][at] = len(ep.draining)
+            cols["spot_own"][at] = len(sim.spot[ep.region][ep.model])
+            cols["utilization"][at] = ep.utilization()
+            cols["utilization_max"][at] = max(utils) if utils else 1.0
+            cols["busy_fraction"][at] = sum(1 for i in ep.active if i.pending_tokens) / len(ep.active) if ep.active else 1.0
+            cols["queued_iw_tokens"][at] = sum(i.waiting_tokens for i in ep.active + ep.draining) + sum(
+                sim.prompt[r] + sim.output[r] for r in ep.backlog)
+            cols["queued_niw_tokens"][at] = ep.niw_queue_tokens
+            cols["niw_queue_requests"][at] = len(ep.niw_queue)
+        return EndpointState(**cols)
+
+    def demand_history(self) -> np.ndarray:
+        """IW prompt tokens per completed minute so far, shape (minutes, regions, models)."""
+        return self._demand[: int(self._sim.now // 60)].copy()
+
+    def future_demand(self, minutes: int) -> np.ndarray:
+        """IW prompt tokens per minute for the next ``minutes``: privileged, for the oracle only."""
+        start = int(self._sim.now // 60)
+        return self._demand[start: start + minutes].copy()
+
+    def perf_model(self, region: int, model: int):
+        """The performance model of an endpoint's instances (for throughput estimates)."""
+        return self._sim.perf[region][model]
+
+    def kv_capacity_tokens(self) -> np.ndarray:
+        """KV tokens one instance of each endpoint can hold."""
+        sim = self._sim
+        return np.array([[ep.capacity for ep in eps] for eps in sim.endpoints], dtype=float)
+
+
+def demand_per_minute(sim: Simulator, minutes: int) -> np.ndarray:
+    """IW prompt tokens per minute per (home region, model), for the whole episode.
+
+    Policies see it only up to the current minute through ``SimView.demand_history``.
+    """
+    n_r, n_m = len(sim.region_names), len(sim.model_names)
+    w = sim.workload
+    iw = w.tier == IW
+    minute = np.minimum((w.arrival_s[iw] // 60).astype(np.int64), minutes - 1)
+    region = np.asarray(sim.req_region)[iw]
+    model = np.asarray(sim.req_model)[iw]
+    flat = (minute * n_r + region) * n_m + model
+    counts = np.bincount(flat, weights=w.prompt_tokens[iw], minlength=minutes * n_r * n_m)
+    return counts.reshape(minutes, n_r, n_m)
+

@@ -1,0 +1,27 @@
+"""Gymnasium IDs: ``sageserve_env/SageServe-v0`` (paper scale), ``sageserve_env/SageServeSmall-v0``
+and ``sageserve_env/SageServe-<preset>-v0`` for every preset in ``configs/scenarios``.
+
+Each ID is also registered without the namespace, so ``gymnasium.make("sageserve_env:SageServe-v0")``
+works in a fresh subprocess (the ``module:`` prefix imports this package first).
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from sageserve_env.config import preset_names
+
+ENTRY_POINT = "sageserve_env.env.sageserve_env:SageServeEnv"
+
+
+def env_ids() -> dict:
+    """Every registered ID (without namespace) and the kwargs it fixes."""
+    ids = {"SageServe-v0": {"scenario": "paper"}, "SageServeSmall-v0": {"scenario": "small"}}
+    for preset in preset_names():
+        ids[f"SageServe-{preset}-v0"] = {"scenario": preset}
+    return ids
+
+
+def register_envs() -> None:
+    for name, kwargs in env_ids().items():
+        for env_id in (f"sageserve_env/{name}", name):
+            if env_id not in registry:
+                register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs), disable_env_checker=False)
