@@ -320,16 +320,7 @@ class SageServeEnv(gym.Env):
 
     def _overdue_terms(self) -> Dict[str, float]:
         """At the horizon, charge requests still unserved past their SLO or deadline."""
-        sim = self.sim
-        n = sim.arrived
-        arrival = sim.workload.arrival_s[:n]
-        late = arrival + sim.workload.sla_s[:n] < sim.now
-        tier = sim.workload.tier[:n]
-        first = np.asarray(sim.first_token_s[:n])
-        done = np.asarray(sim.completion_s[:n])
-        alive = np.asarray(sim.drop_reason[:n]) == 0
-        iw = int((late & alive & (tier == IW) & np.isnan(first)).sum())
-        niw = int((late & alive & (tier == NIW) & np.isnan(done)).sum())
+        iw, niw = self.sim.overdue()
         s = self.weights["scale"]
         return {"cost": 0.0, "iw_slo_miss": -iw * self.weights["iw_slo_miss"] * s, "iw_e2e_miss": 0.0,
                 "niw_deadline_miss": -niw * self.weights["niw_deadline_miss"] * s, "drop": 0.0}

@@ -427,6 +427,17 @@ class Simulator:
         if not math.isclose(gpu_s, fleet_gpu_s, rel_tol=1e-9, abs_tol=1e-6):
             raise InvariantError(f"GPU-seconds by state {gpu_s} != fleet x duration {fleet_gpu_s}")
 
+    def overdue(self) -> Tuple[int, int]:
+        """IW requests with no first token past their SLO, NIW requests unfinished past their
+        deadline (neither dropped), as of now."""
+        n = self.arrived
+        w = self.workload
+        late = w.arrival_s[:n] + w.sla_s[:n] < self.now
+        alive = np.asarray(self.drop_reason[:n]) == 0
+        iw = late & alive & (w.tier[:n] == IW) & np.isnan(np.asarray(self.first_token_s[:n]))
+        niw = late & alive & (w.tier[:n] == NIW) & np.isnan(np.asarray(self.completion_s[:n]))
+        return int(iw.sum()), int(niw.sum())
+
     def records(self) -> Dict[str, np.ndarray]:
         """Per-request columns (NaN where a time is not reached yet)."""
         w = self.workload
