@@ -1,11 +1,15 @@
 """Policies behind one interface (``agents.base.Policy``): SageServe's heuristic arbiters,
-baselines and learned agents. ``make_policy(name)`` builds one by name."""
+baselines and learned agents. ``make_policy(spec)`` builds one from a name, ``rl`` (the shipped
+trained agent) or ``ckpt:PATH`` (any model saved by ``train.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Dict
 
 from agents.base import Policy, RandomPolicy, StaticPolicy
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "trained"
 
 
 def _registry() -> Dict[str, Callable[..., Policy]]:
@@ -16,12 +20,33 @@ def _registry() -> Dict[str, Callable[..., Policy]]:
 
 
 def policy_names() -> list:
-    return sorted(_registry())
+    return sorted(_registry()) + ["rl"]
 
 
-def make_policy(name: str, **kwargs: Any) -> Policy:
-    """Build a policy by name (``policy_names()`` lists them)."""
-    registry = _registry()
-    if name not in registry:
-        raise ValueError(f"unknown policy {name!r}; known: {sorted(registry)}")
-    return registry[name](**kwargs)
+def shipped_agent_path() -> Path:
+    """The trained agent that ships with the project (policy name ``rl``)."""
+    return SHIPPED_DIR / "rl_agent.zip"
+
+
+def check_policy_spec(spec: str) -> None:
+    """Raise ValueError unless ``spec`` names a policy that can be built."""
+    if spec.startswith("ckpt:"):
+        path = Path(spec[len("ckpt:"):])
+        if not path.exists():
+            raise ValueError(f"policy {spec!r}: checkpoint {str(path)!r} does not exist")
+    elif spec == "rl":
+        if not shipped_agent_path().exists():
+            raise ValueError(f"policy 'rl': the shipped agent {shipped_agent_path()} is missing")
+    elif spec not in _registry():
+        raise ValueError(f"unknown policy {spec!r}; known: {policy_names()} or ckpt:PATH")
+
+
+def make_policy(spec: str, **kwargs: Any) -> Policy:
+    """Build a policy from a registry name, ``rl`` or ``ckpt:PATH``."""
+    check_policy_spec(spec)
+    if spec == "rl" or spec.startswith("ckpt:"):
+        from agents.learned import LearnedPolicy
+
+        path = shipped_agent_path() if spec == "rl" else Path(spec[len("ckpt:"):])
+        return LearnedPolicy(path, name=spec, **kwargs)
+    return _registry()[spec](**kwargs)

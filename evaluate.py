@@ -1,0 +1,215 @@
+"""Compare autoscaling policies on scenarios and held-out seeds; the project's main job.
+
+    python evaluate.py                                   # the default comparison (configs/evaluate.yaml)
+    python evaluate.py policies=[reactive,lt_ua] scenario=paper seeds=[1001,1002] out=results/run1
+    python evaluate.py trace=traces/sample_small.csv trace_format=canonical scenario=small
+    python evaluate.py policies=[reactive,ckpt:logs/maskable_ppo/run_1/best_model.zip] scenario=small
+
+Each (policy, scenario, seed) episode runs in its own process and writes the outputs of the
+``simulate`` command under ``out/runs/<scenario>/<policy>/seed_<n>/``. The matrix is summarized in
+``out/results.csv`` and ``out/results.md`` (means with bootstrap 95% intervals, and a normalized
+score: 0 = ``reactive``, 1 = ``oracle``), ``out/episodes.csv`` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from tqdm import tqdm
+
+from sageserve_env.config import CONFIG_DIR, ConfigError
+
+TABLE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p90", "iw_e2e_p90", "niw_deadline_misses", "reward")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation matrix; defaults in ``configs/evaluate.yaml``."""
+
+    policies: List[str] = field(default_factory=list)
+    scenarios: List[str] = field(default_factory=list)
+    seeds: List[int] = field(default_factory=list)
+    trace: Optional[str] = None
+    trace_format: str = "canonical"
+    horizon_s: Optional[float] = None
+    fidelity: str = "detailed"
+    reward: str = "balanced"
+    sim_overrides: List[str] = field(default_factory=list)
+    out: str = "results/default"
+    workers: int = 2
+    bootstrap: int = 1000
+    plots: bool = True
+    csv_records: bool = False
+
+
+def parse_args(argv: List[str]) -> EvalConfig:
+    """Defaults, then ``key=value`` overrides (``scenario=X`` is short for ``scenarios=[X]``)."""
+    base = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.load(CONFIG_DIR / "evaluate.yaml"))
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {item!r} is not of the form key=value")
+        if key == "scenario":
+            key, value = "scenarios", f"[{value}]"
+        if key not in base:
+            raise ConfigError(f"unknown evaluate option {key!r}; known: {sorted(base.keys())} (and scenario)")
+        try:
+            OmegaConf.update(base, key, yaml.safe_load(value), merge=False)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"evaluate option {key!r}: {str(exc).splitlines()[0]}") from None
+    cfg: EvalConfig = OmegaConf.to_object(base)
+    if not cfg.policies or not cfg.scenarios or not cfg.seeds:
+        raise ConfigError("policies, scenarios and seeds must each name at least one entry")
+    if cfg.fidelity not in ("detailed", "fast"):
+        raise ConfigError(f"fidelity must be detailed or fast, got {cfg.fidelity!r}")
+    if cfg.workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {cfg.workers}")
+    return cfg
+
+
+def env_kwargs(cfg: EvalConfig, scenario: str) -> Dict[str, Any]:
+    """The SageServeEnv keywords of one scenario of the matrix."""
+    overrides = list(cfg.sim_overrides)
+    if cfg.trace:
+        overrides += ["workload.source=trace", f"workload.trace={cfg.trace}", f"workload.trace_format={cfg.trace_format}"]
+    kwargs: Dict[str, Any] = {"scenario": scenario, "sim_overrides": overrides, "reward": cfg.reward,
+                              "fidelity": cfg.fidelity, "trace_window": "start"}
+    if cfg.horizon_s:
+        kwargs["horizon_s"] = cfg.horizon_s
+    return kwargs
+
+
+def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
+    """One episode in a worker process: run, summarize, write the run's outputs."""
+    from agents import make_policy
+    from agents.runner import make_env_for, run_episode
+    from sageserve_env.outputs import write_run
+    from sageserve_env.sim.metrics import summarize
+
+    policy = make_policy(job["policy"])
+    env = make_env_for(policy, job["env_kwargs"])
+    result = run_episode(env, policy, seed=job["seed"])
+    summary = summarize(result.env.sim, result.wall_seconds)
+    summary["reward"] = result.reward
+    summary["decision_steps"] = result.steps
+    summary["policy_stats"] = result.policy_stats
+    write_run(Path(job["out"]), result.env.sim, summary, result.env.sim_config,
+              csv_records=job["csv_records"], plots=job["plots"])
+    row = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None}
+    row.update(policy=job["policy"], scenario=job["scenario"], seed=job["seed"], run_dir=job["out"])
+    row.update({f"policy_{k}": v for k, v in result.policy_stats.items() if isinstance(v, (int, float))})
+    return row
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n: int) -> tuple:
+    """95% percentile interval of the mean (the mean itself when there is one value)."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) == 1 or n <= 0:
+        mean = float(values.mean())
+        return mean, mean
+    means = rng.choice(values, size=(n, len(values)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def results_table(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """One row per (policy, scenario): means, intervals and the normalized score."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for (policy, scenario), group in episodes.groupby(["policy", "scenario"], sort=False):
+        row: Dict[str, Any] = {"policy": policy, "scenario": scenario, "episodes": len(group)}
+        for metric in TABLE_METRICS:
+            values = pd.to_numeric(group[metric], errors="coerce").to_numpy(dtype=float)
+            row[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = bootstrap_ci(values, rng, n_boot)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["normalized_score"] = math.nan
+    for scenario, group in table.groupby("scenario"):
+        ref = group.set_index("policy")["reward"]
+        if "reactive" in ref and "oracle" in ref and ref["oracle"] != ref["reactive"]:
+            score = (group["reward"] - ref["reactive"]) / (ref["oracle"] - ref["reactive"])
+            table.loc[group.index, "normalized_score"] = score
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The results table as GitHub Markdown, intervals in brackets."""
+    cols = ["policy", "scenario", "episodes", *TABLE_METRICS, "normalized_score"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c in TABLE_METRICS and row["episodes"] > 1 and np.isfinite(row[f"{c}_ci_low"]):
+                cells.append(f"{v:.4g} [{row[f'{c}_ci_low']:.4g}, {row[f'{c}_ci_high']:.4g}]")
+            elif isinstance(v, float):
+                cells.append("" if math.isnan(v) else f"{v:.4g}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_args(argv)
+        from agents import check_policy_spec, shipped_agent_path
+
+        if "rl" in cfg.policies and not shipped_agent_path().exists():
+            print(f"evaluate.py: note: no trained agent at {shipped_agent_path()}; skipping policy 'rl'",
+                  file=sys.stderr)
+            cfg.policies = [p for p in cfg.policies if p != "rl"]
+        for spec in cfg.policies:
+            check_policy_spec(spec)  # fail before any episode runs
+        for scenario in cfg.scenarios:
+            from sageserve_env.env.sageserve_env import SageServeEnv
+            SageServeEnv(**env_kwargs(cfg, scenario))  # validates scenario, overrides and trace options
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [{"policy": p, "scenario": s, "seed": seed, "env_kwargs": env_kwargs(cfg, s),
+             "out": str(out / "runs" / Path(s).stem / p.replace(":", "_").replace("/", "_") / f"seed_{seed}"),
+             "plots": cfg.plots, "csv_records": cfg.csv_records}
+            for s in cfg.scenarios for p in cfg.policies for seed in cfg.seeds]
+    start = time.perf_counter()
+    rows = []
+    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        for row in tqdm(pool.map(run_one, jobs), total=len(jobs), desc="episodes", unit="ep"):
+            rows.append(row)
+    wall = time.perf_counter() - start
+    episodes = pd.DataFrame(rows)
+    episodes.to_csv(out / "episodes.csv", index=False)
+    table = results_table(episodes, cfg.bootstrap)
+    table.to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text(markdown(table))
+    (out / "evaluate_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    if cfg.plots:
+        from sageserve_env.plots import plot_matrix
+
+        plot_matrix(episodes, out)
+    print(markdown(table))
+    print(f"{len(jobs)} episodes in {wall:.1f} s; results in {out}/results.csv, results.md and plots")
+    (out / "timing.json").write_text(json.dumps({"wall_seconds": wall, "episodes": len(jobs)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
