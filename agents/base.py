@@ -14,11 +14,16 @@ class Policy(ABC):
     """Maps the env's observation (heuristics may also read ``env.view()``) to an action.
 
     ``decision_interval_s`` is the policy's natural decision interval (None: the env's);
-    runners build the env with it. ``reset`` is called after every ``env.reset``.
+    ``env_kwargs()`` adds any other env settings the policy depends on (a learned agent needs
+    the action bounds it was trained with). ``reset`` is called after every ``env.reset``.
     """
 
     name = "policy"
     decision_interval_s: Optional[float] = None
+
+    def env_kwargs(self) -> Dict[str, Any]:
+        """SageServeEnv keywords this policy needs, beyond the scenario."""
+        return {} if self.decision_interval_s is None else {"decision_interval_s": self.decision_interval_s}
 
     def reset(self, env: SageServeEnv, seed: Optional[int] = None) -> None:
         """Prepare for a new episode of ``env`` (the unwrapped env)."""

@@ -26,11 +26,9 @@ class EpisodeResult:
 
 
 def make_env_for(policy: Policy, env_kwargs: Optional[Dict[str, Any]] = None) -> SageServeEnv:
-    """A ``SageServeEnv`` at the policy's natural decision interval (unless the caller fixes one)."""
-    kwargs = dict(env_kwargs or {})
-    if policy.decision_interval_s is not None and "decision_interval_s" not in kwargs:
-        kwargs["decision_interval_s"] = policy.decision_interval_s
-    return SageServeEnv(**kwargs)
+    """A ``SageServeEnv`` with the settings the policy needs (its decision interval, action
+    bounds...) unless the caller fixes them."""
+    return SageServeEnv(**{**policy.env_kwargs(), **(env_kwargs or {})})
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: Optional[int] = None,
