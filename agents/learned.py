@@ -1,0 +1,81 @@
+"""A policy trained by ``train.py``: an SB3 model plus its normalization statistics."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import yaml
+
+from agents.base import Policy
+from agents.training import flat_observation, residual_change, residual_masks
+
+ENV_KEYS = ("decision_interval_s", "max_delta", "forecaster")  # env settings a model depends on
+
+
+def algorithms() -> Dict[str, Any]:
+    """SB3 algorithm classes by the names ``train.py`` accepts."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import A2C, PPO
+
+    return {"ppo": PPO, "a2c": A2C, "maskable_ppo": MaskablePPO}
+
+
+def sidecar(model_path: Path, suffix: str) -> Path:
+    """Files saved next to a model: ``<stem>.yaml`` (metadata), ``<stem>_vecnormalize.pkl``."""
+    return model_path.with_name(model_path.stem + suffix)
+
+
+class LearnedPolicy(Policy):
+    """Acts with a saved model; its metadata says how it was trained (algorithm, env settings,
+    residual mode) so it runs in the env it expects."""
+
+    def __init__(self, path: Path, name: str = "rl", deterministic: bool = True):
+        self.path = Path(path)
+        meta_path = sidecar(self.path, ".yaml")
+        if not meta_path.exists():
+            raise ValueError(f"{meta_path} is missing: it records how {self.path.name} was trained")
+        self.meta = yaml.safe_load(meta_path.read_text())
+        algo = self.meta["algo"]
+        if algo not in algorithms():
+            raise ValueError(f"{meta_path}: unknown algorithm {algo!r}")
+        self.model = algorithms()[algo].load(str(self.path), device="cpu")
+        norm_path = sidecar(self.path, "_vecnormalize.pkl")
+        self.normalizer = pickle.loads(norm_path.read_bytes()) if norm_path.exists() else None
+        self.name = name
+        self.deterministic = deterministic
+        self.masked = algo == "maskable_ppo"
+        self.planner = None
+        if self.meta.get("residual"):
+            from agents import make_policy
+
+            self.planner = make_policy("lt_i")
+            self.reach = int(self.meta["residual_reach"])
+        interval = self.meta.get("env_kwargs", {}).get("decision_interval_s")
+        self.decision_interval_s = float(interval) if interval else None
+
+    def env_kwargs(self) -> Dict[str, Any]:
+        kwargs = self.meta.get("env_kwargs", {})
+        return {k: kwargs[k] for k in ENV_KEYS if k in kwargs}
+
+    def reset(self, env, seed=None):
+        if self.planner is not None:
+            self.planner.reset(env, seed)
+
+    def act(self, obs, env):
+        flat = flat_observation(env, obs)
+        if self.normalizer is not None:
+            flat = self.normalizer.normalize_obs(flat)
+        plan = None
+        if self.planner is not None:
+            plan = np.asarray(self.planner.act(obs, env)) - env.max_delta
+        kwargs = {}
+        if self.masked:
+            full = env.action_masks()
+            kwargs["action_masks"] = full if plan is None else residual_masks(full, plan, self.reach, env.max_delta)
+        action, _ = self.model.predict(flat, deterministic=self.deterministic, **kwargs)
+        if plan is None:
+            return np.asarray(action)
+        return residual_change(plan, action, self.reach, env.max_delta)

@@ -1,0 +1,141 @@
+"""Pieces of RL training that are not stable-baselines3's: wrappers and behaviour cloning."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from agents.base import Policy
+
+TRAIN_SEED_LIMIT = 1000  # training days come from seeds below; evaluation uses 1000 and up
+
+
+class ValidationDays(gym.Wrapper):
+    """Resets cycle through fixed seeds, so evaluations always replay the same held-out days."""
+
+    def __init__(self, env: gym.Env, seeds: Sequence[int]):
+        super().__init__(env)
+        if not seeds:
+            raise ValueError("ValidationDays needs at least one seed")
+        self._seeds = list(seeds)
+        self._next = 0
+
+    def reset(self, *, seed=None, options=None):
+        seed = self._seeds[self._next % len(self._seeds)]
+        self._next += 1
+        return self.env.reset(seed=seed, options=options)
+
+
+def residual_change(plan: np.ndarray, adjustment: np.ndarray, reach: int, max_delta: int) -> np.ndarray:
+    """The base env's action: the planner's change plus the agent's adjustment (``a - reach``)."""
+    change = np.asarray(plan) + np.asarray(adjustment) - reach
+    return np.clip(change, -max_delta, max_delta) + max_delta
+
+
+def residual_masks(full: np.ndarray, plan: np.ndarray, reach: int, max_delta: int) -> np.ndarray:
+    """Adjustments whose combined change the base env's masks allow (no change always allowed)."""
+    full = full.reshape(len(plan), -1)
+    adjust = np.arange(2 * reach + 1) - reach
+    change = np.clip(np.asarray(plan)[:, None] + adjust[None, :], -max_delta, max_delta) + max_delta
+    masks = np.take_along_axis(full, change, axis=1)
+    masks[~masks.any(axis=1), reach] = True
+    return masks.reshape(-1)
+
+
+class ResidualPlan(gym.Wrapper):
+    """The agent adjusts a planner's decision by at most ``reach`` instances per endpoint.
+
+    The planner (``lt_i``: the hourly ILP on ARIMA forecasts) owns the long timescale; the
+    agent's action ``a`` adds ``a - reach`` to the planner's change for every endpoint. The
+    planner decides once per step, before the agent.
+    """
+
+    def __init__(self, env: gym.Env, planner: Policy, reach: int = 2):
+        super().__init__(env)
+        self.planner = planner
+        self.reach = reach
+        self.action_space = spaces.MultiDiscrete(np.full(env.unwrapped.n_endpoints, 2 * reach + 1, dtype=np.int64))
+        self._plan = np.zeros(env.unwrapped.n_endpoints, dtype=np.int64)
+
+    def _decide(self, obs) -> None:
+        base = self.env.unwrapped
+        self._plan = np.asarray(self.planner.act(obs, base)) - base.max_delta
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.planner.reset(self.env.unwrapped, seed)
+        self._decide(obs)
+        return obs, info
+
+    def step(self, action):
+        base = self.env.unwrapped
+        obs, reward, terminated, truncated, info = self.env.step(
+            residual_change(self._plan, action, self.reach, base.max_delta))
+        if not (terminated or truncated):
+            self._decide(obs)
+        return obs, reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        base = self.env.unwrapped
+        return residual_masks(base.action_masks(), self._plan, self.reach, base.max_delta)
+
+
+def flat_observation(env: gym.Env, obs: Dict[str, np.ndarray]) -> np.ndarray:
+    """The Dict observation as the flat vector FlattenObservation produces."""
+    return spaces.flatten(env.unwrapped.observation_space, obs)
+
+
+def collect_demonstrations(make_env: Callable[[], gym.Env], expert: Policy, episodes: int,
+                           seeds: Sequence[int]) -> tuple:
+    """(flat observations, actions) of ``expert`` over ``episodes`` generated days."""
+    observations: List[np.ndarray] = []
+    actions: List[np.ndarray] = []
+    env = make_env()
+    for i in range(episodes):
+        obs, _ = env.reset(seed=int(seeds[i % len(seeds)]))
+        base = env.unwrapped
+        expert.reset(base, int(seeds[i % len(seeds)]))
+        done = False
+        while not done:
+            action = np.asarray(expert.act(obs, base))
+            observations.append(flat_observation(env, obs))
+            actions.append(action)
+            obs, _, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+    env.close()
+    return np.asarray(observations, dtype=np.float32), np.asarray(actions, dtype=np.int64)
+
+
+def behaviour_clone(model: Any, observations: np.ndarray, actions: np.ndarray, epochs: int,
+                    normalize: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                    batch_size: int = 256, lr: float = 1e-3, seed: int = 0) -> List[float]:
+    """Fit the policy head of an SB3 actor-critic to the expert's actions (max log-likelihood).
+
+    Returns the mean negative log-likelihood per epoch.
+    """
+    policy = model.policy
+    obs = normalize(observations) if normalize is not None else observations
+    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=policy.device)
+    act_t = torch.as_tensor(actions, device=policy.device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    policy.set_training_mode(True)
+    for _ in range(epochs):
+        order = torch.randperm(len(obs_t), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start: start + batch_size]
+            log_prob = policy.get_distribution(obs_t[idx]).log_prob(act_t[idx])
+            loss = -log_prob.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+        losses.append(total / len(order))
+    policy.set_training_mode(False)
+    return losses

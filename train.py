@@ -1,0 +1,229 @@
+"""Train an RL autoscaler with stable-baselines3 / sb3-contrib.
+
+    python train.py                                                  # MaskablePPO on the small env
+    python train.py algo=ppo env=sageserve_env/SageServe-fast-v0 n_timesteps=300000 seed=1
+    python train.py algo=maskable_ppo bc_policy=reactive hyperparams.learning_rate=1e-4
+    python train.py resume=logs/maskable_ppo/SageServeSmall-v0_1/checkpoints/rl_model_20000_steps.zip
+
+Defaults in ``configs/train.yaml``; hyperparameters in ``configs/hyperparams/<algo>.yml`` keyed by
+env ID (RL Baselines3 Zoo layout). Runs go to ``logs/<algo>/<env>_<n>/``: TensorBoard events,
+checkpoints, the best model on validation days, and the final ``model.zip`` with
+``model_vecnormalize.pkl`` and ``model.yaml`` (what ``evaluate.py policies=[ckpt:PATH]`` loads).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sageserve_env.config import CONFIG_DIR, ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """What to train; defaults in ``configs/train.yaml``."""
+
+    algo: str = "maskable_ppo"
+    env: str = "sageserve_env/SageServeSmall-v0"
+    env_kwargs: Dict[str, Any] = field(default_factory=dict)
+    n_envs: Optional[int] = None
+    n_timesteps: Optional[int] = None
+    seed: int = 0
+    hyperparams: Dict[str, Any] = field(default_factory=dict)
+    normalize: Optional[bool] = None
+    eval_freq: int = 10000
+    eval_episodes: int = 2
+    validation_seeds: List[int] = field(default_factory=list)
+    save_freq: int = 20000
+    log_folder: str = "logs"
+    tensorboard: bool = True
+    progress_bar: bool = True
+    resume: Optional[str] = None
+    bc_policy: Optional[str] = None
+    bc_episodes: int = 4
+    bc_epochs: int = 20
+    residual: bool = False
+    ship: bool = False
+
+
+def parse_args(argv: List[str]) -> TrainConfig:
+    base = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(CONFIG_DIR / "train.yaml"))
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {item!r} is not of the form key=value")
+        root = key.split(".")[0]
+        if root not in base:
+            raise ConfigError(f"unknown train option {key!r}; known: {sorted(base.keys())}")
+        try:
+            OmegaConf.update(base, key, yaml.safe_load(value), merge=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"train option {key!r}: {str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_object(base)
+
+
+def resolve(cfg: TrainConfig) -> Dict[str, Any]:
+    """Check the configuration and return the hyperparameters; every error before training."""
+    from agents import check_policy_spec
+    from agents.learned import algorithms
+    from agents.training import TRAIN_SEED_LIMIT
+
+    if cfg.algo not in algorithms():
+        raise ConfigError(f"unknown algo {cfg.algo!r}; known: {sorted(algorithms())}")
+    if cfg.env not in gym.registry:
+        import sageserve_env  # noqa: F401  (registers the IDs)
+    if cfg.env not in gym.registry:
+        ids = sorted(i for i in gym.registry if i.startswith("sageserve_env/"))
+        raise ConfigError(f"unknown env {cfg.env!r}; registered: {ids}")
+    path = CONFIG_DIR / "hyperparams" / f"{cfg.algo}.yml"
+    table = yaml.safe_load(path.read_text())
+    hp = dict(table.get(cfg.env, table["default"]))
+    hp.update(cfg.hyperparams)
+    if hp.pop("use_masks", cfg.algo == "maskable_ppo") and cfg.algo != "maskable_ppo":
+        raise ConfigError(f"use_masks needs algo=maskable_ppo; {cfg.algo} cannot use action masks")
+    if cfg.resume and not Path(cfg.resume).exists():
+        raise ConfigError(f"resume: checkpoint {cfg.resume!r} does not exist")
+    if cfg.bc_policy:
+        check_policy_spec(cfg.bc_policy)
+        if cfg.residual:
+            raise ConfigError("bc_policy and residual=true do not combine: the residual agent starts at the plan")
+    if not 0 <= cfg.seed < TRAIN_SEED_LIMIT:
+        raise ConfigError(f"seed must be in [0, {TRAIN_SEED_LIMIT}): seeds from {TRAIN_SEED_LIMIT} up are held out")
+    if any(s >= TRAIN_SEED_LIMIT for s in cfg.validation_seeds):
+        raise ConfigError(f"validation_seeds must be below {TRAIN_SEED_LIMIT} (evaluation days are held out)")
+    hp["n_envs"] = cfg.n_envs or hp.get("n_envs", 1)
+    hp["n_timesteps"] = cfg.n_timesteps or hp.get("n_timesteps", 100000)
+    hp["normalize"] = hp.get("normalize", False) if cfg.normalize is None else cfg.normalize
+    return hp
+
+
+def env_factory(cfg: TrainConfig, rank: int, validation: bool = False):
+    """A picklable constructor of one training (or validation) env."""
+
+    def make() -> gym.Env:
+        from stable_baselines3.common.monitor import Monitor
+
+        from agents import make_policy
+        from agents.training import ResidualPlan, ValidationDays
+
+        env: gym.Env = gym.make(cfg.env, **cfg.env_kwargs)
+        if validation:
+            env = ValidationDays(env, cfg.validation_seeds)
+        if cfg.residual:
+            env = ResidualPlan(env, make_policy("lt_i"), reach=int(cfg.hyperparams.get("residual_reach", 2)))
+        env = gym.wrappers.FlattenObservation(env)
+        return Monitor(env)
+
+    return make
+
+
+def run_dir(cfg: TrainConfig) -> Path:
+    """``logs/<algo>/<env>_<n>`` with the next free n (RL Zoo convention)."""
+    root = Path(cfg.log_folder) / cfg.algo
+    name = cfg.env.split("/")[-1]
+    n = 1
+    while (root / f"{name}_{n}").exists():
+        n += 1
+    return root / f"{name}_{n}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_args(argv)
+        hp = resolve(cfg)
+    except (ConfigError, ValueError) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    from agents import make_policy
+    from agents.learned import algorithms, sidecar
+    from agents.training import behaviour_clone, collect_demonstrations
+
+    out = run_dir(cfg)
+    out.mkdir(parents=True)
+    n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
+    residual_reach = int(hp.pop("residual_reach", 2))
+    fns = [env_factory(cfg, i) for i in range(n_envs)]
+    venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
+    venv.seed(cfg.seed)
+    algo = algorithms()[cfg.algo]
+    if cfg.resume:
+        norm = sidecar(Path(cfg.resume), "_vecnormalize.pkl")
+        if normalize and norm.exists():
+            venv = VecNormalize.load(str(norm), venv)
+        elif normalize:
+            venv = VecNormalize(venv)
+        model = algo.load(cfg.resume, env=venv, device="cpu",
+                          tensorboard_log=str(out / "tb") if cfg.tensorboard else None)
+    else:
+        if normalize:
+            venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
+        model = algo(hp.pop("policy", "MlpPolicy"), venv, seed=cfg.seed, device="cpu", verbose=0,
+                     tensorboard_log=str(out / "tb") if cfg.tensorboard else None, **hp)
+    if cfg.bc_policy and not cfg.resume:
+        expert = make_policy(cfg.bc_policy)
+        obs, actions = collect_demonstrations(env_factory(cfg, 0), expert, cfg.bc_episodes,
+                                              seeds=list(range(cfg.seed + 500, cfg.seed + 500 + cfg.bc_episodes)))
+        if isinstance(venv, VecNormalize):
+            venv.obs_rms.update(obs)
+        losses = behaviour_clone(model, obs, actions, cfg.bc_epochs,
+                                 normalize=venv.normalize_obs if isinstance(venv, VecNormalize) else None,
+                                 seed=cfg.seed)
+        print(f"behaviour cloning of {cfg.bc_policy}: {len(obs)} decisions, NLL {losses[0]:.3f} -> {losses[-1]:.3f}")
+    callbacks = []
+    if cfg.save_freq:
+        callbacks.append(CheckpointCallback(max(cfg.save_freq // n_envs, 1), str(out / "checkpoints"),
+                                            save_vecnormalize=normalize))
+    if cfg.eval_freq and cfg.validation_seeds:
+        eval_env = DummyVecEnv([env_factory(cfg, 0, validation=True)])
+        if normalize:
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+        kind = EvalCallback
+        if cfg.algo == "maskable_ppo":
+            from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as kind
+        callbacks.append(kind(eval_env, n_eval_episodes=cfg.eval_episodes, eval_freq=max(cfg.eval_freq // n_envs, 1),
+                              best_model_save_path=str(out), log_path=str(out / "eval"), deterministic=True))
+    start = time.perf_counter()
+    model.learn(total_timesteps=total, callback=callbacks, progress_bar=cfg.progress_bar,
+                reset_num_timesteps=not cfg.resume, tb_log_name=cfg.algo)
+    minutes = (time.perf_counter() - start) / 60
+    model_path = out / "model.zip"
+    model.save(str(model_path))
+    if isinstance(venv, VecNormalize):
+        venv.save(str(sidecar(model_path, "_vecnormalize.pkl")))
+    probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acted under
+    env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
+                  "forecaster": probe.config["forecaster"]}
+    meta = {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs, "residual": cfg.residual,
+            "residual_reach": residual_reach, "seed": cfg.seed, "timesteps": int(model.num_timesteps),
+            "train_minutes": round(minutes, 2), "command": "python train.py " + " ".join(argv)}
+    sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    venv.close()
+    if cfg.ship:
+        from agents import shipped_agent_path
+
+        target = shipped_agent_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".zip", "_vecnormalize.pkl", ".yaml"):
+            src = model_path if suffix == ".zip" else sidecar(model_path, suffix)
+            if src.exists():
+                shutil.copy(src, sidecar(target, suffix) if suffix != ".zip" else target)
+    print(f"trained {cfg.algo} on {cfg.env} for {model.num_timesteps} steps in {minutes:.1f} min; saved {model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
