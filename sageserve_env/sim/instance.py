@@ -64,8 +64,8 @@ class Instance:
         self.waiting_tokens = 0  # same, for requests not yet admitted
         self.version = 0  # bumped to cancel the scheduled event
         self.busy = False  # an iteration or a decode run is scheduled
-        self.run_start = 0.0
-        self.run_iters = 0  # decode iterations of the scheduled run (0: a mixed iteration)
+        self.run_start = 0.0  # start of the scheduled iteration or run
+        self.run_iters = 0  # decode iterations of the scheduled run (0: a mixed iteration, -1: wake-up)
         self.chunk_tokens = 0  # prefill tokens of the scheduled mixed iteration
         self.chunk_count = 0  # prefill entries it touches
         self.ready_at = 0.0  # when a STARTING instance becomes active
@@ -89,8 +89,15 @@ class Instance:
         self.pending_tokens += need
         self.waiting_tokens += need
         (self.wait_iw if sim.tier[rid] == IW else self.wait_niw).append(rid)
-        if not self.busy:
-            self._boundary(now)
+        if not self.busy:  # idle: start at this instant, once every request arriving at it is here
+            self.busy = True
+            self.run_iters = -1
+            self.run_start = now
+            self.version += 1
+            sim.schedule(now, self)
+        elif self.run_start == now:  # the iteration scheduled at this instant has not begun: join it
+            if self.run_iters >= 0 and self._head_fits():
+                self._boundary(now)
         elif self.run_iters > 1 and self._head_fits():
             self._cut_run(now)
 
@@ -133,16 +140,17 @@ class Instance:
 
     # -- the iteration loop ---------------------------------------------------------------
     def on_event(self, now: float) -> None:
-        """The scheduled iteration or run ended (or, when STARTING, the instance is ready)."""
+        """The scheduled iteration or run ended, or an idle instance wakes up to requests that
+        arrived at ``now`` (or, when STARTING, the instance is ready)."""
         if self.state == STARTING:
             self.sim.activate(self, now)
             return
         sim = self.sim
-        if self.run_iters:
+        if self.run_iters > 0:
             k = self.run_iters
             self.batch_kv += len(self.decoders) * k
             self.iters += k
-        else:
+        elif self.run_iters == 0:
             self.batch_kv += len(self.decoders)
             self.iters += 1
             budget = self.chunk_tokens
@@ -186,6 +194,7 @@ class Instance:
             self.chunk_tokens = tokens
             self.chunk_count = count
             self.run_iters = 0
+            self.run_start = now
             self.busy = True
             self.version += 1
             sim.schedule(now + self.perf.iteration_time(tokens, len(decoders), self.batch_kv), self)
