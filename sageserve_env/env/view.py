@@ -92,7 +92,7 @@ class SimView:
         cols = {k: np.zeros(shape) for k in EndpointState.__dataclass_fields__}
         for ep in sim.all_endpoints:
             at = (ep.region, ep.model)
-            utils = [i.reserved / i.capacity for i in ep.active]
+            utils = [i.utilization for i in ep.active]
             cols["active"][at] = len(ep.active)
             cols["starting"][at] = len(ep.starting)
             cols["draining"][at] = len(ep.draining)

@@ -14,15 +14,18 @@ class Endpoint:
     """One (region, model) pair.
 
     Routing inside the endpoint is join-shortest-queue on pending tokens (prompt + output of
-    requests assigned and not completed). Memory utilization is the KV tokens reserved on the
-    active instances over their capacity; it drives region routing, NIW feeding and the
-    reactive arbiters. Interactive requests that arrive while no instance is active wait in
+    requests assigned and not completed). Memory utilization is the KV tokens committed on
+    the active instances (reserved by admitted requests plus needed by those routed there and
+    waiting for a batch slot) over their capacity; it drives region routing, NIW feeding and
+    the reactive arbiters. Counting the waiting requests matters: with grouped-query attention a
+    70B model's KV pool cannot fill at ``max_batch_size`` 512, so reserved memory alone would
+    never show overload. Interactive requests that arrive while no instance is active wait in
     ``backlog`` until one is.
     """
 
     __slots__ = (
         "sim", "index", "region", "model", "capacity", "active", "starting", "draining",
-        "backlog", "niw_queue", "niw_queue_tokens", "reserved",
+        "backlog", "niw_queue", "niw_queue_tokens", "committed",
         "arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens", "iw_ttft_sum",
         "iw_slo_misses", "iw_e2e_misses", "niw_completed", "niw_deadline_misses", "dropped",
     )
@@ -39,7 +42,7 @@ class Endpoint:
         self.backlog: deque = deque()
         self.niw_queue: deque = deque()
         self.niw_queue_tokens = 0
-        self.reserved = 0
+        self.committed = 0  # pending tokens of the active instances
         # running totals (the env differences them per step)
         self.arrived = 0
         self.arrived_prompt_tokens = 0
@@ -55,7 +58,7 @@ class Endpoint:
     def utilization(self) -> float:
         """Mean memory utilization of the active instances; 1.0 when none is active."""
         n = len(self.active)
-        return self.reserved / (n * self.capacity) if n else 1.0
+        return self.committed / (n * self.capacity) if n else 1.0
 
     def route(self, rid: int, now: float) -> None:
         """Send a request to the active instance with the fewest pending tokens."""
@@ -89,7 +92,7 @@ class Endpoint:
         if not self.active:
             return
         sim = self.sim
-        util = self.reserved / (len(self.active) * self.capacity)
+        util = self.committed / (len(self.active) * self.capacity)
         if util <= sim.niw_low_util:
             n = sim.niw_granularity
         elif util <= sim.niw_high_util:

@@ -78,8 +78,8 @@ class Instance:
 
     @property
     def utilization(self) -> float:
-        """KV bytes in use / (GPU memory - weights)."""
-        return self.reserved / self.capacity if self.capacity else 0.0
+        """KV tokens committed (admitted or waiting here) / KV capacity (GPU memory - weights)."""
+        return self.pending_tokens / self.capacity if self.capacity else 0.0
 
     # -- requests arriving ----------------------------------------------------------------
     def assign(self, rid: int, now: float) -> None:
@@ -88,6 +88,8 @@ class Instance:
         need = sim.prompt[rid] + sim.output[rid]
         self.pending_tokens += need
         self.waiting_tokens += need
+        if self.state == ACTIVE:
+            self.endpoint.committed += need
         (self.wait_iw if sim.tier[rid] == IW else self.wait_niw).append(rid)
         if not self.busy:  # idle: start at this instant, once every request arriving at it is here
             self.busy = True
@@ -229,13 +231,13 @@ class Instance:
                 room -= 1
                 self.waiting_tokens -= need
                 self.reserved += need
-                if self.state == ACTIVE:
-                    self.endpoint.reserved += need
                 self.prefill.append([rid, prompt[rid]])
 
     def _forget(self, need: int) -> None:
         self.waiting_tokens -= need
         self.pending_tokens -= need
+        if self.state == ACTIVE:
+            self.endpoint.committed -= need
 
     def _complete(self, rid: int, now: float, decoding: bool) -> None:
         sim = self.sim
@@ -245,7 +247,7 @@ class Instance:
         if decoding:  # its context (prompt + every output token) leaves the batch
             self.batch_kv -= need
         if self.state == ACTIVE:
-            self.endpoint.reserved -= need
+            self.endpoint.committed -= need
         sim.complete(rid, now, self)
 
     def load(self, endpoint: "Endpoint", perf: "PerfModel", capacity: int) -> None:

@@ -295,7 +295,7 @@ class Simulator:
             inst = ep.draining.pop()
             self._set_state(inst, ACTIVE, m)
             ep.active.append(inst)
-            ep.reserved += inst.reserved
+            ep.committed += inst.pending_tokens
             ep.on_activated(now)
             return self._logged(r, m, "undrain")
         if self.spot[r][m]:
@@ -325,7 +325,7 @@ class Simulator:
             return "refused:no active instance to drain (the others are still starting)"
         inst = min(ep.active, key=lambda i: i.pending_tokens)
         ep.active.remove(inst)
-        ep.reserved -= inst.reserved
+        ep.committed -= inst.pending_tokens
         ep.draining.append(inst)
         self._set_state(inst, DRAINING, m)
         if not inst.n_requests:
@@ -415,12 +415,12 @@ class Simulator:
                     if any(i.state != state or i.model != m for i in group) or counts[m, state] != len(group):
                         raise InvariantError(f"{self.region_names[r]}/{self.model_names[m]}: "
                                              f"{STATE_NAMES[state]} list disagrees with server states")
-                if ep.reserved != sum(i.reserved for i in ep.active):
-                    raise InvariantError(f"{self.region_names[r]}/{self.model_names[m]}: reserved KV drifted")
+                if ep.committed != sum(i.pending_tokens for i in ep.active):
+                    raise InvariantError(f"{self.region_names[r]}/{self.model_names[m]}: committed KV drifted")
             if len(self.free[r]) != counts[FREE_MODEL, FREE] or counts[:, FREE].sum() != counts[FREE_MODEL, FREE]:
                 raise InvariantError(f"region {r}: free servers disagree")
             for inst in fleet:
-                if inst.reserved < 0 or inst.reserved > inst.capacity or inst.pending_tokens < 0:
+                if not 0 <= inst.reserved <= inst.capacity or inst.pending_tokens != inst.reserved + inst.waiting_tokens:
                     raise InvariantError(f"server {inst.index}: KV reserved {inst.reserved} of {inst.capacity}")
         gpu_s = self.gpu_seconds_by_state().sum()
         fleet_gpu_s = float((self.gpus_per_server * [len(f) for f in self.servers]).sum() * self.now)
