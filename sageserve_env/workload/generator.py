@@ -1,0 +1,162 @@
+"""Seeded synthetic workload: multi-region days and weeks in the SageServe regime.
+
+Time ``t = 0`` is midnight, local time, of the first configured region (the reference region)
+on weekday ``start_day`` (0 = Monday). Each region's arrival rate follows a diurnal curve in
+its own local time (``RegionConfig.utc_offset_h``), a smooth business-hours bump peaking at
+``PEAK_HOUR`` local with peak / trough ratio ``workload.peak_to_trough``, multiplied by
+``workload.weekend_factor`` on the region's local Saturdays and Sundays. A weekday carries
+``workload.requests_per_day`` requests summed over regions, split by ``region_weights``.
+
+Arrivals are a non-homogeneous Poisson process with rates constant over each minute. A share
+``iw_share`` of requests (by count) is interactive (IW, one request per arrival, SLA
+``slo.iw_ttft_s``); the rest arrives as NIW batch jobs: job arrivals are Poisson at the same
+diurnal shape, a job has a lognormal number of requests with mean ``niw_job_size_mean``, one
+model, one home region, one ``batch_id``, arrival times spread uniformly over ``JOB_SPREAD_S``
+seconds, and deadline ``niw.deadline_s``. With ``burst_factor`` k > 1 every arrival in the
+first minute of each hour (of t) is present k times (the original and k - 1 identical copies,
+like SageServe's burst traces). Prompt and output tokens are drawn jointly from the mixture of
+log-normals in ``token_sizes.yaml`` (fitted on the Azure conversation trace by
+``scripts/fit_token_sizes.py``), rounded and clipped to its ``clip`` range [1, 32768].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from sageserve_env.config import CONFIG_DIR, SimConfig
+from sageserve_env.workload.readers import load_trace, model_popularity, nearest_first_orders, region_shares
+from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
+
+TOKEN_SIZES = Path(__file__).resolve().parent / "token_sizes.yaml"
+BIN_S = 60.0  # rates are piecewise constant over bins of this length
+PEAK_HOUR = 13.0  # local hour of the diurnal peak (early afternoon)
+PEAK_KAPPA = 2.0  # concentration of the daily von Mises bump: ~10 busy hours around the peak
+JOB_SIZE_SIGMA = 0.5  # lognormal shape of NIW job sizes (requests per job)
+JOB_SPREAD_S = 60.0  # a job's requests arrive uniformly within this many seconds of its start
+WEEKEND = (5, 6)  # Saturday, Sunday
+
+
+def diurnal(local_hour: np.ndarray, peak_to_trough: float) -> np.ndarray:
+    """Relative rate in [1 / peak_to_trough, 1], peaking at ``PEAK_HOUR`` local time.
+
+    A von Mises bump exp(kappa (cos(2 pi (h - peak) / 24) - 1)) rescaled to [0, 1], then lifted so
+    that the trough (12 h from the peak) is 1 / peak_to_trough of the peak.
+    """
+    bump = np.exp(PEAK_KAPPA * (np.cos(2 * np.pi * (local_hour - PEAK_HOUR) / 24.0) - 1.0))
+    floor = np.exp(-2.0 * PEAK_KAPPA)
+    g = (bump - floor) / (1.0 - floor)
+    return (1.0 + (peak_to_trough - 1.0) * g) / peak_to_trough
+
+
+def expected_counts(cfg: SimConfig, days: float, start_day: int):
+    """(bin start times, bin widths, expected requests per region and bin) over ``days``."""
+    w = cfg.workload
+    horizon = days * 86400.0
+    starts = np.arange(0.0, horizon, BIN_S)
+    widths = np.minimum(BIN_S, horizon - starts)
+    mid = starts + widths / 2
+    ref = cfg.regions[0].utc_offset_h
+    day_mean = diurnal((np.arange(1440) + 0.5) / 60.0, w.peak_to_trough).mean()
+    shares = region_shares(cfg)
+    counts = np.empty((len(cfg.regions), len(starts)))
+    for r, region in enumerate(cfg.regions):
+        local = mid + (region.utc_offset_h - ref) * 3600.0  # seconds since the reference midnight, local
+        weekday = (start_day + np.floor(local / 86400.0).astype(int)) % 7
+        scale = np.where(np.isin(weekday, WEEKEND), w.weekend_factor, 1.0)
+        shape = diurnal((local % 86400.0) / 3600.0, w.peak_to_trough) / day_mean  # mean 1 over a day
+        counts[r] = w.requests_per_day * shares[r] / 86400.0 * shape * scale * widths
+    return starts, widths, counts
+
+
+def sample_tokens(rng: np.random.Generator, n: int, path: Path = TOKEN_SIZES):
+    """``n`` (prompt, output) token pairs from the fitted mixture, as int32 arrays."""
+    spec = yaml.safe_load(path.read_text())
+    comps = spec["components"]
+    weight = np.array([c["weight"] for c in comps], dtype=float)
+    mean = np.array([c["mean_ln"] for c in comps], dtype=float)
+    chol = np.linalg.cholesky(np.array([c["cov_ln"] for c in comps], dtype=float))
+    k = rng.choice(len(comps), size=n, p=weight / weight.sum())
+    z = rng.standard_normal((2, n))
+    ln_prompt = mean[k, 0] + chol[k, 0, 0] * z[0]
+    ln_output = mean[k, 1] + chol[k, 1, 0] * z[0] + chol[k, 1, 1] * z[1]
+    lo, hi = spec["clip"]
+    return (np.clip(np.rint(np.exp(ln_prompt)), lo, hi).astype(np.int32),
+            np.clip(np.rint(np.exp(ln_output)), lo, hi).astype(np.int32))
+
+
+def _seed_info(rng: np.random.Generator):
+    seq = getattr(rng.bit_generator, "seed_seq", None)
+    return {"entropy": getattr(seq, "entropy", None), "spawn_key": list(getattr(seq, "spawn_key", ()))}
+
+
+def generate(cfg: SimConfig, rng: np.random.Generator, days: Optional[float] = None,
+             start_day: Optional[int] = None) -> Workload:
+    """A synthetic workload of ``days`` (default ``cfg.workload.days``) starting on weekday
+    ``start_day`` (default ``cfg.workload.start_day``); all randomness from ``rng``."""
+    w = cfg.workload
+    days = float(w.days if days is None else days)
+    start_day = int(w.start_day if start_day is None else start_day)
+    horizon = days * 86400.0
+    if not horizon > 0 or not w.niw_job_size_mean >= 1:
+        raise WorkloadError(f"generate: need days > 0 and workload.niw_job_size_mean >= 1, got {days!r}, "
+                            f"{w.niw_job_size_mean!r}")
+    starts, widths, counts = expected_counts(cfg, days, start_day)
+    n_regions, n_bins = counts.shape
+    popularity = model_popularity(cfg)
+
+    # Interactive: one request per arrival.
+    iw_n = rng.poisson(w.iw_share * counts).ravel()
+    iw_bin = np.repeat(np.arange(n_regions * n_bins), iw_n)
+    iw_t = starts[iw_bin % n_bins] + rng.random(len(iw_bin)) * widths[iw_bin % n_bins]
+    iw_region = iw_bin // n_bins
+    iw_model = rng.choice(len(popularity), size=len(iw_bin), p=popularity)
+
+    # Non-interactive: Poisson job arrivals, lognormal sizes with the configured mean.
+    mean = w.niw_job_size_mean
+    job_n = rng.poisson((1.0 - w.iw_share) * counts / mean).ravel()
+    job_bin = np.repeat(np.arange(n_regions * n_bins), job_n)
+    job_t = starts[job_bin % n_bins] + rng.random(len(job_bin)) * widths[job_bin % n_bins]
+    by_time = np.argsort(job_t, kind="stable")  # batch ids count jobs in arrival order
+    job_t, job_bin = job_t[by_time], job_bin[by_time]
+    job_size = np.maximum(1, np.rint(rng.lognormal(np.log(mean) - JOB_SIZE_SIGMA ** 2 / 2, JOB_SIZE_SIGMA,
+                                                   len(job_bin)))).astype(np.int64)
+    job_model = rng.choice(len(popularity), size=len(job_bin), p=popularity)
+    job = np.repeat(np.arange(len(job_bin)), job_size)
+    spread = np.minimum(JOB_SPREAD_S, horizon - job_t)
+    niw_t = job_t[job] + rng.random(len(job)) * spread[job]
+
+    arrival = np.concatenate([iw_t, niw_t])
+    region = np.concatenate([iw_region, job_bin[job] // n_bins]).astype(np.int16)
+    model = np.concatenate([iw_model, job_model[job]]).astype(np.int16)
+    tier = np.concatenate([np.full(len(iw_t), IW), np.full(len(job), NIW)]).astype(np.int8)
+    batch = np.concatenate([np.full(len(iw_t), -1), job])
+    if w.burst_factor > 1:
+        burst = np.flatnonzero(arrival % 3600.0 < 60.0)
+        idx = np.concatenate([np.arange(len(arrival)), np.repeat(burst, w.burst_factor - 1)])
+        arrival, region, model, tier, batch = arrival[idx], region[idx], model[idx], tier[idx], batch[idx]
+    prompt, output = sample_tokens(rng, len(arrival))
+    order = np.argsort(arrival, kind="stable")
+    sla = np.where(tier[order] == IW, cfg.slo.iw_ttft_s, cfg.niw.deadline_s)
+    meta = {"generator": "synthetic", "scenario": cfg.name, "days": days, "start_day": start_day,
+            "seed": _seed_info(rng), "requests_per_day": w.requests_per_day, "niw_jobs": len(job_bin),
+            "burst_factor": w.burst_factor, "t0": f"midnight local time in {cfg.regions[0].name}"}
+    return Workload(tuple(cfg.region_names), tuple(cfg.model_names), arrival[order], region[order],
+                    region[order].copy(), model[order], tier[order], prompt, output, sla, batch[order],
+                    priority_orders=nearest_first_orders([r.utc_offset_h for r in cfg.regions]),
+                    source=f"generator:{cfg.name}", meta=meta)
+
+
+def load_workload(cfg: SimConfig, rng: np.random.Generator) -> Workload:
+    """The whole workload the config asks for: a generated one (``workload.source=generator``)
+    or the trace ``workload.trace`` read with ``load_trace`` (a relative path is tried from the
+    working directory, then from the project root). Callers slice it (``Workload.slice_time``)."""
+    if cfg.workload.source == "generator":
+        return generate(cfg, rng)
+    path = Path(cfg.workload.trace)
+    if not path.is_absolute() and not path.exists():
+        path = CONFIG_DIR.parent / path
+    return load_trace(path, cfg.workload.trace_format, cfg)
