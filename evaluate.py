@@ -13,6 +13,10 @@ score: 0 = ``reactive``, 1 = ``oracle``), ``out/episodes.csv`` and plots.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: parallel workers, one BLAS thread each
+
 import json
 import math
 import sys

@@ -13,6 +13,10 @@ checkpoints, the best model on validation days, and the final ``model.zip`` with
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: parallel workers, one BLAS thread each
+
 import shutil
 import sys
 import time

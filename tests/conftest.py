@@ -1,8 +1,12 @@
 """Shared fixtures."""
 
-from pathlib import Path
+import os
 
-import pytest
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # ARIMA fits thrash with BLAS threads on 2 cores
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
