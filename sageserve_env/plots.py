@@ -1,0 +1,145 @@
+"""PNG plots of a run (``plot_run``) and of an evaluation matrix (``plot_matrix``).
+
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``) and rendered by
+Agg when saved, so nothing here touches pyplot's global state or the session's backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sageserve_env.sim.instance import STATE_NAMES
+from sageserve_env.sim.metrics import arrived_records
+from sageserve_env.workload.workload import IW, NIW
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sageserve_env.sim.simulator import Simulator
+
+CDF_POINTS = 1000  # quantiles drawn per latency CDF (enough for the eye, cheap for 1e6 requests)
+
+
+def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
+    return path
+
+
+def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) -> Path:
+    """Per endpoint (rows: regions, columns: models): billed instances (step) and the IW
+    requests per minute arriving for it (home region), over simulated hours. NIW requests are
+    left out: they arrive in job bursts and are fed opportunistically, not served on arrival."""
+    n_r, n_m = len(sim.region_names), len(sim.model_names)
+    # fixed margins: constrained layout and tight bounding boxes triple the time of this grid
+    fig = Figure(figsize=(3.6 * n_m + 0.8, 2.4 * n_r + 0.6))
+    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.8 / fig.get_figwidth(), bottom=0.55 / fig.get_figheight(),
+                        top=1 - 0.6 / fig.get_figheight(), wspace=0.45, hspace=0.35)
+    axes = fig.subplots(n_r, n_m, squeeze=False, sharex=True)
+    tl = np.asarray(sim.timeline, dtype=float).reshape(-1, 7)
+    n_minutes = max(1, math.ceil(sim.now / 60))
+    minute = np.minimum(rec["arrival_s"] // 60, n_minutes - 1).astype(np.int64)
+    for r, region in enumerate(sim.region_names):
+        for m, model in enumerate(sim.model_names):
+            ax = axes[r, m]
+            rows = tl[(tl[:, 1] == r) & (tl[:, 2] == m)]
+            times = np.r_[rows[:, 0], sim.now] / 3600
+            billed = rows[:, 3:6].sum(axis=1)
+            ax.step(times, np.r_[billed, billed[-1:]], where="post", color="C0", lw=1.2)
+            ax.set_ylim(bottom=0)
+            sel = (rec["region"] == r) & (rec["model"] == m) & (rec["tier"] == IW)
+            load = np.bincount(minute[sel], minlength=n_minutes)
+            twin = ax.twinx()
+            twin.plot((np.arange(len(load)) + 0.5) / 60, load, color="C1", lw=0.6, alpha=0.8)
+            twin.set_ylim(bottom=0)
+            twin.tick_params(axis="y", colors="C1", labelsize=7)
+            ax.tick_params(axis="y", colors="C0", labelsize=7)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.set_title(f"{region} / {model}", fontsize=9)
+            if m == 0:
+                ax.set_ylabel("billed instances", color="C0", fontsize=8)
+            if m == n_m - 1:
+                twin.set_ylabel("IW requests / min", color="C1", fontsize=8)
+            if r == n_r - 1:
+                ax.set_xlabel("simulated hours", fontsize=8)
+    fig.suptitle("Billed instances (active + starting + draining) against arriving IW load")
+    return _save(fig, path, tight=False)
+
+
+def plot_latency_cdfs(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) -> Path:
+    """CDFs of IW time to first token, IW end-to-end and NIW end-to-end latency (log x),
+    with the IW TTFT SLO marked."""
+    ttft = rec["first_token_s"] - rec["arrival_s"]
+    e2e = rec["completion_s"] - rec["arrival_s"]
+    iw, niw = rec["tier"] == IW, rec["tier"] == NIW
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    q = np.linspace(0, 1, CDF_POINTS + 1)
+    for label, values in (("IW TTFT", ttft[iw]), ("IW end-to-end", e2e[iw]), ("NIW end-to-end", e2e[niw])):
+        values = values[np.isfinite(values)]
+        if len(values):
+            ax.plot(np.maximum(np.quantile(values, q), 1e-3), q, label=f"{label} (n={len(values):,})")
+    ax.axvline(sim.config.slo.iw_ttft_s, color="grey", ls="--", lw=0.8, label="IW TTFT SLO")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("fraction of served requests")
+    ax.set_ylim(0, 1)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Latency CDFs")
+    return _save(fig, path)
+
+
+def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
+    """GPU-hours per region stacked by server state (active, starting, draining, spot, free)."""
+    per_state = sim.gpu_seconds_by_state().sum(axis=1) / 3600.0  # region x state
+    fig = Figure(figsize=(max(4.0, 1.6 * len(sim.region_names) + 2), 4), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(sim.region_names))
+    bottom = np.zeros(len(x))
+    for s, state in enumerate(STATE_NAMES):
+        ax.bar(x, per_state[:, s], bottom=bottom, label=state, color=f"C{s}")
+        bottom += per_state[:, s]
+    ax.set_xticks(x, sim.region_names)
+    ax.set_ylabel("GPU-hours")
+    ax.set_title("GPU-hours by server state (billed: active + starting + draining)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
+def plot_run(out_dir: Path, sim: "Simulator", rec: Optional[Dict[str, np.ndarray]] = None) -> List[Path]:
+    """The three plots of a run, saved as PNGs in ``out_dir``; ``rec`` is
+    ``metrics.arrived_records(sim)`` if the caller has it already."""
+    out = Path(out_dir)
+    rec = arrived_records(sim) if rec is None else rec
+    return [plot_instances_vs_load(sim, rec, out / "instances_vs_load.png"),
+            plot_latency_cdfs(sim, rec, out / "latency_cdf.png"),
+            plot_gpu_hours(sim, out / "gpu_hours_by_state.png")]
+
+
+def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:
+    """Cost against SLO attainment per policy, one panel per scenario: every episode as a faint
+    dot, each policy's mean as a labelled marker (``cost_vs_slo.png``)."""
+    scenarios = list(dict.fromkeys(episodes["scenario"]))
+    policies = list(dict.fromkeys(episodes["policy"]))
+    fig = Figure(figsize=(5 * len(scenarios), 4), layout="constrained")
+    axes = fig.subplots(1, len(scenarios), squeeze=False)[0]
+    for ax, scenario in zip(axes, scenarios):
+        for i, policy in enumerate(policies):
+            group = episodes[(episodes["scenario"] == scenario) & (episodes["policy"] == policy)]
+            x = group["billed_gpu_hours"].astype(float).to_numpy()
+            y = group["iw_slo_attainment"].astype(float).to_numpy()
+            if not len(group):
+                continue
+            ax.scatter(x, y, color=f"C{i}", alpha=0.3, s=12)
+            ax.scatter(np.nanmean(x), np.nanmean(y), color=f"C{i}", s=60, marker="D", label=policy, edgecolor="k")
+        ax.set_title(str(scenario))
+        ax.set_xlabel("billed GPU-hours")
+        ax.set_ylabel("IW SLO attainment")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, Path(out_dir) / "cost_vs_slo.png")

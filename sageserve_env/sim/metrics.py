@@ -1,0 +1,194 @@
+"""Run summary: latency percentiles, SLO attainment, GPU-hours and scaling counts of a simulation.
+
+``summarize(sim, wall_seconds)`` reads the simulator's per-request records, state accounting,
+instance timeline and scaling log once, after (or during) a run; nothing here runs in the event
+loop. Every request-level figure is recomputable from the per-request records that
+``outputs.write_run`` writes (the first ``sim.arrived`` rows of ``sim.records()``).
+
+Definitions (``now`` = simulated time reached):
+
+- Latencies: TTFT = first token - arrival, e2e = completion - arrival, TPOT = (completion -
+  first token) / (output tokens - 1) for completed requests with more than one output token.
+  Percentiles are numpy's linear interpolation, ``None`` when there is no sample.
+- A request meets its SLO when its latency is ``<= sla_s`` (TTFT for IW, e2e for NIW). A
+  request *misses* when it met it late, was dropped (it can never be served), or is still
+  unserved with ``arrival + sla_s < now``; an unserved request still within its SLO is
+  undecided. ``iw_slo_attainment`` = IW met / (IW met + IW missed), ``None`` if no IW request
+  is decided; ``niw_deadline_misses`` counts missed NIW requests.
+- Attribution: a request counts for the endpoint that served it (``served_region``, set at
+  completion, and its model); requests not completed count for their home region. NIW
+  requests are always served at home.
+- GPU-hours: billed = active + starting + draining, donated = spot, wastage = starting, free =
+  servers holding no model (region level only). Cost = billed GPU-hours x the region's price.
+- ``instance_hours_15min_peak`` (SageServe's billing metric): per endpoint, the peak count of
+  billed instances in each 15-minute bin of [0, now), summed over bins, divided by 4 (a
+  trailing partial bin counts as a whole quarter hour); region and global values add the
+  endpoints' figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from sageserve_env.sim.instance import ACTIVE, DRAINING, FREE, SPOT, STARTING
+from sageserve_env.workload.workload import IW
+
+if TYPE_CHECKING:
+    from sageserve_env.sim.simulator import Simulator
+
+PERCENTILES = (50, 90, 95, 99)
+SCALE_KINDS = ("undrain", "reclaim", "load_free", "load_other", "drain")  # "drain" scales down
+BILLED_STATES = (ACTIVE, STARTING, DRAINING)
+QUARTER_HOUR_S = 900.0
+
+
+def quarter_hour_peak_hours(times: Sequence[float], billed: Sequence[int], end_s: float,
+                            bin_s: float = QUARTER_HOUR_S) -> float:
+    """Instance-hours billed at each ``bin_s`` bin's peak, for one endpoint over [0, end_s).
+
+    ``times``/``billed`` is a step function (non-decreasing times, value held until the next
+    entry); of several entries at one instant only the last counts (the others last 0 s).
+    """
+    times = np.asarray(times, dtype=float)
+    billed = np.asarray(billed, dtype=np.int64)
+    if end_s <= 0 or not len(times):
+        return 0.0
+    last = np.r_[times[1:] != times[:-1], True]
+    times, billed = times[last], billed[last]
+    n_bins = math.ceil(end_s / bin_s)
+    held = np.searchsorted(times, np.arange(n_bins) * bin_s, side="right") - 1
+    peak = np.where(held >= 0, billed[np.maximum(held, 0)], 0)
+    inside = times < end_s
+    np.maximum.at(peak, (times[inside] // bin_s).astype(np.int64), billed[inside])
+    return float(peak.sum()) * bin_s / 3600.0
+
+
+def arrived_records(sim: "Simulator") -> Dict[str, np.ndarray]:
+    """``sim.records()`` restricted to the requests that have arrived (the first ``sim.arrived``)."""
+    n = sim.arrived
+    return {k: v[:n] for k, v in sim.records().items()}
+
+
+def _percentiles(prefix: str, values: np.ndarray) -> Dict[str, Optional[float]]:
+    if not len(values):
+        return {f"{prefix}_p{p}": None for p in PERCENTILES}
+    return {f"{prefix}_p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
+
+
+class _Requests:
+    """Derived per-request columns of the arrived requests, computed once per summary."""
+
+    def __init__(self, sim: "Simulator") -> None:
+        rec = arrived_records(sim)
+        arrival, sla, first, done = rec["arrival_s"], rec["sla_s"], rec["first_token_s"], rec["completion_s"]
+        out = rec["output_tokens"].astype(np.int64)
+        self.iw = rec["tier"] == IW
+        self.completed = np.isfinite(done)
+        self.dropped = rec["drop_reason"] != 0
+        self.ttft = first - arrival
+        self.e2e = done - arrival
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.tpot = np.where(self.completed & (out > 1), (done - first) / (out - 1), np.nan)
+        overdue = ~self.dropped & (arrival + sla < sim.now)
+        self.iw_met = self.iw & (self.ttft <= sla)
+        self.iw_missed = self.iw & ~self.iw_met & (np.isfinite(self.ttft) | self.dropped | overdue)
+        niw = ~self.iw
+        self.niw_completed = niw & self.completed
+        self.niw_missed = niw & ((self.completed & (self.e2e > sla)) | (~self.completed & (self.dropped | overdue)))
+        self.region = np.where(rec["served_region"] >= 0, rec["served_region"], rec["region"])
+        self.model = rec["model"]
+
+    def metrics(self, sel: Optional[np.ndarray] = None) -> Dict[str, Any]:
+        """Request metrics over the requests selected by the boolean mask ``sel`` (all if None)."""
+        def count(mask: np.ndarray) -> int:
+            return int(np.count_nonzero(mask if sel is None else mask & sel))
+
+        def values(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return x[mask if sel is None else mask & sel]
+
+        met, missed = count(self.iw_met), count(self.iw_missed)
+        iw_done = self.iw & self.completed
+        m: Dict[str, Any] = {
+            "requests_total": len(self.iw) if sel is None else int(np.count_nonzero(sel)),
+            "requests_completed": count(self.completed),
+            "requests_dropped": count(self.dropped),
+            "iw_requests": count(self.iw),
+        }
+        m.update(_percentiles("iw_ttft", values(self.ttft, self.iw & np.isfinite(self.ttft))))
+        m.update(_percentiles("iw_e2e", values(self.e2e, iw_done)))
+        m.update(_percentiles("iw_tpot", values(self.tpot, iw_done & np.isfinite(self.tpot))))
+        m["iw_slo_attainment"] = met / (met + missed) if met + missed else None
+        m["niw_requests"] = count(~self.iw)
+        m["niw_completed"] = count(self.niw_completed)
+        m["niw_deadline_misses"] = count(self.niw_missed)
+        return m
+
+
+def _accounting(sim: "Simulator", gpu_s: np.ndarray, peaks: np.ndarray, scale_counts: np.ndarray,
+                region: int, model: Optional[int]) -> Dict[str, Any]:
+    """GPU-hours, cost, instance-hours and scaling counts of one endpoint, or of a whole region
+    (``model`` None; then with the GPU-hours of servers holding no model)."""
+    models = slice(None) if model is None else [model]
+    g = gpu_s[region, models].sum(axis=0) / 3600.0  # GPU-hours per state
+    billed = float(g[list(BILLED_STATES)].sum())
+    m: Dict[str, Any] = {
+        "billed_gpu_hours": billed,
+        "donated_gpu_hours": float(g[SPOT]),
+        "wastage_gpu_hours": float(g[STARTING]),
+    }
+    if model is None:
+        m["free_gpu_hours"] = float(g[FREE])
+    m["billed_instance_hours"] = billed / float(sim.gpus_per_server[region])
+    m["instance_hours_15min_peak"] = float(peaks[region, models].sum())
+    m["cost_usd"] = billed * float(sim.cost_per_gpu_hour[region])
+    kinds = scale_counts[region, models].sum(axis=0)
+    m["scale_ups"] = int(kinds[:-1].sum())
+    m["scale_downs"] = int(kinds[-1])
+    m.update({f"scale_{k}": int(v) for k, v in zip(SCALE_KINDS, kinds)})
+    return m
+
+
+def summarize(sim: "Simulator", wall_seconds: float) -> Dict[str, Any]:
+    """Global metrics plus ``per_endpoint`` and ``per_region`` lists of the same metrics.
+
+    Values are plain Python numbers or ``None`` (never NaN), so the dict dumps to valid JSON.
+    """
+    n_r, n_m = len(sim.region_names), len(sim.model_names)
+    req = _Requests(sim)
+    gpu_s = sim.gpu_seconds_by_state()
+
+    tl = np.asarray(sim.timeline, dtype=float).reshape(-1, 7)
+    peaks = np.zeros((n_r, n_m))
+    for r in range(n_r):
+        for m in range(n_m):
+            rows = tl[(tl[:, 1] == r) & (tl[:, 2] == m)]
+            peaks[r, m] = quarter_hour_peak_hours(rows[:, 0], rows[:, 3:6].sum(axis=1), sim.now)
+
+    scale_counts = np.zeros((n_r, n_m, len(SCALE_KINDS)), dtype=np.int64)
+    for _, r, m, kind in sim.scale_log:
+        scale_counts[r, m, SCALE_KINDS.index(kind)] += 1
+
+    per_endpoint: List[Dict[str, Any]] = []
+    per_region: List[Dict[str, Any]] = []
+    for r, region in enumerate(sim.region_names):
+        in_region = req.region == r
+        for m, model in enumerate(sim.model_names):
+            row = {"region": region, "model": model, **req.metrics(in_region & (req.model == m))}
+            row.update(_accounting(sim, gpu_s, peaks, scale_counts, r, m))
+            per_endpoint.append(row)
+        row = {"region": region, **req.metrics(in_region)}
+        row.update(_accounting(sim, gpu_s, peaks, scale_counts, r, None))
+        per_region.append(row)
+
+    summary: Dict[str, Any] = req.metrics()
+    for key, value in per_region[0].items():  # accounting: the regions' sum
+        if key not in summary and key != "region":
+            summary[key] = type(value)(sum(row[key] for row in per_region))
+    summary["sim_seconds"] = float(sim.now)
+    summary["wall_seconds"] = float(wall_seconds)
+    summary["per_endpoint"] = per_endpoint
+    summary["per_region"] = per_region
+    return summary
