@@ -153,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from agents import make_policy
-    from agents.learned import algorithms, sidecar
+    from agents.learned import algorithms, normalizer_path, sidecar
     from agents.training import behaviour_clone, collect_demonstrations
 
     out = run_dir(cfg)
@@ -165,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     venv.seed(cfg.seed)
     algo = algorithms()[cfg.algo]
     if cfg.resume:
-        norm = sidecar(Path(cfg.resume), "_vecnormalize.pkl")
+        norm = normalizer_path(Path(cfg.resume))
         if normalize and norm.exists():
             venv = VecNormalize.load(str(norm), venv)
         elif normalize:
@@ -200,20 +200,21 @@ def main(argv: Optional[List[str]] = None) -> int:
             from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as kind
         callbacks.append(kind(eval_env, n_eval_episodes=cfg.eval_episodes, eval_freq=max(cfg.eval_freq // n_envs, 1),
                               best_model_save_path=str(out), log_path=str(out / "eval"), deterministic=True))
+    probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acts under
+    env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
+                  "forecaster": probe.config["forecaster"]}
+    meta = {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs, "residual": cfg.residual,
+            "residual_reach": residual_reach, "seed": cfg.seed, "command": "python train.py " + " ".join(argv)}
+    model_path = out / "model.zip"
+    sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))  # checkpoints use it too
     start = time.perf_counter()
     model.learn(total_timesteps=total, callback=callbacks, progress_bar=cfg.progress_bar,
                 reset_num_timesteps=not cfg.resume, tb_log_name=cfg.algo)
     minutes = (time.perf_counter() - start) / 60
-    model_path = out / "model.zip"
     model.save(str(model_path))
     if isinstance(venv, VecNormalize):
         venv.save(str(sidecar(model_path, "_vecnormalize.pkl")))
-    probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acted under
-    env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
-                  "forecaster": probe.config["forecaster"]}
-    meta = {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs, "residual": cfg.residual,
-            "residual_reach": residual_reach, "seed": cfg.seed, "timesteps": int(model.num_timesteps),
-            "train_minutes": round(minutes, 2), "command": "python train.py " + " ".join(argv)}
+    meta.update(timesteps=int(model.num_timesteps), train_minutes=round(minutes, 2))
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     venv.close()
     if cfg.ship:

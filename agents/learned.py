@@ -28,13 +28,39 @@ def sidecar(model_path: Path, suffix: str) -> Path:
     return model_path.with_name(model_path.stem + suffix)
 
 
+def normalizer_path(model_path: Path) -> Path:
+    """The VecNormalize statistics of a final model (``model_vecnormalize.pkl``) or of an SB3
+    checkpoint (``rl_model_vecnormalize_<n>_steps.pkl`` beside ``rl_model_<n>_steps.zip``)."""
+    model_path = Path(model_path)
+    stem = model_path.stem
+    if stem.endswith("_steps") and "_" in stem[: -len("_steps")]:
+        prefix, steps = stem[: -len("_steps")].rsplit("_", 1)
+        checkpoint = model_path.with_name(f"{prefix}_vecnormalize_{steps}_steps.pkl")
+        if checkpoint.exists():
+            return checkpoint
+    own = sidecar(model_path, "_vecnormalize.pkl")
+    run = model_path.with_name("model_vecnormalize.pkl")  # best_model.zip shares its run's statistics
+    return own if own.exists() or not run.exists() else run
+
+
+def metadata_path(model_path: Path) -> Path:
+    """``model.yaml`` beside a final model; checkpoints and best models share their run's."""
+    own = sidecar(Path(model_path), ".yaml")
+    if own.exists():
+        return own
+    for parent in (Path(model_path).parent, Path(model_path).parent.parent):
+        if (parent / "model.yaml").exists():
+            return parent / "model.yaml"
+    return own
+
+
 class LearnedPolicy(Policy):
     """Acts with a saved model; its metadata says how it was trained (algorithm, env settings,
     residual mode) so it runs in the env it expects."""
 
     def __init__(self, path: Path, name: str = "rl", deterministic: bool = True):
         self.path = Path(path)
-        meta_path = sidecar(self.path, ".yaml")
+        meta_path = metadata_path(self.path)
         if not meta_path.exists():
             raise ValueError(f"{meta_path} is missing: it records how {self.path.name} was trained")
         self.meta = yaml.safe_load(meta_path.read_text())
@@ -42,7 +68,7 @@ class LearnedPolicy(Policy):
         if algo not in algorithms():
             raise ValueError(f"{meta_path}: unknown algorithm {algo!r}")
         self.model = algorithms()[algo].load(str(self.path), device="cpu")
-        norm_path = sidecar(self.path, "_vecnormalize.pkl")
+        norm_path = normalizer_path(self.path)
         self.normalizer = pickle.loads(norm_path.read_bytes()) if norm_path.exists() else None
         self.name = name
         self.deterministic = deterministic
