@@ -135,8 +135,8 @@ def test_priority_orders_nearest_first(paper_day):
 
 def test_model_popularity_defaults(paper_day):
     cfg, w = paper_day
-    np.testing.assert_allclose(np.bincount(w.model) / len(w), [0.35, 0.15, 0.30, 0.20], atol=0.01)
-    np.testing.assert_allclose(model_popularity(load_config("small")), [0.35 / 0.65, 0.30 / 0.65])
+    np.testing.assert_allclose(np.bincount(w.model) / len(w), [0.45, 0.20, 0.20, 0.15], atol=0.01)
+    np.testing.assert_allclose(model_popularity(load_config("small")), [0.45 / 0.65, 0.20 / 0.65])
     assert split_weights(["X", "Y"], None, DEFAULT_MODEL_POPULARITY).tolist() == [0.5, 0.5]
     only_c = load_config("small", ["workload.model_popularity={C: 1.0}"])
     assert (generate(only_c, np.random.default_rng(0), days=0.05).model == 1).all()

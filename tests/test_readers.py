@@ -229,7 +229,7 @@ def test_azure_real_trace(shared_data):
     assert w.arrival_s[0] == 0.0 and 3400 < w.duration_s < 3600
     assert abs((w.tier == IW).mean() - cfg.workload.iw_share) < 0.02  # load_trace takes the mix from the config
     shares = np.bincount(w.model, minlength=4) / len(w)
-    np.testing.assert_allclose(shares, [0.35, 0.15, 0.30, 0.20], atol=0.02)
+    np.testing.assert_allclose(shares, [0.45, 0.20, 0.20, 0.15], atol=0.02)
     assert (read_azure(path, REGIONS, MODELS).tier == IW).all()  # the reader's own default: all IW
 
 

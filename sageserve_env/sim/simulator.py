@@ -227,6 +227,7 @@ class Simulator:
     # -- callbacks from instances ---------------------------------------------------------
     def first_token(self, rid: int, now: float, inst: Instance) -> None:
         self.first_token_s[rid] = now
+        self.served_region[rid] = inst.region
         self.n_first_tokens += 1
         if self.tier[rid] == IW:
             ep = inst.endpoint
@@ -238,7 +239,6 @@ class Simulator:
 
     def complete(self, rid: int, now: float, inst: Instance) -> None:
         self.completion_s[rid] = now
-        self.served_region[rid] = inst.region
         self.n_completed += 1
         ep = inst.endpoint
         ep.completed += 1
