@@ -91,12 +91,17 @@ class Instance:
         if self.state == ACTIVE:
             self.endpoint.committed += need
         (self.wait_iw if sim.tier[rid] == IW else self.wait_niw).append(rid)
-        if not self.busy:  # idle: start at this instant, once every request arriving at it is here
-            self.busy = True
-            self.run_iters = -1
-            self.run_start = now
-            self.version += 1
-            sim.schedule(now, self)
+        if not self.busy:
+            nxt = sim._next_arrival
+            if nxt < sim.n_requests and sim._stream[nxt] == now:
+                # more requests arrive at this instant: start once they are all here (IW first)
+                self.busy = True
+                self.run_iters = -1
+                self.run_start = now
+                self.version += 1
+                sim.schedule(now, self)
+            else:
+                self._boundary(now)
         elif self.run_start == now:  # the iteration scheduled at this instant has not begun: join it
             if self.run_iters >= 0 and self._head_fits():
                 self._boundary(now)
@@ -181,7 +186,8 @@ class Instance:
         while decoders and decoders[0][0] <= self.iters:
             self._complete(heappop(decoders)[1], now, decoding=True)
             completed += 1
-        self._admit(now)
+        if self.wait_iw or self.wait_niw:
+            self._admit(now)
         sim = self.sim
         if self.prefill:
             budget = sim.max_batch_tokens
