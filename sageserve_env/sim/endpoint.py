@@ -64,7 +64,7 @@ class Endpoint:
         """Send a request to the active instance with the fewest pending tokens."""
         sim = self.sim
         if sim.prompt[rid] + sim.output[rid] > self.capacity:
-            sim.drop(rid, "too_large", now)
+            sim.drop(rid, "too_large", self)
             return
         best = None
         least = 1 << 62

@@ -229,7 +229,7 @@ class Instance:
                 if drop_after is not None and queue is self.wait_iw and now - sim.arrival[rid] > drop_after:
                     queue.popleft()
                     self._forget(need)
-                    sim.drop(rid, "iw_timeout", now)
+                    sim.drop(rid, "iw_timeout", self.endpoint)
                     continue
                 if self.reserved + need > self.capacity:
                     return

@@ -249,10 +249,11 @@ class Simulator:
         elif self.iw_e2e_s is not None and now - self.arrival[rid] > self.iw_e2e_s:
             ep.iw_e2e_misses += 1
 
-    def drop(self, rid: int, reason: str, now: float) -> None:
+    def drop(self, rid: int, reason: str, endpoint: Endpoint) -> None:
+        """Give up on a request; counted by the endpoint it was routed to (like its arrival)."""
         self.drop_reason[rid] = DROP_REASONS.index(reason)
         self.n_dropped += 1
-        self.endpoints[self.req_region[rid]][self.req_model[rid]].dropped += 1
+        endpoint.dropped += 1
 
     # -- scaling --------------------------------------------------------------------------
     def scale(self, region: int | str, model: int | str, delta: int) -> ScaleResult:

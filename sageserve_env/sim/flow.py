@@ -1,0 +1,725 @@
+"""The fast fidelity: the same fleet and scaling as ``Simulator``, traffic as token flows per tick.
+
+``FlowSimulator`` keeps the parent's servers, spot pools, ``scale`` (with its start-up events and
+refusals), state accounting, timeline and scaling log, and replaces per-request events by request
+counts and KV-token masses that move once per tick of ``tick_s`` seconds between the pools of
+every endpoint (numpy arrays over endpoints, per tier IW / NIW):
+
+    arrivals -> F: NIW feed queue -> W: waiting for a batch slot -> P: admitted, prefilling
+             -> D: decoding -> completed;   a draining instance leaves with its share of D.
+
+One tick, with A active instances of ``cap`` KV tokens each (equations in ``docs/fidelity.md``):
+
+1. Arrivals are binned per tick once, at construction. IW counts are kept per (priority order,
+   model) and routed with SageServe's rule on the utilization at the tick start: the first
+   region of the order below ``routing.util_threshold``, else the least utilized one.
+2. NIW moves F -> W by ``feed_async`` at tick granularity: ``granularity`` requests (twice as
+   many between ``low_util`` and ``high_util``) per opportunity, an opportunity being a
+   completion in the last tick or an NIW arrival, and never past ``high_util``.
+3. W -> P, IW first, while the batch has room: ``max_batch_size`` requests and ``cap`` KV tokens
+   (prompt + output, reserved at admission) per instance.
+4. Iteration time t = decode(b, kv) + prefill of x prompt tokens, b and kv the decoding batch
+   per instance, x = min(max_batch_tokens, c t) with c the prompt tokens per second waiting in P.
+   P -> D at x tokens per iteration; the first token of a request is its exit from P.
+5. D is a linear flow: requests leave at rate D / (E[o] t) and KV tokens at rate
+   D_tok / (t E[o (p + o)] / E[p + o]) (long requests stay longer), integrated exactly over the
+   tick. Counts stay integral: the fractional part of every outflow is carried to the next tick.
+6. Latency: every endpoint is a fluid FIFO. The request getting its first token now arrived
+   when the cumulative IW arrivals reached the cumulative first tokens; its wait h is the
+   difference (0 when nothing is queued). TTFT = routing delay + h + half an iteration + the
+   prefill of its own prompt (chunks of ``max_batch_tokens``, each an iteration at the current
+   batch). Prompts follow the model's prompt-size quantiles; h is uniform between its values
+   at the tick's start and end. IW SLO misses are the expected number of first tokens with
+   TTFT > SLO under these two spreads (fractional). NIW deadline misses: the same FIFO on NIW
+   arrivals and completions against the workload's mean NIW deadline.
+
+Request counts are integers and conserved exactly; misses are expected values. The server
+objects live on: after every ``run_until`` and ``scale`` their ``reserved``, ``waiting_tokens``
+and ``pending_tokens`` are set from the flows (an endpoint's work spread evenly over as many of
+its active instances as it holds requests, as join-shortest-queue would), so ``SimView`` and
+the utilization-driven policies read the same quantities as in the detailed mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from heapq import heappop
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from sageserve_env.config import SimConfig
+from sageserve_env.sim.instance import Instance
+from sageserve_env.sim.simulator import InvariantError, Simulator
+from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
+
+# Quantile bins of token sizes, dense in the tail so that p95 and p99 latencies are resolved.
+SIZE_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.965, 0.975,
+              0.985, 0.99, 0.995, 0.998, 1.0)
+BOUNDARY_WAIT = 0.5  # iterations an arriving request waits for the next boundary of a busy instance
+HIST_EDGES_S = np.logspace(-3, 6, 901)  # latency histogram bins (1 ms .. 11.6 days), 1% wide
+PERCENTILES = (50, 90, 95, 99)
+W, P, D = range(3)  # request pools: waiting for a slot, prefilling, decoding
+HOME_COLS = 6  # per endpoint and tick: NIW requests, NIW tokens, dropped IW, NIW, tokens, IW prompt
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """Token-size constants per endpoint, from the workload's requests of the endpoint's model."""
+
+    output: np.ndarray  # (E,) E[o]: decode iterations a request stays
+    token_iters: np.ndarray  # (E,) E[o (p + o)] / E[p + o]: iterations a reserved KV token stays
+    context: np.ndarray  # (E,) E[o (p + o / 2)] / E[o (p + o)]: KV read by decoding / KV reserved
+    prompt_share: np.ndarray  # (E,) E[p] / E[p + o]
+    weights: np.ndarray  # (K,) probability of each quantile bin of SIZE_EDGES
+    prefill: np.ndarray  # (E, K) prefill seconds of a prompt at each bin's middle quantile
+    chunks: np.ndarray  # (E, K) its chunks of max_batch_tokens (= iterations)
+    output_q: np.ndarray  # (E, K) output tokens at each bin's middle quantile
+
+
+class FlowSimulator(Simulator):
+    """``Simulator`` with token flows per tick instead of requests (see the module docstring)."""
+
+    def __init__(self, config: SimConfig, workload: Workload, tick_s: float = 5.0) -> None:
+        if not (math.isfinite(tick_s) and tick_s > 0):
+            raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
+        self.tick_s = float(tick_s)
+        super().__init__(config, workload)
+        self._build_constants()
+        self._build_table()
+        self._build_state()
+        self._sync()
+
+    # -- construction -------------------------------------------------------------------
+    def _load_requests(self, w: Workload) -> None:
+        """Numpy columns only: the flows never look at a single request."""
+        def remap(names, known, what):
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise WorkloadError(f"{w.source}: {what} {missing} not in the config's {what}s {known}")
+            return np.array([known.index(n) for n in names], dtype=np.int64)
+
+        regions = remap(w.regions, self.region_names, "region")
+        self.n_requests = len(w)
+        self.req_region = regions[w.region]
+        self.req_model = remap(w.models, self.model_names, "model")[w.model]
+        self._orders = [tuple(int(regions[r]) for r in o) for o in w.priority_orders]
+        self._stream = w.arrival_s + self.config.routing.delay_s
+        self._next_arrival = 0
+
+    def _build_constants(self) -> None:
+        w = self.workload
+        self._E = len(self.all_endpoints)
+        self._cap = np.array([ep.capacity for ep in self.all_endpoints], dtype=float)
+        perf = [self.perf[ep.region][ep.model] for ep in self.all_endpoints]
+        coef = lambda k: np.array([getattr(p, k) for p in perf], dtype=float)  # noqa: E731
+        self._db, self._ds, self._dk = coef("decode_base_s"), coef("decode_per_seq_s"), coef("decode_per_kv_token_s")
+        self._pb, self._pt, self._pq = coef("prefill_base_s"), coef("prefill_per_token_s"), coef("prefill_per_token_sq_s")
+        self._mixed = self.config.perf.mixed_prefill_factor or 1.0
+        self._sizes = self._size_constants(np.array([ep.model for ep in self.all_endpoints]))
+        niw = w.tier == NIW
+        self._niw_sla = float(w.sla_s[niw].mean()) if niw.any() else self.config.niw.deadline_s
+        self._iw_sla = float(w.sla_s[~niw].mean()) if (~niw).any() else self.config.slo.iw_ttft_s
+        self._delay = self.config.routing.delay_s
+
+    def _size_constants(self, ep_model: np.ndarray) -> _Sizes:
+        w = self.workload
+        edges = np.array(SIZE_EDGES)
+        mids = (edges[1:] + edges[:-1]) / 2
+        prompt, output = w.prompt_tokens.astype(float), w.output_tokens.astype(float)
+        rows = []
+        for m in range(len(self.model_names)):
+            sel = self.req_model == m
+            p, o = (prompt[sel], output[sel]) if sel.any() else (prompt, output)
+            if not len(p):  # an empty workload: any sizes will do
+                p = o = np.ones(1)
+            need = p + o
+            rows.append((o.mean(), (o * need).mean() / need.mean(), (o * (p + o / 2)).mean() / (o * need).mean(),
+                         p.mean() / need.mean(), np.quantile(p, mids), np.quantile(o, mids)))
+        cols = [np.array(c)[ep_model] for c in zip(*rows)]
+        prompt_q = cols[4]
+        mbt = self.max_batch_tokens
+        full, rest = np.floor(prompt_q / mbt), np.mod(prompt_q, mbt)
+        pt, pq = self._pt[:, None], self._pq[:, None]
+        chunks = full + (rest > 0)
+        prefill = chunks * self._pb[:, None] + self._mixed * (full * (pt + pq * mbt) * mbt + (pt + pq * rest) * rest)
+        return _Sizes(cols[0], cols[1], cols[2], cols[3], np.diff(edges), prefill, chunks, cols[5])
+
+    def _build_table(self) -> None:
+        """Arrivals per tick bin (k dt, (k + 1) dt] (the first also holds t = 0), for the workload."""
+        if self.no_reroute:  # the routing key is the home region, its only candidate
+            self._key, self._key_regions = self.req_region, np.arange(len(self.region_names))[:, None]
+        else:
+            width = max(len(o) for o in self._orders)
+            self._key = self.workload.priority.astype(np.int64)
+            self._key_regions = np.array([o + (o[-1],) * (width - len(o)) for o in self._orders], dtype=np.int64)
+        n_m = len(self.model_names)
+        n_keys = len(self._key_regions)
+        self._n_iw = n_keys * n_m * 3
+        first = self._key_regions[:, :1] * n_m + np.arange(n_m)
+        self._home_dest = (first[..., None] * 3 + np.arange(3)).ravel()  # routing when every region is below
+        end = max(float(self._stream[-1]) if self.n_requests else 0.0, self.config.duration_s)
+        self._n_bins = int(math.ceil(end / self.tick_s)) + 1
+        edges = np.arange(self._n_bins + 1) * self.tick_s
+        bins = np.maximum(np.searchsorted(edges, self._stream, side="left") - 1, 0)
+        self._table = self._aggregate(0, self.n_requests, bins, self._n_bins)
+        self._bin_end = np.searchsorted(self._stream, edges[1:], side="right")
+
+    def _aggregate(self, lo: int, hi: int, bins: np.ndarray, n_bins: int) -> np.ndarray:
+        """Arrivals of requests [lo, hi) per ``bins``, shape (n_bins, columns): IW (count, prompt,
+        need) per (routing key, model), then HOME_COLS per home endpoint. need = prompt + output;
+        requests whose need exceeds an instance's KV capacity are dropped, as ``Endpoint.route``
+        does."""
+        w = self.workload
+        n_m, E = len(self.model_names), self._E
+        n_keys = len(self._key_regions)
+        home = self.req_region[lo:hi] * n_m + self.req_model[lo:hi]
+        prompt = w.prompt_tokens[lo:hi].astype(float)
+        need = prompt + w.output_tokens[lo:hi]
+        iw = w.tier[lo:hi] == IW
+        big = need > self._cap[home]
+        ok = iw & ~big
+        key = (self._key[lo:hi] * n_m + self.req_model[lo:hi])[ok] * 3
+        at = bins[ok] * (n_keys * n_m * 3) + key
+        iw_cols = sum(np.bincount(at + j, v, n_bins * n_keys * n_m * 3) for j, v in
+                      enumerate((None, prompt[ok], need[ok])))
+        home_cols = np.zeros(n_bins * E * HOME_COLS)
+        for j, (sel, v) in enumerate(((~iw & ~big, None), (~iw & ~big, need), (iw & big, None), (~iw & big, None),
+                                      (big, need), (iw & big, prompt))):
+            at = (bins[sel] * E + home[sel]) * HOME_COLS + j
+            home_cols += np.bincount(at, None if v is None else v[sel], n_bins * E * HOME_COLS)
+        return np.concatenate([iw_cols.reshape(n_bins, -1), home_cols.reshape(n_bins, -1)], axis=1)
+
+    def _build_state(self) -> None:
+        E = self._E
+        self._Q = np.zeros((3, 2, 2, E))  # pool (W, P, D) x (requests, KV tokens) x tier x endpoint
+        self._F = np.zeros((2, E))  # NIW feed queue: requests, tokens
+        self._carry = np.zeros((2, 2, E))  # fractional outflow of P and D per tier, carried over
+        self._per_instance = np.array([[self.max_batch_size], [0.0]]) + np.array([0.0, 1.0])[:, None] * self._cap
+        self._iters = np.stack([self._sizes.output, self._sizes.token_iters])[:, None]  # (2, 1, E)
+        self._feed_chances = np.zeros(E)
+        self._routed = np.zeros((E, 3))  # cumulative routed IW requests, prompt tokens, tokens
+        self._home = np.zeros((E, HOME_COLS))  # cumulative HOME_COLS
+        self._done = np.zeros((2, 2, E))  # completed (requests, tokens) per tier
+        self._expected = np.zeros((4, E))  # IW SLO, IW e2e and NIW deadline misses; IW TTFT sum
+        # cumulative IW (routed) and NIW arrivals per endpoint at every tick end: the FIFO curves
+        self._hist_t = np.zeros(self._n_bins + 1)
+        self._hist = np.zeros((self._n_bins + 1, 2, E))
+        self._n_hist = 1
+        self._ptr = np.zeros(E, dtype=np.int64)
+        self._served = np.zeros((2, E))  # FIFO departures: IW first tokens and drops, NIW completions
+        self._wait = np.zeros(E)  # FIFO wait of the last IW departure
+        self._stale = np.zeros((2, E))  # IW dropped by drop_iw_after_s: requests, tokens
+        self._drains: Dict[Instance, np.ndarray] = {}  # draining instance -> (requests, tokens, carry) x tier
+        self._log = np.zeros((self._n_bins + 1, 5, E))  # per tick: first tokens, FIFO wait, marg, bnd, t
+        self._n_log = 0
+        # per-endpoint constants of the tick's arithmetic
+        sz = self._sizes
+        self._endpoint_index = np.arange(E)
+        self._dk_context = self._dk * sz.context
+        self._pt_mixed, self._pq_mixed = self._mixed * self._pt, self._mixed * self._pq
+        self._ttft_mean_base = self._delay + sz.prefill @ sz.weights
+        self._chunks_mean = sz.chunks @ sz.weights
+        self._ttft_max_base = self._delay + sz.prefill[:, -1]  # the largest prompt quantile
+        self._chunks_max = sz.chunks[:, -1]
+        self._no_wait = np.zeros(E)
+        self._synced = [0] * E  # leading active instances of each endpoint that may hold tokens
+        self._fleet_changed = True  # active counts to recount at the next tick
+
+    # -- the tick loop ------------------------------------------------------------------
+    def run_until(self, t_end: float) -> None:
+        """Advance tick by tick to ``t_end`` (a partial tick where ``t_end`` is off the grid)."""
+        if t_end < self.now:
+            raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
+        dt = self.tick_s
+        while self.now < t_end:
+            k = int(self.now // dt)
+            if (k + 1) * dt <= self.now:
+                k += 1
+            t0, t1 = self.now, min((k + 1) * dt, t_end)
+            if t0 == k * dt and t1 == (k + 1) * dt and k < self._n_bins:
+                row, hi = self._table[k], int(self._bin_end[k])
+            else:
+                lo = self._next_arrival
+                hi = int(np.searchsorted(self._stream, t1, side="right"))
+                row = self._aggregate(lo, hi, np.zeros(hi - lo, dtype=np.int64), 1)[0]
+            self._start_instances(t1)
+            self.now = t1
+            self._next_arrival = hi
+            self._tick(t1 - t0, row)
+        self.now = t_end
+        self._sync()
+
+    def _start_instances(self, t1: float) -> None:
+        """The parent's start-up events up to ``t1`` (starting -> active), each at its own time;
+        the new instances serve from the start of the tick."""
+        heap = self._heap
+        while heap and heap[0][0] <= t1:
+            t, _, inst, version = heappop(heap)
+            if version == inst.version:
+                self.now = t
+                inst.on_event(t)
+
+    def _tick(self, dt: float, row: np.ndarray) -> None:
+        Q, F, sz = self._Q, self._F, self._sizes
+        if self._fleet_changed:
+            self._fleet_changed = False
+            self._A = A = np.array([len(ep.active) for ep in self.all_endpoints], dtype=float)
+            self._has = A > 0
+            self._A1 = np.maximum(A, 1.0)
+            self._limits = A * self._per_instance  # (requests, KV tokens) the active instances can batch
+            self._inv_kv = np.where(self._has, 1.0 / np.maximum(self._limits[1], 1.0), 0.0)
+            self._no_instance = (~self._has).astype(float)
+        A, has, A1, limits = self._A, self._has, self._A1, self._limits
+        committed = Q[:, 1].sum(axis=(0, 1))
+        util = committed * self._inv_kv + self._no_instance  # 1.0 where no instance is active
+
+        # 1. arrivals: IW routed on the utilization at the tick start, NIW and drops at home
+        dest = self._home_dest if util.max() < self.util_threshold else self._route(util)
+        routed = np.bincount(dest, row[: self._n_iw], 3 * self._E).reshape(-1, 3)
+        home = row[self._n_iw:].reshape(-1, HOME_COLS)
+        Q[W, :, IW] += routed[:, ::2].T
+        self._routed += routed
+        self._home += home
+        if self.feed_async:
+            F += home[:, :2].T
+        else:
+            Q[W, :, NIW] += home[:, :2].T
+        k = self._n_hist
+        if k == len(self._hist_t):
+            self._hist_t = np.concatenate([self._hist_t, np.zeros(k)])
+            self._hist = np.concatenate([self._hist, np.zeros_like(self._hist)])
+            self._log = np.concatenate([self._log, np.zeros_like(self._log)])
+        self._hist_t[k] = self.now
+        self._hist[k, IW] = self._hist[k - 1, IW] + routed[:, 0]
+        self._hist[k, NIW] = self._hist[k - 1, NIW] + home[:, 0]
+        self._n_hist = k + 1
+
+        # 2. NIW feed; drops of stale IW
+        if self.feed_async and F[0].max() > 0:
+            self._feed(util, limits[1], committed + routed[:, 2], home[:, 0])
+        if self.drop_iw_after_s is not None:
+            self._drop_stale()
+
+        # 3. admission into the batch, IW first
+        room = limits - Q[P:].sum(axis=(0, 2))
+        if (Q[W].sum(1) <= room).all():
+            Q[P] += Q[W]
+            Q[W] = 0.0
+        else:
+            for tier in (IW, NIW):
+                room = self._admit(tier, room)
+
+        # 4. iteration time; prefill P -> D (first tokens)
+        b, kv = Q[D].sum(1) / A1  # requests and KV tokens per instance
+        marg = self._ds * b + self._dk_context * kv  # what the decoding batch adds to an iteration
+        t_dec = self._db + marg
+        rate = Q[P, 1].sum(0) * sz.prompt_share / (A1 * dt)  # prompt tokens per second per instance
+        x = np.minimum(self.max_batch_tokens, rate * t_dec / np.maximum(1.0 - self._pt_mixed * rate, 1e-9))
+        t = t_dec + (self._pt_mixed + self._pq_mixed * x) * x
+        if x.max() < self.max_batch_tokens:
+            inflow = Q[P] * has  # an endpoint without an active instance prefills nothing
+            Q[P] -= inflow
+        else:
+            inflow = self._prefill_limited(A * x * dt / t, x < self.max_batch_tokens)
+
+        # 5. decode: the linear flow integrated over the tick, requests and tokens together
+        tau = self._iters * t  # (2, 1, E); D is empty where no instance is active
+        gone = -np.expm1(-dt / tau)  # share of what was there at the start that leaves
+        out = Q[D] * gone + inflow * (1.0 - tau / dt * gone)
+        total = Q[D] + inflow
+        done = self._integral(out[0], total[0], self._carry[1])
+        left = total[0] - done
+        done_t = np.where(left == 0, total[1], np.minimum(np.rint(out[1]), total[1] - left))
+        Q[D, 0], Q[D, 1] = left, total[1] - done_t
+        self._feed_chances = done[IW] + done[NIW]
+        if self._drains:
+            done, done_t = self._drain_tick(dt, done, done_t)
+        self._done[0] += done
+        self._done[1] += done_t
+
+        # 6. latency: fluid FIFO waits; expected misses under the prompt-size and wait spreads
+        m = self._expected
+        ft = inflow[0, IW]
+        w0 = self._wait
+        self._served[IW] += ft
+        queued = Q[W, 0, IW] + Q[P, 0, IW] > 0
+        if queued.any():
+            self._wait = np.where(queued, self.now - self._fifo_arrival(), 0.0)
+            self._ptr = np.where(queued, self._ptr, k)
+        else:
+            self._wait = self._no_wait
+            self._ptr[:] = k
+        bnd = BOUNDARY_WAIT * t * np.minimum(b, 1.0)
+        mean_ttft = bnd + self._ttft_mean_base + self._chunks_mean * marg
+        if (np.maximum(w0, self._wait) + bnd + self._ttft_max_base + self._chunks_max * marg > self._iw_sla).any():
+            ttft = (self._delay + bnd)[:, None] + sz.prefill + sz.chunks * marg[:, None]
+            m[0] += ft * (self._late(w0, self._wait, self._iw_sla - ttft) @ sz.weights)
+        if self.iw_e2e_s is not None:
+            e2e = mean_ttft[:, None] + (sz.output_q - 1) * t[:, None]
+            m[1] += ft * (self._late(w0, self._wait, self.iw_e2e_s - e2e) @ sz.weights)
+        if self.now > self._niw_sla:  # NIW completed after their deadline (FIFO): those due by now
+            due = self._arrivals_at(self.now - self._niw_sla)[NIW]
+            m[2] += np.maximum(np.minimum(self._served[NIW] + done[NIW], due) - self._served[NIW], 0.0)
+        self._served[NIW] += done[NIW]
+        m[3] += ft * (0.5 * (w0 + self._wait) + mean_ttft)
+        log = self._log[self._n_log]
+        log[0], log[1], log[2], log[3], log[4] = ft, self._wait, marg, bnd, t
+        self._n_log += 1
+
+    def _route(self, util: np.ndarray) -> np.ndarray:
+        """Bin index (destination endpoint x 3 + column) of every IW column of the table:
+        the first region of the key's order below the threshold, else the least utilized."""
+        n_m = len(self.model_names)
+        u = util.reshape(-1, n_m)[self._key_regions]  # (keys, candidates, models)
+        below = u < self.util_threshold
+        pos = np.where(below.any(1), below.argmax(1), u.argmin(1))
+        region = self._key_regions[np.arange(len(pos))[:, None], pos]
+        return (((region * n_m + np.arange(n_m)) * 3)[..., None] + np.arange(3)).ravel()
+
+    def _feed(self, util: np.ndarray, kv_limit: np.ndarray, committed: np.ndarray, niw_arrivals: np.ndarray) -> None:
+        """``feed_async`` at tick granularity: g (2g up to ``high_util``) requests per opportunity,
+        at most what brings the utilization to ``high_util``."""
+        F, wait = self._F, self._Q[W, :, NIW]
+        per = self.niw_granularity * (2.0 * (util <= self.niw_high_util) - (util <= self.niw_low_util))
+        mean = F[1] / np.maximum(F[0], 1.0)
+        room = np.ceil((self.niw_high_util * kv_limit - committed) / np.maximum(mean, 1.0))
+        n = np.maximum(np.minimum(F[0], np.minimum(per * (self._feed_chances + niw_arrivals), room)), 0.0)
+        tok = np.where(n == F[0], F[1], np.floor(n * mean))
+        F[0] -= n
+        F[1] -= tok
+        wait[0] += n
+        wait[1] += tok
+
+    def _admit(self, tier: int, room: np.ndarray) -> np.ndarray:
+        """Move the tier's waiting requests into the batch as far as ``room`` (requests, KV
+        tokens) allows; returns the room left."""
+        wait = self._Q[W, :, tier]
+        mean = wait[1] / np.maximum(wait[0], 1.0)
+        n = np.maximum(np.minimum(wait[0], np.minimum(room[0], np.floor(room[1] / np.maximum(mean, 1.0)))), 0.0)
+        moved = np.stack([n, np.where(n == wait[0], wait[1], np.floor(n * mean))])
+        wait -= moved
+        self._Q[P, :, tier] += moved
+        return room - moved
+
+    def _prefill_limited(self, budget: np.ndarray, unlimited: np.ndarray) -> np.ndarray:
+        """P -> D when prefill saturates: ``budget`` prompt tokens per endpoint, IW first."""
+        pre, share = self._Q[P], self._sizes.prompt_share
+        inflow = np.zeros_like(pre)
+        for tier in (IW, NIW):
+            n_req, n_tok = pre[0, tier], pre[1, tier]
+            frac = np.where(unlimited, 1.0, np.minimum(1.0, budget / np.maximum(n_tok * share, 1e-9)))
+            n = self._integral(n_req * frac, n_req, self._carry[0, tier])
+            inflow[0, tier] = n
+            inflow[1, tier] = np.where(n == n_req, n_tok, np.floor(n * n_tok / np.maximum(n_req, 1.0)))
+            budget = budget - inflow[1, tier] * share
+        pre -= inflow
+        return inflow
+
+    @staticmethod
+    def _integral(fluid: np.ndarray, total: np.ndarray, carry: np.ndarray) -> np.ndarray:
+        """Whole requests (at most ``total``) for a fluid outflow; the fraction is carried (in place)."""
+        want = fluid + carry  # fluid >= 0
+        n = np.minimum(np.floor(want), total)
+        carry[...] = (want - n) * (n < total)
+        return n
+
+    @staticmethod
+    def _late(w0: np.ndarray, w1: np.ndarray, slack: np.ndarray) -> np.ndarray:
+        """P(wait > slack) per endpoint (rows of ``slack``), the wait uniform between ``w0`` and
+        ``w1``; a zero-width spread is a step."""
+        lo, hi = np.minimum(w0, w1)[:, None], np.maximum(w0, w1)[:, None]
+        return np.minimum(np.maximum((hi - slack) / np.maximum(hi - lo, 1e-9), 0.0), 1.0)
+
+    def _drop_stale(self) -> None:
+        """``slo.drop_iw_after_s``: IW requests waiting for a batch slot that long are dropped."""
+        wait = self._Q[W, :, IW]
+        stale = self._arrivals_at(self.now - self.drop_iw_after_s)[IW] - self._served[IW] - self._Q[P:, 0, IW].sum(0)
+        n = np.minimum(np.floor(np.maximum(stale, 0.0)), wait[0])
+        tok = np.where(n == wait[0], wait[1], np.floor(n * wait[1] / np.maximum(wait[0], 1.0)))
+        wait -= np.stack([n, tok])
+        self._served[IW] += n  # they leave the FIFO
+        self._stale[0] += n
+        self._stale[1] += tok
+
+    def _fifo_arrival(self) -> np.ndarray:
+        """Arrival time of the last IW FIFO departure of each endpoint: where the cumulative
+        arrivals reached the departures so far (linear within a tick)."""
+        hist, ptr, ep = self._hist, self._ptr, self._endpoint_index
+        last = self._n_hist - 1
+        served = self._served[IW]
+        target = np.maximum(served, 1e-6) - 1e-9  # the last departure (the first arrival if none)
+        while True:
+            step = (ptr < last) & (hist[ptr, IW, ep] < target)
+            if not step.any():
+                break
+            ptr += step
+        before = np.maximum(ptr - 1, 0)
+        hi, lo = hist[ptr, IW, ep], hist[before, IW, ep]
+        frac = np.minimum(np.maximum((served - lo) / np.maximum(hi - lo, 1e-9), 0.0), 1.0)
+        return self._hist_t[before] + frac * (self._hist_t[ptr] - self._hist_t[before])
+
+    def _arrivals_at(self, t: float) -> np.ndarray:
+        """Cumulative (IW routed, NIW) arrivals per endpoint at time ``t`` (linear within a tick)."""
+        times = self._hist_t[: self._n_hist]
+        j = int(np.searchsorted(times, t, side="right"))
+        if j <= 0:
+            return np.zeros_like(self._hist[0])
+        if j >= self._n_hist:
+            return self._hist[self._n_hist - 1].copy()
+        frac = (t - times[j - 1]) / (times[j] - times[j - 1])
+        return self._hist[j - 1] + frac * (self._hist[j] - self._hist[j - 1])
+
+    # -- draining -------------------------------------------------------------------------
+    def drained(self, inst: Instance, now: float) -> None:
+        """Called by the parent's scale-down (a server object holds no request of its own): the
+        instance takes its share of the endpoint's decoding requests and goes to spot once they
+        are done, at once if it has none."""
+        e = inst.endpoint.index
+        dec = self._Q[D, :, :, e]  # (requests, tokens) x tier
+        held = self._Q[P:, 1, :, e].sum()
+        share = inst.reserved / held if held > 0 and inst.endpoint.active else 1.0  # the last one takes all
+        req = np.floor(dec[0] * share)
+        if not req.any():
+            self._release(inst, now)
+            return
+        tok = np.where(req == dec[0], dec[1], np.maximum(np.floor(dec[1] * share), req))
+        dec -= np.stack([req, tok])
+        self._drains[inst] = np.stack([req, tok, np.zeros(2)])
+        self._log_endpoint(inst.region, inst.model)
+
+    def _release(self, inst: Instance, now: float) -> None:
+        """The parent's end of a drain (to spot), with the server's token fields cleared."""
+        inst.reserved = inst.pending_tokens = inst.waiting_tokens = 0
+        super().drained(inst, now)
+
+    def _set_state(self, inst: Instance, state: int, model: int) -> None:
+        super()._set_state(inst, state, model)
+        self._fleet_changed = True
+
+    def _scale_up(self, r: int, m: int) -> str:
+        """The parent's scale-up; a draining instance kept instead brings its requests back."""
+        ep = self.endpoints[r][m]
+        inst = ep.draining[-1] if ep.draining else None
+        kind = super()._scale_up(r, m)
+        if kind == "undrain" and inst in self._drains:
+            self._Q[D, :, :, ep.index] += self._drains.pop(inst)[:2]
+        return kind
+
+    def scale(self, region, model, delta):
+        """The parent's ``scale``, then the server objects re-synced from the flows."""
+        result = super().scale(region, model, delta)
+        self._sync(everything=True)
+        return result
+
+    def _drain_tick(self, dt: float, done: np.ndarray, done_t: np.ndarray):
+        """Advance every draining instance's batch like D; returns ``done`` and ``done_t`` (per
+        tier and endpoint) with its completions added."""
+        sz = self._sizes
+        done, done_t = done.copy(), done_t.copy()
+        for inst in list(self._drains):
+            req, tok, carry = state = self._drains[inst]
+            e = inst.endpoint.index
+            t = self._db[e] + self._ds[e] * req.sum() + self._dk[e] * tok.sum() * sz.context[e]
+            out = self._integral(req * -math.expm1(-dt / (sz.output[e] * t)), req, carry)
+            left = req - out
+            gone = np.where(left == 0, tok, np.minimum(np.rint(tok * -math.expm1(-dt / (sz.token_iters[e] * t))),
+                                                       tok - left))
+            state[0], state[1] = left, tok - gone
+            done[:, e] += out
+            done_t[:, e] += gone
+            if not left.any():
+                del self._drains[inst]
+                self._release(inst, self.now)
+        return done, done_t
+
+    # -- server objects and endpoint counters from the flows -------------------------------
+    @property
+    def n_completed(self) -> int:
+        return int(self._done[0].sum())
+
+    @property
+    def n_dropped(self) -> int:
+        return int(self._totals()["dropped"].sum())
+
+    def _totals(self) -> Dict[str, np.ndarray]:
+        """Running totals per endpoint: arrivals (IW where routed, NIW and drops at home) and
+        what became of them."""
+        h, r, stale = self._home, self._routed, self._stale
+        iw, niw = r[:, 0] + h[:, 2], h[:, 0] + h[:, 3]
+        return {
+            "iw_arrived": iw,
+            "niw_arrived": niw,
+            "arrived": iw + niw,
+            "arrived_prompt_tokens": r[:, 1] + h[:, 5],
+            "arrived_tokens": r[:, 2] + h[:, 1] + h[:, 4],
+            "iw_first_tokens": self._served[IW] - stale[0],
+            "completed": self._done[0].sum(0),
+            "completed_tokens": self._done[1].sum(0),
+            "niw_completed": self._done[0, NIW],
+            "iw_dropped": h[:, 2] + stale[0],
+            "niw_dropped": h[:, 3],
+            "dropped": h[:, 2] + h[:, 3] + stale[0],
+            "dropped_tokens": h[:, 4] + stale[1],
+        }
+
+    def _sync(self, everything: bool = False) -> None:
+        """Write the flows into the endpoints' counters and the instances' token fields: the
+        endpoint's requests spread over as many active instances as it holds requests."""
+        totals = self._totals()
+        counters = {k: totals[k] for k in ("arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens",
+                                           "niw_completed", "dropped")}
+        expected = dict(zip(("iw_slo_misses", "iw_e2e_misses", "niw_deadline_misses", "iw_ttft_sum"), self._expected))
+        pools = self._Q.sum(axis=2)  # pool x (requests, tokens) x endpoint
+        requests = pools[:, 0].sum(0)
+        for ep in self.all_endpoints:
+            e = ep.index
+            for k, v in counters.items():
+                setattr(ep, k, int(v[e]))
+            for k, v in expected.items():
+                setattr(ep, k, float(v[e]))
+            ep.niw_queue_tokens = int(self._F[1, e])
+            active = ep.active
+            reserved, waiting = int(pools[P, 1, e] + pools[D, 1, e]), int(pools[W, 1, e])
+            busy = min(len(active), max(int(requests[e] + 0.5), -(-reserved // ep.capacity), 1 if requests[e] else 0))
+            touch = len(active) if everything else min(len(active), max(busy, self._synced[e]))
+            res, res_extra = divmod(reserved, busy) if busy else (0, 0)
+            wait, wait_extra = divmod(waiting, busy) if busy else (0, 0)
+            for i in range(touch):  # even shares on the first `busy` instances, nothing on the others
+                inst = active[i]
+                share, queued = (res + (i < res_extra), wait + (i < wait_extra)) if i < busy else (0, 0)
+                inst.reserved = min(share, inst.capacity)  # beyond it (after a drain) shows as waiting
+                inst.waiting_tokens = queued + share - inst.reserved
+                inst.pending_tokens = share + queued
+            self._synced[e] = busy
+            ep.committed = reserved + waiting if active else 0
+            if everything or ep.draining:
+                for inst in ep.draining:
+                    state = self._drains.get(inst)
+                    inst.reserved = inst.pending_tokens = int(state[1].sum()) if state is not None else 0
+                    inst.waiting_tokens = 0
+            if everything:
+                for inst in ep.starting:
+                    inst.reserved = inst.pending_tokens = inst.waiting_tokens = 0
+
+    # -- read-only views ------------------------------------------------------------------
+    def in_flight(self) -> int:
+        """Requests admitted to a batch (prefilling or decoding, draining instances included)."""
+        return int(self._Q[P:, 0].sum() + sum(s[0].sum() for s in self._drains.values()))
+
+    def queued(self) -> int:
+        """Requests arrived and waiting: for a batch slot, in NIW feed queues."""
+        return int(self._Q[W, 0].sum() + self._F[0].sum())
+
+    def check_invariants(self) -> None:
+        """Flow-mode invariants: requests and tokens conserved per endpoint, no pool negative or
+        fractional; then the parent's checks (requests overall, fleet and states, KV fields of
+        the synced server objects)."""
+        self._sync(everything=True)
+        pools = [self._Q, self._F] + [s[:2] for s in self._drains.values()]
+        if any((p < 0).any() or (p != np.floor(p)).any() for p in pools):
+            raise InvariantError("a flow pool is negative or fractional")
+        held = self._Q.sum(axis=(0, 2)) + self._F
+        for inst, s in self._drains.items():
+            held[:, inst.endpoint.index] += s[:2].sum(1)
+        c = self._totals()
+        arrived = np.stack([c["arrived"], c["arrived_tokens"]])
+        accounted = held + self._done.sum(1) + np.stack([c["dropped"], c["dropped_tokens"]])
+        if not np.array_equal(arrived, accounted):
+            raise InvariantError(f"requests or tokens not conserved: arrived {arrived} != "
+                                 f"held + completed + dropped {accounted}")
+        super().check_invariants()
+
+    def overdue(self) -> Tuple[int, int]:
+        """IW requests without a first token past their SLO, NIW requests unfinished past their
+        deadline, as of now (from the FIFO curves, with the workload's mean SLO and deadline)."""
+        late = self._overdue()
+        return int(late[IW].sum()), int(late[NIW].sum())
+
+    def _overdue(self) -> np.ndarray:
+        arrived = np.stack([self._arrivals_at(self.now - self._iw_sla)[IW],
+                            self._arrivals_at(self.now - self._niw_sla)[NIW]])
+        return np.floor(np.maximum(arrived - self._served, 0.0))
+
+    def records(self) -> Dict[str, np.ndarray]:
+        raise NotImplementedError("the fast fidelity keeps no per-request records; use request_metrics() "
+                                  "or the detailed Simulator")
+
+    def request_metrics(self) -> "FlowRequests":
+        """Latency percentiles and SLO figures per endpoint, for ``metrics.summarize``."""
+        return FlowRequests(self)
+
+
+class FlowRequests:
+    """What ``metrics.summarize`` reads of the requests, without per-request records.
+
+    Rows are endpoints (``region`` and ``model`` arrays); ``metrics(sel)`` aggregates the rows a
+    boolean mask selects, with the keys of the detailed summary. Percentiles come from weighted
+    log-spaced histograms (1% bins) of the per-tick estimates, weighted by first tokens: TTFT =
+    delay + FIFO wait (at 1/4 and 3/4 of its spread in the tick) + boundary wait + prefill of
+    each prompt-size quantile; e2e = mean TTFT + (output-size quantile - 1) x iteration time;
+    TPOT = the iteration time. Attainment counts drops and overdue requests as misses, as the
+    detailed summary does.
+    """
+
+    def __init__(self, sim: FlowSimulator) -> None:
+        n_m = len(sim.model_names)
+        E = sim._E
+        self.region = np.arange(E) // n_m
+        self.model = np.arange(E) % n_m
+        sz = sim._sizes
+        log = sim._log[: sim._n_log]
+        ft, w1, marg, bnd, t = (log[:, i] for i in range(5))
+        w0 = np.concatenate([np.zeros((1, E)), w1[:-1]])  # the wait at a tick's start: the last tick's end
+        n_bins = len(HIST_EDGES_S) - 1
+        self._hist = {k: np.zeros((E, n_bins)) for k in ("ttft", "e2e", "tpot")}
+        for e in range(E):
+            base = sim._delay + bnd[:, e, None] + sz.prefill[e] + sz.chunks[e] * marg[:, e, None]  # (ticks, K)
+            weight = ft[:, e, None] / 2 * sz.weights
+            for wait in (0.75 * w0[:, e] + 0.25 * w1[:, e], 0.25 * w0[:, e] + 0.75 * w1[:, e]):
+                self._add("ttft", e, wait[:, None] + base, weight)
+                mean_ttft = wait + base @ sz.weights
+                self._add("e2e", e, mean_ttft[:, None] + (sz.output_q[e] - 1) * t[:, e, None], weight)
+            self._add("tpot", e, t[:, e], ft[:, e])
+        self._counts = {**sim._totals(), "iw_misses": sim._expected[0], "niw_misses": sim._expected[2]}
+        self._overdue = sim._overdue()
+
+    def _add(self, kind: str, e: int, values: np.ndarray, weights: np.ndarray) -> None:
+        idx = np.clip(np.searchsorted(HIST_EDGES_S, values.ravel(), side="right") - 1, 0, len(HIST_EDGES_S) - 2)
+        self._hist[kind][e] += np.bincount(idx, np.broadcast_to(weights, values.shape).ravel(), len(HIST_EDGES_S) - 1)
+
+    @staticmethod
+    def _percentiles(prefix: str, hist: np.ndarray) -> Dict[str, Optional[float]]:
+        total = hist.sum()
+        if total <= 0:
+            return {f"{prefix}_p{p}": None for p in PERCENTILES}
+        cum = np.cumsum(hist) / total
+        out = {}
+        for p in PERCENTILES:
+            j = min(int(np.searchsorted(cum, p / 100.0)), len(hist) - 1)
+            below = cum[j - 1] if j else 0.0
+            frac = (p / 100.0 - below) * total / hist[j] if hist[j] > 0 else 0.0
+            lo, hi = np.log(HIST_EDGES_S[j]), np.log(HIST_EDGES_S[j + 1])
+            out[f"{prefix}_p{p}"] = float(np.exp(lo + min(max(frac, 0.0), 1.0) * (hi - lo)))
+        return out
+
+    def metrics(self, sel: Optional[np.ndarray] = None) -> Dict[str, Any]:
+        """The keys of the detailed summary's request metrics over the selected endpoints."""
+        rows = np.ones(len(self.region), dtype=bool) if sel is None else np.asarray(sel, dtype=bool)
+        s = {k: float(v[rows].sum()) for k, v in self._counts.items()}
+        overdue = self._overdue[:, rows].sum(1)
+        m: Dict[str, Any] = {
+            "requests_total": int(s["arrived"]),
+            "requests_completed": int(s["completed"]),
+            "requests_dropped": int(s["dropped"]),
+            "iw_requests": int(s["iw_arrived"]),
+        }
+        for kind in ("ttft", "e2e", "tpot"):
+            m.update(self._percentiles(f"iw_{kind}", self._hist[kind][rows].sum(0)))
+        decided = s["iw_first_tokens"] + s["iw_dropped"] + overdue[IW]
+        m["iw_slo_attainment"] = (s["iw_first_tokens"] - s["iw_misses"]) / decided if decided else None
+        m["niw_requests"] = int(s["niw_arrived"])
+        m["niw_completed"] = int(s["niw_completed"])
+        m["niw_deadline_misses"] = int(round(s["niw_misses"] + s["niw_dropped"] + overdue[NIW]))
+        return m
