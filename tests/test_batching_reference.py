@@ -70,10 +70,11 @@ def reference_run(perf, capacity: int, max_batch_size: int, max_batch_tokens: in
                     q.popleft()
                     reserved += need
                     prefilling.append([rid, prompt[rid]])
-        # the iteration: a chunk of prefill tokens in admission order, one token per decoder
+        # the iteration: a chunk of prefill tokens, IW before NIW, each in admission order;
+        # one token per decoder
         budget = max_batch_tokens
         chunk = []
-        for entry in prefilling:
+        for entry in sorted(prefilling, key=lambda e: tier[e[0]]):
             if budget == 0:
                 break
             take = min(entry[1], budget)

@@ -4,6 +4,9 @@ Every server is always in exactly one state (``ACTIVE``, ``STARTING``, ``DRAININ
 ``FREE``). An instance admits requests when their KV cache (prompt + output tokens) fits in GPU
 memory minus weights and the batch has room; interactive (IW) requests are admitted before
 non-interactive (NIW) ones, first come first served within a tier, head of line blocking.
+Admitted IW prompts are also prefilled ahead of admitted NIW prompts (priority scheduling), so
+a batch job fed while the instance was quiet does not hold interactive requests behind its
+prefill.
 
 Iterations (ORCA/vLLM style): an iteration prefills up to ``max_batch_tokens`` prompt tokens
 (long prompts are chunked over several iterations) while every sequence past its prefill
@@ -41,7 +44,7 @@ class Instance:
         "sim", "index", "region", "model", "state", "endpoint", "perf", "capacity",
         "wait_iw", "wait_niw", "prefill", "decoders", "iters", "batch_kv", "reserved",
         "pending_tokens", "waiting_tokens", "version", "busy", "run_start", "run_iters",
-        "chunk_tokens", "chunk_count", "ready_at",
+        "chunk_tokens", "chunk_count", "ready_at", "prefill_iw",
     )
 
     def __init__(self, sim: "Simulator", index: int, region: int, model: int, state: int) -> None:
@@ -55,7 +58,8 @@ class Instance:
         self.capacity = 0  # KV tokens that fit next to the weights
         self.wait_iw: deque = deque()  # routed here, not yet admitted
         self.wait_niw: deque = deque()
-        self.prefill: deque = deque()  # [request, prompt tokens still to prefill], in admission order
+        self.prefill: deque = deque()  # [request, prompt tokens still to prefill]: IW then NIW, each FCFS
+        self.prefill_iw = 0  # IW entries at the front of ``prefill``
         self.decoders: list = []  # heap of (decode iteration at which it completes, request)
         self.iters = 0  # decode iterations run so far (each iteration advances every decoder)
         self.batch_kv = 0  # KV tokens held by decoding sequences (prompt + generated)
@@ -168,8 +172,11 @@ class Instance:
                 entry[1] -= take
                 budget -= take
             prompt, output = sim.prompt, sim.output
+            tier = sim.tier
             while prefill and prefill[0][1] == 0:
                 rid = prefill.popleft()[0]
+                if tier[rid] == IW:
+                    self.prefill_iw -= 1
                 sim.first_token(rid, now, self)
                 if output[rid] == 1:
                     self._complete(rid, now, decoding=False)
@@ -237,7 +244,11 @@ class Instance:
                 room -= 1
                 self.waiting_tokens -= need
                 self.reserved += need
-                self.prefill.append([rid, prompt[rid]])
+                if queue is self.wait_iw:
+                    self.prefill.insert(self.prefill_iw, [rid, prompt[rid]])
+                    self.prefill_iw += 1
+                else:
+                    self.prefill.append([rid, prompt[rid]])
 
     def _forget(self, need: int) -> None:
         self.waiting_tokens -= need
