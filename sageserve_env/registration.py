@@ -1,5 +1,7 @@
 """Gymnasium IDs: ``sageserve_env/SageServe-v0`` (paper scale), ``sageserve_env/SageServeSmall-v0``
-and ``sageserve_env/SageServe-<preset>-v0`` for every preset in ``configs/scenarios``.
+and ``sageserve_env/SageServe-<preset>-v0`` for every preset in ``configs/scenarios``; each also as
+``...-fast-v0`` (``SageServe-fast-v0``, ``SageServeSmall-fast-v0``...), the same world in the fast
+fidelity (token flows per tick, ``sageserve_env/sim/flow.py``) for training.
 
 Each ID is also registered without the namespace, so ``gymnasium.make("sageserve_env:SageServe-v0")``
 works in a fresh subprocess (the ``module:`` prefix imports this package first).
@@ -14,9 +16,12 @@ ENTRY_POINT = "sageserve_env.env.sageserve_env:SageServeEnv"
 
 def env_ids() -> dict:
     """Every registered ID (without namespace) and the kwargs it fixes."""
-    ids = {"SageServe-v0": {"scenario": "paper"}, "SageServeSmall-v0": {"scenario": "small"}}
-    for preset in preset_names():
-        ids[f"SageServe-{preset}-v0"] = {"scenario": preset}
+    scenarios = {"SageServe": "paper", "SageServeSmall": "small"}
+    scenarios.update({f"SageServe-{preset}": preset for preset in preset_names()})
+    ids = {}
+    for name, scenario in scenarios.items():
+        ids[f"{name}-v0"] = {"scenario": scenario}
+        ids[f"{name}-fast-v0"] = {"scenario": scenario, "fidelity": "fast"}
     return ids
 
 

@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
 from sageserve_env.env.view import SimView, demand_per_minute
+from sageserve_env.sim.flow import FlowSimulator
 from sageserve_env.sim.simulator import Simulator
 from sageserve_env.workload.workload import IW, NIW, Workload
 
@@ -97,7 +98,8 @@ class SageServeEnv(gym.Env):
             "reward": "balanced",  # preset name or dict of weights
             "forecaster": "none",  # none | seasonal_naive | arima: fills the forecast feature
             "trace_window": "random",  # random | start: where a trace episode begins
-            "fidelity": "detailed",
+            "fidelity": "detailed",  # detailed (request-level) | fast (token flows per tick, for training)
+            "fidelity_tick_s": 5.0,  # tick of the fast fidelity
         }
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, render_mode: Optional[str] = None, **kwargs: Any):
@@ -120,8 +122,10 @@ class SageServeEnv(gym.Env):
         c = self.config
         overrides = c["sim_overrides"]
         self.sim_config: SimConfig = load_config(c["scenario"], overrides if isinstance(overrides, dict) else list(overrides))
-        if c["fidelity"] != "detailed":
-            raise ValueError(f"fidelity {c['fidelity']!r} is not available; use 'detailed'")
+        if c["fidelity"] not in ("detailed", "fast"):
+            raise ValueError(f"fidelity must be 'detailed' or 'fast', got {c['fidelity']!r}")
+        if not (isinstance(c["fidelity_tick_s"], (int, float)) and c["fidelity_tick_s"] > 0):
+            raise ValueError(f"fidelity_tick_s must be > 0, got {c['fidelity_tick_s']!r}")
         self.interval = float(c["decision_interval_s"])
         if not self.interval > 0:
             raise ValueError(f"decision_interval_s must be > 0, got {c['decision_interval_s']!r}")
@@ -184,7 +188,10 @@ class SageServeEnv(gym.Env):
             raise ValueError(f"unknown reset option(s) {sorted(options)}; known: config, workload")
         if workload is None:
             workload = self._draw_workload()
-        self.sim = Simulator(self.sim_config, workload)
+        if self.config["fidelity"] == "fast":
+            self.sim = FlowSimulator(self.sim_config, workload, tick_s=float(self.config["fidelity_tick_s"]))
+        else:
+            self.sim = Simulator(self.sim_config, workload)
         minutes = int(math.ceil(self.horizon / 60.0)) + 61
         self._view = SimView(self.sim, demand_per_minute(self.sim, minutes))
         self._forecasts = np.zeros((self.n_regions, self.n_models))

@@ -404,15 +404,15 @@ class FlowSimulator(Simulator):
         return room - moved
 
     def _prefill_limited(self, budget: np.ndarray, unlimited: np.ndarray) -> np.ndarray:
-        """P -> D when prefill saturates: ``budget`` prompt tokens per endpoint, IW first."""
+        """P -> D when prefill saturates: ``budget`` prompt tokens per endpoint, IW first (an
+        instance prefills IW prompts ahead of NIW ones)."""
         pre, share = self._Q[P], self._sizes.prompt_share
         inflow = np.zeros_like(pre)
         for tier in (IW, NIW):
             n_req, n_tok = pre[0, tier], pre[1, tier]
             frac = np.where(unlimited, 1.0, np.minimum(1.0, budget / np.maximum(n_tok * share, 1e-9)))
             n = self._integral(n_req * frac, n_req, self._carry[0, tier])
-            inflow[0, tier] = n
-            inflow[1, tier] = np.where(n == n_req, n_tok, np.floor(n * n_tok / np.maximum(n_req, 1.0)))
+            inflow[:, tier] = n, np.where(n == n_req, n_tok, np.floor(n * n_tok / np.maximum(n_req, 1.0)))
             budget = budget - inflow[1, tier] * share
         pre -= inflow
         return inflow
