@@ -58,8 +58,11 @@ from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
 SIZE_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.965, 0.975,
               0.985, 0.99, 0.995, 0.998, 1.0)
 BOUNDARY_WAIT = 0.5  # iterations an arriving request waits for the next boundary of a busy instance
+LOAD_SMOOTHING_S = 60.0  # time constant of the prefill load behind the stochastic wait
+RHO_MAX = 0.98  # load beyond which the stochastic wait stops growing (the fluid queue takes over)
 HIST_EDGES_S = np.logspace(-3, 6, 901)  # latency histogram bins (1 ms .. 11.6 days), 1% wide
 PERCENTILES = (50, 90, 95, 99)
+WAIT_LEVELS = (0.3, 0.75, 0.94, 0.99)  # quantiles standing for the exponential stochastic wait
 W, P, D = range(3)  # request pools: waiting for a slot, prefilling, decoding
 HOME_COLS = 6  # per endpoint and tick: NIW requests, NIW tokens, dropped IW, NIW, tokens, IW prompt
 
@@ -68,7 +71,11 @@ HOME_COLS = 6  # per endpoint and tick: NIW requests, NIW tokens, dropped IW, NI
 class _Sizes:
     """Token-size constants per endpoint, from the workload's requests of the endpoint's model."""
 
+    prompt: np.ndarray  # (E,) E[p]
+    need: np.ndarray  # (E,) E[p + o]: KV tokens a request reserves
     output: np.ndarray  # (E,) E[o]: decode iterations a request stays
+    prompt_var: np.ndarray  # (E,) (1 + SCV of p) / 2: the variability factor of prefill service
+    output_var: np.ndarray  # (E,) (1 + SCV of o) / 2: the same for the time in the batch
     token_iters: np.ndarray  # (E,) E[o (p + o)] / E[p + o]: iterations a reserved KV token stays
     context: np.ndarray  # (E,) E[o (p + o / 2)] / E[o (p + o)]: KV read by decoding / KV reserved
     prompt_share: np.ndarray  # (E,) E[p] / E[p + o]
@@ -135,16 +142,20 @@ class FlowSimulator(Simulator):
             if not len(p):  # an empty workload: any sizes will do
                 p = o = np.ones(1)
             need = p + o
-            rows.append((o.mean(), (o * need).mean() / need.mean(), (o * (p + o / 2)).mean() / (o * need).mean(),
-                         p.mean() / need.mean(), np.quantile(p, mids), np.quantile(o, mids)))
-        cols = [np.array(c)[ep_model] for c in zip(*rows)]
-        prompt_q = cols[4]
+            rows.append({
+                "prompt": p.mean(), "need": need.mean(), "output": o.mean(),
+                "prompt_var": (1 + p.var() / p.mean() ** 2) / 2, "output_var": (1 + o.var() / o.mean() ** 2) / 2,
+                "token_iters": (o * need).mean() / need.mean(), "context": (o * (p + o / 2)).mean() / (o * need).mean(),
+                "prompt_share": p.mean() / need.mean(), "prompt_q": np.quantile(p, mids), "output_q": np.quantile(o, mids),
+            })
+        col = {k: np.array([row[k] for row in rows])[ep_model] for k in rows[0]}
+        prompt_q = col.pop("prompt_q")
         mbt = self.max_batch_tokens
         full, rest = np.floor(prompt_q / mbt), np.mod(prompt_q, mbt)
         pt, pq = self._pt[:, None], self._pq[:, None]
         chunks = full + (rest > 0)
         prefill = chunks * self._pb[:, None] + self._mixed * (full * (pt + pq * mbt) * mbt + (pt + pq * rest) * rest)
-        return _Sizes(cols[0], cols[1], cols[2], cols[3], np.diff(edges), prefill, chunks, cols[5])
+        return _Sizes(weights=np.diff(edges), prefill=prefill, chunks=chunks, **col)
 
     def _build_table(self) -> None:
         """Arrivals per tick bin (k dt, (k + 1) dt] (the first also holds t = 0), for the workload."""
@@ -199,6 +210,7 @@ class FlowSimulator(Simulator):
         self._per_instance = np.array([[self.max_batch_size], [0.0]]) + np.array([0.0, 1.0])[:, None] * self._cap
         self._iters = np.stack([self._sizes.output, self._sizes.token_iters])[:, None]  # (2, 1, E)
         self._feed_chances = np.zeros(E)
+        self._load = np.zeros((2, E))  # smoothed admitted prompt tokens per second per instance, per tier
         self._routed = np.zeros((E, 3))  # cumulative routed IW requests, prompt tokens, tokens
         self._home = np.zeros((E, HOME_COLS))  # cumulative HOME_COLS
         self._done = np.zeros((2, 2, E))  # completed (requests, tokens) per tier
@@ -212,7 +224,8 @@ class FlowSimulator(Simulator):
         self._wait = np.zeros(E)  # FIFO wait of the last IW departure
         self._stale = np.zeros((2, E))  # IW dropped by drop_iw_after_s: requests, tokens
         self._drains: Dict[Instance, np.ndarray] = {}  # draining instance -> (requests, tokens, carry) x tier
-        self._log = np.zeros((self._n_bins + 1, 5, E))  # per tick: first tokens, FIFO wait, marg, bnd, t
+        # per tick: first tokens, FIFO wait, decode marginal, boundary wait, iteration, P(queue), mean queue
+        self._log = np.zeros((self._n_bins + 1, 7, E))
         self._n_log = 0
         # per-endpoint constants of the tick's arithmetic
         sz = self._sizes
@@ -270,7 +283,12 @@ class FlowSimulator(Simulator):
             self._A1 = np.maximum(A, 1.0)
             self._limits = A * self._per_instance  # (requests, KV tokens) the active instances can batch
             self._inv_kv = np.where(self._has, 1.0 / np.maximum(self._limits[1], 1.0), 0.0)
+            self._inv_limits = 1.0 / np.maximum(self._limits, 1.0)
             self._no_instance = (~self._has).astype(float)
+            # queueing servers: the instances' prefill, and the batch slots of the endpoint
+            slots = np.maximum(A * np.minimum(self.max_batch_size, self._cap / self._sizes.need), 1.0)
+            self._servers = np.stack([self._A1, slots])
+            self._wait_power = np.sqrt(2.0 * (self._servers + 1.0)) - 1.0
         A, has, A1, limits = self._A, self._has, self._A1, self._limits
         committed = Q[:, 1].sum(axis=(0, 1))
         util = committed * self._inv_kv + self._no_instance  # 1.0 where no instance is active
@@ -304,12 +322,16 @@ class FlowSimulator(Simulator):
 
         # 3. admission into the batch, IW first
         room = limits - Q[P:].sum(axis=(0, 2))
-        if (Q[W].sum(1) <= room).all():
+        admitted = Q[W, 1].copy()  # KV tokens per tier entering the batch
+        waiting = Q[W].sum(1)
+        if (waiting <= room).all():
             Q[P] += Q[W]
             Q[W] = 0.0
+            room -= waiting
         else:
             for tier in (IW, NIW):
                 room = self._admit(tier, room)
+            admitted -= Q[W, 1]
 
         # 4. iteration time; prefill P -> D (first tokens)
         b, kv = Q[D].sum(1) / A1  # requests and KV tokens per instance
@@ -318,6 +340,10 @@ class FlowSimulator(Simulator):
         rate = Q[P, 1].sum(0) * sz.prompt_share / (A1 * dt)  # prompt tokens per second per instance
         x = np.minimum(self.max_batch_tokens, rate * t_dec / np.maximum(1.0 - self._pt_mixed * rate, 1e-9))
         t = t_dec + (self._pt_mixed + self._pq_mixed * x) * x
+        fluid_free = (x < self.max_batch_tokens) & (Q[W, 0, IW] == 0)  # the fluid itself holds no IW queue
+        queue_p, queue_m = self._queueing(dt, admitted * (sz.prompt_share / (A1 * dt)), t_dec, t,
+                                          1.0 - room * self._inv_limits)
+        queue_p = queue_p * fluid_free
         if x.max() < self.max_batch_tokens:
             inflow = Q[P] * has  # an endpoint without an active instance prefills nothing
             Q[P] -= inflow
@@ -353,20 +379,48 @@ class FlowSimulator(Simulator):
             self._ptr[:] = k
         bnd = BOUNDARY_WAIT * t * np.minimum(b, 1.0)
         mean_ttft = bnd + self._ttft_mean_base + self._chunks_mean * marg
-        if (np.maximum(w0, self._wait) + bnd + self._ttft_max_base + self._chunks_max * marg > self._iw_sla).any():
+        worst = np.maximum(w0, self._wait) + bnd + self._ttft_max_base + self._chunks_max * marg + 15.0 * queue_m
+        if (worst > self._iw_sla).any():
             ttft = (self._delay + bnd)[:, None] + sz.prefill + sz.chunks * marg[:, None]
-            m[0] += ft * (self._late(w0, self._wait, self._iw_sla - ttft) @ sz.weights)
+            m[0] += ft * (self._late(w0, self._wait, queue_p, queue_m, self._iw_sla - ttft) @ sz.weights)
         if self.iw_e2e_s is not None:
             e2e = mean_ttft[:, None] + (sz.output_q - 1) * t[:, None]
-            m[1] += ft * (self._late(w0, self._wait, self.iw_e2e_s - e2e) @ sz.weights)
+            m[1] += ft * (self._late(w0, self._wait, queue_p, queue_m, self.iw_e2e_s - e2e) @ sz.weights)
         if self.now > self._niw_sla:  # NIW completed after their deadline (FIFO): those due by now
             due = self._arrivals_at(self.now - self._niw_sla)[NIW]
             m[2] += np.maximum(np.minimum(self._served[NIW] + done[NIW], due) - self._served[NIW], 0.0)
         self._served[NIW] += done[NIW]
-        m[3] += ft * (0.5 * (w0 + self._wait) + mean_ttft)
+        m[3] += ft * (0.5 * (w0 + self._wait) + queue_p * queue_m + mean_ttft)
         log = self._log[self._n_log]
-        log[0], log[1], log[2], log[3], log[4] = ft, self._wait, marg, bnd, t
+        log[0], log[1], log[2], log[3], log[4], log[5], log[6] = ft, self._wait, marg, bnd, t, queue_p, queue_m
         self._n_log += 1
+
+    def _queueing(self, dt: float, rate: np.ndarray, t_dec: np.ndarray, t: np.ndarray,
+                  occupancy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Stochastic waits within a tick, which the fluid misses below saturation: (probability
+        of waiting, mean wait when waiting) per endpoint, an M/G/c approximation for each
+        bottleneck, combined.
+
+        Prefill: c = the instances, service = a mean prompt at ``max_batch_tokens`` per
+        iteration, load = the admitted prompt tokens per second (``rate``, per tier, averaged
+        over LOAD_SMOOTHING_S: the fluid already follows the swings between ticks) over that
+        service rate; IW prompts go first, so the IW load alone sets the growth of the wait.
+        Batch slots: c = instances x requests that fit (``max_batch_size`` or KV), service = the
+        time in the batch, load = the batch's occupancy (requests or KV, whichever is fuller).
+        P(wait) = rho^(sqrt(2 (c + 1)) - 1) (Sakasegawa), mean wait when waiting = service
+        (1 + SCV) / 2 / (c (1 - rho)) (Allen-Cunneen), rho at most RHO_MAX.
+        """
+        sz, mbt = self._sizes, self.max_batch_tokens
+        load = self._load
+        load += (rate - load) * -math.expm1(-dt / LOAD_SMOOTHING_S)
+        t_full = t_dec + (self._pt_mixed + self._pq_mixed * mbt) * mbt  # an iteration with a full prefill
+        rho_pf = np.minimum(load * (t_full / mbt), RHO_MAX)  # IW, NIW
+        rho = np.stack([np.minimum(rho_pf.sum(0), RHO_MAX), np.minimum(occupancy.max(0), RHO_MAX)])
+        p = rho ** self._wait_power
+        service = np.stack([sz.prompt * t_full / mbt * sz.prompt_var, sz.output * t * sz.output_var])
+        mean = service / (self._servers * (1.0 - np.stack([rho_pf[IW], rho[1]])))
+        either = 1.0 - (1.0 - p[0]) * (1.0 - p[1])
+        return either, (p * mean).sum(0) / np.maximum(either, 1e-12)
 
     def _route(self, util: np.ndarray) -> np.ndarray:
         """Bin index (destination endpoint x 3 + column) of every IW column of the table:
@@ -426,11 +480,16 @@ class FlowSimulator(Simulator):
         return n
 
     @staticmethod
-    def _late(w0: np.ndarray, w1: np.ndarray, slack: np.ndarray) -> np.ndarray:
-        """P(wait > slack) per endpoint (rows of ``slack``), the wait uniform between ``w0`` and
-        ``w1``; a zero-width spread is a step."""
-        lo, hi = np.minimum(w0, w1)[:, None], np.maximum(w0, w1)[:, None]
-        return np.minimum(np.maximum((hi - slack) / np.maximum(hi - lo, 1e-9), 0.0), 1.0)
+    def _late(w0: np.ndarray, w1: np.ndarray, p: np.ndarray, mean: np.ndarray, slack: np.ndarray) -> np.ndarray:
+        """P(wait > slack) per endpoint (rows of ``slack``): the wait is U + X, U uniform between
+        ``w0`` and ``w1`` (the fluid FIFO wait over the tick, at least 1 ms wide), X = 0 with
+        probability 1 - ``p``, else exponential with mean ``mean`` (stochastic queueing)."""
+        lo = np.minimum(w0, w1)[:, None]
+        hi = np.maximum(np.maximum(w0, w1)[:, None], lo + 1e-3)
+        m = np.maximum(mean, 1e-9)[:, None]
+        beyond = np.maximum(hi - np.maximum(lo, slack), 0.0)  # the part of U past the slack
+        tail = m * (np.exp((np.minimum(hi, slack) - slack) / m) - np.exp((np.minimum(lo, slack) - slack) / m))
+        return (beyond + p[:, None] * tail) / (hi - lo)
 
     def _drop_stale(self) -> None:
         """``slo.drop_iw_after_s``: IW requests waiting for a batch slot that long are dropped."""
@@ -657,11 +716,14 @@ class FlowRequests:
     Rows are endpoints (``region`` and ``model`` arrays); ``metrics(sel)`` aggregates the rows a
     boolean mask selects, with the keys of the detailed summary. Percentiles come from weighted
     log-spaced histograms (1% bins) of the per-tick estimates, weighted by first tokens: TTFT =
-    delay + FIFO wait (at 1/4 and 3/4 of its spread in the tick) + boundary wait + prefill of
-    each prompt-size quantile; e2e = mean TTFT + (output-size quantile - 1) x iteration time;
-    TPOT = the iteration time. Attainment counts drops and overdue requests as misses, as the
-    detailed summary does.
+    delay + FIFO wait (at 1/4 and 3/4 of its spread in the tick) + stochastic wait (none, or
+    the exponential's WAIT_LEVELS quantiles) + boundary wait + prefill of each prompt-size
+    quantile; e2e = the mean TTFT + (output-size quantile - 1) x iteration time; TPOT = the
+    iteration time. Attainment counts drops and overdue requests as misses, as the detailed
+    summary does.
     """
+
+    _LOG_STEP = math.log(HIST_EDGES_S[1] / HIST_EDGES_S[0])
 
     def __init__(self, sim: FlowSimulator) -> None:
         n_m = len(sim.model_names)
@@ -670,24 +732,32 @@ class FlowRequests:
         self.model = np.arange(E) % n_m
         sz = sim._sizes
         log = sim._log[: sim._n_log]
-        ft, w1, marg, bnd, t = (log[:, i] for i in range(5))
-        w0 = np.concatenate([np.zeros((1, E)), w1[:-1]])  # the wait at a tick's start: the last tick's end
-        n_bins = len(HIST_EDGES_S) - 1
-        self._hist = {k: np.zeros((E, n_bins)) for k in ("ttft", "e2e", "tpot")}
+        ft, w1, marg, bnd, t, queue_p, queue_m = (log[:, i] for i in range(7))
+        w0 = np.concatenate([np.zeros((1, E)), w1[:-1]])  # a tick starts with the last one's wait
+        levels = np.array(WAIT_LEVELS)
+        level_w = np.diff(np.r_[0.0, (levels[1:] + levels[:-1]) / 2, 1.0])
+        self._hist = {k: np.zeros((E, len(HIST_EDGES_S) - 1)) for k in ("ttft", "e2e", "tpot")}
         for e in range(E):
+            # waits (ticks, J) and their weights: U at two points, X none or at the levels
+            fluid = np.stack([0.75 * w0[:, e] + 0.25 * w1[:, e], 0.25 * w0[:, e] + 0.75 * w1[:, e]], axis=1)
+            extra = np.c_[np.zeros(len(ft)), -np.log1p(-levels) * queue_m[:, e, None]]
+            extra_w = np.c_[1.0 - queue_p[:, e], queue_p[:, e, None] * level_w]
+            wait = (fluid[:, :, None] + extra[:, None, :]).reshape(len(ft), -1)
+            weight = np.tile(0.5 * ft[:, e, None] * extra_w, 2)  # the two fluid points, halved
             base = sim._delay + bnd[:, e, None] + sz.prefill[e] + sz.chunks[e] * marg[:, e, None]  # (ticks, K)
-            weight = ft[:, e, None] / 2 * sz.weights
-            for wait in (0.75 * w0[:, e] + 0.25 * w1[:, e], 0.25 * w0[:, e] + 0.75 * w1[:, e]):
-                self._add("ttft", e, wait[:, None] + base, weight)
-                mean_ttft = wait + base @ sz.weights
-                self._add("e2e", e, mean_ttft[:, None] + (sz.output_q[e] - 1) * t[:, e, None], weight)
+            self._add("ttft", e, wait[:, :, None] + base[:, None, :], weight[:, :, None] * sz.weights)
+            decode = (sz.output_q[e] - 1) * t[:, e, None]
+            mean_ttft = (wait + (base @ sz.weights)[:, None])
+            self._add("e2e", e, mean_ttft[:, :, None] + decode[:, None, :], weight[:, :, None] * sz.weights)
             self._add("tpot", e, t[:, e], ft[:, e])
         self._counts = {**sim._totals(), "iw_misses": sim._expected[0], "niw_misses": sim._expected[2]}
         self._overdue = sim._overdue()
 
     def _add(self, kind: str, e: int, values: np.ndarray, weights: np.ndarray) -> None:
-        idx = np.clip(np.searchsorted(HIST_EDGES_S, values.ravel(), side="right") - 1, 0, len(HIST_EDGES_S) - 2)
-        self._hist[kind][e] += np.bincount(idx, np.broadcast_to(weights, values.shape).ravel(), len(HIST_EDGES_S) - 1)
+        n = len(HIST_EDGES_S) - 1
+        at = np.log(np.maximum(values, HIST_EDGES_S[0]) / HIST_EDGES_S[0]) / self._LOG_STEP
+        idx = np.minimum(at.astype(np.int64), n - 1).ravel()
+        self._hist[kind][e] += np.bincount(idx, np.broadcast_to(weights, values.shape).ravel(), n)
 
     @staticmethod
     def _percentiles(prefix: str, hist: np.ndarray) -> Dict[str, Optional[float]]:
