@@ -217,15 +217,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta.update(timesteps=int(model.num_timesteps), train_minutes=round(minutes, 2))
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     venv.close()
-    if cfg.ship:
+    if cfg.ship:  # the best model on the validation days, with the run's statistics and metadata
         from agents import shipped_agent_path
 
         target = shipped_agent_path()
         target.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".zip", "_vecnormalize.pkl", ".yaml"):
-            src = model_path if suffix == ".zip" else sidecar(model_path, suffix)
-            if src.exists():
-                shutil.copy(src, sidecar(target, suffix) if suffix != ".zip" else target)
+        best = out / "best_model.zip"
+        shutil.copy(best if best.exists() else model_path, target)
+        for suffix in ("_vecnormalize.pkl", ".yaml"):
+            if sidecar(model_path, suffix).exists():
+                shutil.copy(sidecar(model_path, suffix), sidecar(target, suffix))
     print(f"trained {cfg.algo} on {cfg.env} for {model.num_timesteps} steps in {minutes:.1f} min; saved {model_path}")
     return 0
 

@@ -102,7 +102,7 @@ def collect_demonstrations(make_env: Callable[[], gym.Env], expert: Policy, epis
         done = False
         while not done:
             action = np.asarray(expert.act(obs, base))
-            observations.append(flat_observation(env, obs))
+            observations.append(flat_observation(env, obs) if isinstance(obs, dict) else np.asarray(obs))
             actions.append(action)
             obs, _, terminated, truncated, _ = env.step(action)
             done = terminated or truncated
