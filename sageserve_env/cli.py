@@ -141,6 +141,25 @@ def run_simulation(cfg: SimConfig, workload: Workload, out_dir: Path | str, *,
     return finish_run(sim, wall, cfg, out_dir, extra=extra, csv_records=csv_records, plots=plots)
 
 
+def run_policy(cfg: SimConfig, workload: Workload, policy_spec: str, out_dir: Path | str, *,
+               csv_records: bool = False, plots: bool = True, progress: bool = True) -> Dict[str, Any]:
+    """Let a policy (``agents.make_policy`` spec) scale the endpoints through the env, then
+    ``finish_run``."""
+    from agents import make_policy
+    from agents.runner import make_env_for, run_episode
+
+    policy = make_policy(policy_spec)
+    env = make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s})
+    with tqdm(total=cfg.duration_s, unit="sim s", disable=not progress, leave=False, file=sys.stderr,
+              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim s [{elapsed}<{remaining}]") as bar:
+        result = run_episode(env, policy, options={"workload": workload},
+                             on_step=lambda t: bar.update(t - bar.n))
+    extra = {"policy": policy_spec, "reward": result.reward, "decision_steps": result.steps,
+             "policy_stats": result.policy_stats}
+    return finish_run(result.env.sim, result.wall_seconds, cfg, out_dir, extra=extra,
+                      csv_records=csv_records, plots=plots)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sageserve_env",
                                      description="Multi-region LLM serving simulator after SageServe.")
@@ -157,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--csv", action="store_true", help="also write requests.csv")
     sim.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     sim.add_argument("--schedule", help="CSV of scaling changes: time_s,region,model,delta")
+    sim.add_argument("--policy", help="let a policy scale the endpoints (static, reactive, lt_ua, oracle, rl, "
+                                      "ckpt:PATH, ...) instead of a fixed allocation or schedule")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. scaling.level=1")
     sub.add_parser("presets", help="list the scenario presets")
@@ -173,14 +194,24 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, overrides)
         schedule = read_schedule(args.schedule, cfg) if args.schedule else ()
+        if args.policy:
+            from agents import check_policy_spec
+
+            check_policy_spec(args.policy)
+            if schedule:
+                raise ConfigError("--policy and --schedule exclude each other")
         workload = build_workload(cfg, args.seed)
-    except (ConfigError, ScheduleError, WorkloadError, OSError) as exc:
+    except (ConfigError, ScheduleError, WorkloadError, OSError, ValueError) as exc:
         print(f"simulate: error: {exc}", file=sys.stderr)
         return 2
     print(f"{cfg.name}: {len(workload):,} requests over {cfg.duration_s:g} s, "
           f"{len(cfg.regions)} region(s) x {len(cfg.models)} model(s)", file=sys.stderr)
-    summary = run_simulation(cfg, workload, args.out, schedule=schedule, csv_records=args.csv,
+    if args.policy:
+        summary = run_policy(cfg, workload, args.policy, args.out, csv_records=args.csv,
                              plots=not args.no_plots, progress=not args.quiet)
+    else:
+        summary = run_simulation(cfg, workload, args.out, schedule=schedule, csv_records=args.csv,
+                                 plots=not args.no_plots, progress=not args.quiet)
     print_summary(summary)
     print(f"outputs in {args.out}")
     return 0
