@@ -135,7 +135,7 @@ def behaviour_clone(model: Any, observations: np.ndarray, actions: np.ndarray, e
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / len(order))
     policy.set_training_mode(False)
     return losses
