@@ -58,6 +58,7 @@ class TrainConfig:
     bc_epochs: int = 20
     residual: bool = False
     ship: bool = False
+    torch_threads: int = 1
 
 
 def parse_args(argv: List[str]) -> TrainConfig:
@@ -149,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
+    import torch
     from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
@@ -156,6 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from agents.learned import algorithms, normalizer_path, sidecar
     from agents.training import behaviour_clone, collect_demonstrations
 
+    torch.set_num_threads(cfg.torch_threads)
     out = run_dir(cfg)
     out.mkdir(parents=True)
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
