@@ -405,7 +405,7 @@ class SageServeEnv(gym.Env):
         c = self._last_counters.sum(axis=(0, 1))
         idx = {k: i for i, k in enumerate(_COUNTERS)}
         gpu_h = sim.gpu_seconds_by_state().sum(axis=(0, 1)) / 3600.0
-        ups = sum(1 for e in sim.scale_log if e[3] != "drain")
+        ups = len(sim.scale_log) - sim.n_scale_downs
         iw_first = c[idx["iw_first_tokens"]]
         return {
             "requests_total": float(sim.arrived),
@@ -419,7 +419,7 @@ class SageServeEnv(gym.Env):
             "wastage_gpu_hours": float(gpu_h[1]),
             "cost_usd": float(self._last_gpu_cost),
             "scale_ups": float(ups),
-            "scale_downs": float(len(sim.scale_log) - ups),
+            "scale_downs": float(sim.n_scale_downs),
             "refused_changes": float(self._refused_total),
             "reward": float(sum(self._totals.values())),
             "sim_seconds": float(sim.now),

@@ -123,6 +123,7 @@ class Simulator:
         self._counted_until = 0.0
         self.timeline: List[Tuple[float, int, int, int, int, int, int]] = []
         self.scale_log: List[Tuple[float, int, int, str]] = []
+        self.n_scale_downs = 0  # drains among the scale_log entries
         index = 0
         for r, region in enumerate(cfg.regions):
             hw = cfg.hardware[region.hardware]
@@ -360,6 +361,7 @@ class Simulator:
 
     def _logged(self, r: int, m: int, kind: str) -> str:
         self.scale_log.append((self.now, r, m, kind))
+        self.n_scale_downs += kind == "drain"
         self._log_endpoint(r, m)
         return kind
 
