@@ -32,8 +32,8 @@ DEFAULT_POLICIES = ("static", "reactive", "lt_i", "lt_ua", "chiron", "oracle")
 TARGETS = {"gpu_hours_pct": 5.0, "slo_points": 3.0, "p95_pct": 20.0, "kendall_tau": 0.8}
 
 
-def run_one(job: Tuple[str, str, int, str, float]) -> Dict[str, float]:
-    """One episode: (policy spec, fidelity, seed, scenario, horizon) -> its figures."""
+def run_one(job: Tuple[str, str, int, str, float]) -> Tuple[Tuple, Dict[str, float]]:
+    """One episode: (policy spec, fidelity, seed, scenario, horizon) -> (the job, its figures)."""
     spec, fidelity, seed, scenario, horizon = job
     name, _, k = spec.partition("@")
     policy = make_policy(name)
@@ -43,8 +43,8 @@ def run_one(job: Tuple[str, str, int, str, float]) -> Dict[str, float]:
     env = SageServeEnv(**kwargs)
     result = run_episode(env, policy, seed=seed)
     summary = summarize(env.sim, result.wall_seconds)
-    return {"reward": result.reward, "gpu_hours": summary["billed_gpu_hours"],
-            "slo": summary["iw_slo_attainment"], "p95": summary["iw_ttft_p95"], "wall": result.wall_seconds}
+    return job, {"reward": result.reward, "gpu_hours": summary["billed_gpu_hours"],
+                 "slo": summary["iw_slo_attainment"], "p95": summary["iw_ttft_p95"], "wall": result.wall_seconds}
 
 
 def pct(fast: float, detailed: float) -> float:
@@ -67,9 +67,12 @@ def main() -> int:
     jobs = [(spec, fid, seed, args.scenario, args.hours * 3600.0)
             for spec in specs for seed in range(args.days) for fid in ("detailed", "fast")]
     start = time.perf_counter()
+    results = {}
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        results = dict(zip(jobs, pool.map(run_one, jobs, chunksize=1)))
-    print(f"{args.scenario}, {args.days} days x {args.hours:g} h, {len(jobs)} episodes in "
+        for job, figures in pool.imap_unordered(run_one, jobs):
+            results[job] = figures
+            print(f"[{len(results)}/{len(jobs)}] {job[0]} {job[1]} day {job[2]}: {figures['wall']:.1f} s", flush=True)
+    print(f"\n{args.scenario}, {args.days} days x {args.hours:g} h, {len(jobs)} episodes in "
           f"{time.perf_counter() - start:.0f} s\n")
 
     def mean(spec: str, fid: str, key: str) -> float:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from heapq import heappop
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -122,7 +122,8 @@ class FlowSimulator(Simulator):
         perf = [self.perf[ep.region][ep.model] for ep in self.all_endpoints]
         coef = lambda k: np.array([getattr(p, k) for p in perf], dtype=float)  # noqa: E731
         self._db, self._ds, self._dk = coef("decode_base_s"), coef("decode_per_seq_s"), coef("decode_per_kv_token_s")
-        self._pb, self._pt, self._pq = coef("prefill_base_s"), coef("prefill_per_token_s"), coef("prefill_per_token_sq_s")
+        self._pb, self._pt = coef("prefill_base_s"), coef("prefill_per_token_s")
+        self._pq = coef("prefill_per_token_sq_s")
         self._mixed = self.config.perf.mixed_prefill_factor or 1.0
         self._sizes = self._size_constants(np.array([ep.model for ep in self.all_endpoints]))
         niw = w.tier == NIW
@@ -135,18 +136,22 @@ class FlowSimulator(Simulator):
         edges = np.array(SIZE_EDGES)
         mids = (edges[1:] + edges[:-1]) / 2
         prompt, output = w.prompt_tokens.astype(float), w.output_tokens.astype(float)
+        iw = w.tier == IW
+        if not len(w):  # an empty workload: any sizes will do
+            prompt, output, iw = np.ones(1), np.ones(1), np.ones(1, dtype=bool)
         rows = []
         for m in range(len(self.model_names)):
-            sel = self.req_model == m
-            p, o = (prompt[sel], output[sel]) if sel.any() else (prompt, output)
-            if not len(p):  # an empty workload: any sizes will do
-                p = o = np.ones(1)
+            sel = self.req_model == m if len(w) else iw
+            sel = sel if sel.any() else np.ones_like(sel)  # a model nobody asks for: all requests' sizes
+            q = sel & iw if (sel & iw).any() else sel  # latency quantiles: of IW requests
+            p, o, p_q, o_q = prompt[sel], output[sel], prompt[q], output[q]
             need = p + o
             rows.append({
                 "prompt": p.mean(), "need": need.mean(), "output": o.mean(),
                 "prompt_var": (1 + p.var() / p.mean() ** 2) / 2, "output_var": (1 + o.var() / o.mean() ** 2) / 2,
                 "token_iters": (o * need).mean() / need.mean(), "context": (o * (p + o / 2)).mean() / (o * need).mean(),
-                "prompt_share": p.mean() / need.mean(), "prompt_q": np.quantile(p, mids), "output_q": np.quantile(o, mids),
+                "prompt_share": p.mean() / need.mean(), "prompt_q": np.quantile(p_q, mids),
+                "output_q": np.quantile(o_q, mids),
             })
         col = {k: np.array([row[k] for row in rows])[ep_model] for k in rows[0]}
         prompt_q = col.pop("prompt_q")
@@ -207,10 +212,10 @@ class FlowSimulator(Simulator):
         self._Q = np.zeros((3, 2, 2, E))  # pool (W, P, D) x (requests, KV tokens) x tier x endpoint
         self._F = np.zeros((2, E))  # NIW feed queue: requests, tokens
         self._carry = np.zeros((2, 2, E))  # fractional outflow of P and D per tier, carried over
-        self._per_instance = np.array([[self.max_batch_size], [0.0]]) + np.array([0.0, 1.0])[:, None] * self._cap
+        self._per_instance = np.stack([np.full(E, float(self.max_batch_size)), self._cap])  # requests, KV tokens
         self._iters = np.stack([self._sizes.output, self._sizes.token_iters])[:, None]  # (2, 1, E)
         self._feed_chances = np.zeros(E)
-        self._load = np.zeros((2, E))  # smoothed admitted prompt tokens per second per instance, per tier
+        self._load = np.zeros((2, E))  # smoothed requests admitted per second per instance, per tier
         self._routed = np.zeros((E, 3))  # cumulative routed IW requests, prompt tokens, tokens
         self._home = np.zeros((E, HOME_COLS))  # cumulative HOME_COLS
         self._done = np.zeros((2, 2, E))  # completed (requests, tokens) per tier
@@ -232,10 +237,13 @@ class FlowSimulator(Simulator):
         self._endpoint_index = np.arange(E)
         self._dk_context = self._dk * sz.context
         self._pt_mixed, self._pq_mixed = self._mixed * self._pt, self._mixed * self._pq
-        self._ttft_mean_base = self._delay + sz.prefill @ sz.weights
-        self._chunks_mean = sz.chunks @ sz.weights
+        self._prefill_mean, self._chunks_mean = sz.prefill @ sz.weights, sz.chunks @ sz.weights
+        self._ttft_mean_base = self._delay + self._prefill_mean
         self._ttft_max_base = self._delay + sz.prefill[:, -1]  # the largest prompt quantile
         self._chunks_max = sz.chunks[:, -1]
+        # E[s^2] of the prefill service s = prefill + chunks x marg, as coefficients of 1, marg, marg^2
+        self._prefill_sq = np.stack([sz.prefill ** 2 @ sz.weights, 2 * (sz.prefill * sz.chunks) @ sz.weights,
+                                     sz.chunks ** 2 @ sz.weights])
         self._no_wait = np.zeros(E)
         self._synced = [0] * E  # leading active instances of each endpoint that may hold tokens
         self._fleet_changed = True  # active counts to recount at the next tick
@@ -275,25 +283,47 @@ class FlowSimulator(Simulator):
                 inst.on_event(t)
 
     def _tick(self, dt: float, row: np.ndarray) -> None:
-        Q, F, sz = self._Q, self._F, self._sizes
+        """One tick of ``dt`` seconds ending at ``now``, ``row`` its arrivals (see the module
+        docstring for the steps)."""
         if self._fleet_changed:
-            self._fleet_changed = False
-            self._A = A = np.array([len(ep.active) for ep in self.all_endpoints], dtype=float)
-            self._has = A > 0
-            self._A1 = np.maximum(A, 1.0)
-            self._limits = A * self._per_instance  # (requests, KV tokens) the active instances can batch
-            self._inv_kv = np.where(self._has, 1.0 / np.maximum(self._limits[1], 1.0), 0.0)
-            self._inv_limits = 1.0 / np.maximum(self._limits, 1.0)
-            self._no_instance = (~self._has).astype(float)
-            # queueing servers: the instances' prefill, and the batch slots of the endpoint
-            slots = np.maximum(A * np.minimum(self.max_batch_size, self._cap / self._sizes.need), 1.0)
-            self._servers = np.stack([self._A1, slots])
-            self._wait_power = np.sqrt(2.0 * (self._servers + 1.0)) - 1.0
-        A, has, A1, limits = self._A, self._has, self._A1, self._limits
-        committed = Q[:, 1].sum(axis=(0, 1))
+            self._recount()
+        committed = self._Q[:, 1].sum(axis=(0, 1))
         util = committed * self._inv_kv + self._no_instance  # 1.0 where no instance is active
+        routed, niw_arrivals = self._arrive(row, util)
+        if self.feed_async and self._F[0].max() > 0:
+            self._feed(util, committed + routed[:, 2], niw_arrivals)
+        if self.drop_iw_after_s is not None:
+            self._drop_stale()
+        room, admitted = self._admit_all()
+        fluid_queue = self._Q[W, 0, IW] > 0
+        inflow, b, marg, t, saturated = self._prefill(dt)
+        queue_p, queue_m = self._queueing(dt, admitted / (self._A1 * dt), marg, t, 1.0 - room * self._inv_limits)
+        queue_p = queue_p * ~(fluid_queue | saturated)  # while the fluid queues, its own wait stands
+        done = self._decode(dt, inflow, t)
+        self._latencies(inflow[0, IW], done[NIW], b, marg, t, queue_p, queue_m)
 
-        # 1. arrivals: IW routed on the utilization at the tick start, NIW and drops at home
+    def _recount(self) -> None:
+        """Per-endpoint figures that change only with the active instances."""
+        self._fleet_changed = False
+        self._A = A = np.array([len(ep.active) for ep in self.all_endpoints], dtype=float)
+        self._has = A > 0
+        self._A1 = np.maximum(A, 1.0)
+        self._limits = A * self._per_instance  # (requests, KV tokens) the active instances can batch
+        self._inv_kv = np.where(self._has, 1.0 / np.maximum(self._limits[1], 1.0), 0.0)
+        self._inv_limits = 1.0 / np.maximum(self._limits, 1.0)
+        self._no_instance = (~self._has).astype(float)
+        # queueing (``_queueing``): the exponent of P(wait) for the instances' prefill, and the
+        # batch slots of the endpoint as a server
+        slots = np.maximum(A * np.minimum(self.max_batch_size, self._cap / self._sizes.need), 1.0)
+        self._prefill_power = np.sqrt(2.0 * (self._A1 + 1.0)) - 1.0
+        self._slot_power = np.sqrt(2.0 * (slots + 1.0)) - 1.0
+        self._slot_service = self._sizes.output * self._sizes.output_var / slots  # x iteration / (1 - rho)
+
+    def _arrive(self, row: np.ndarray, util: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Step 1: add the tick's arrivals (IW routed on ``util``) to the pools and the arrival
+        curves; returns the routed IW (requests, prompt tokens, tokens) and NIW requests per
+        endpoint."""
+        Q = self._Q
         dest = self._home_dest if util.max() < self.util_threshold else self._route(util)
         routed = np.bincount(dest, row[: self._n_iw], 3 * self._E).reshape(-1, 3)
         home = row[self._n_iw:].reshape(-1, HOME_COLS)
@@ -301,7 +331,7 @@ class FlowSimulator(Simulator):
         self._routed += routed
         self._home += home
         if self.feed_async:
-            F += home[:, :2].T
+            self._F += home[:, :2].T
         else:
             Q[W, :, NIW] += home[:, :2].T
         k = self._n_hist
@@ -313,46 +343,48 @@ class FlowSimulator(Simulator):
         self._hist[k, IW] = self._hist[k - 1, IW] + routed[:, 0]
         self._hist[k, NIW] = self._hist[k - 1, NIW] + home[:, 0]
         self._n_hist = k + 1
+        return routed, home[:, 0]
 
-        # 2. NIW feed; drops of stale IW
-        if self.feed_async and F[0].max() > 0:
-            self._feed(util, limits[1], committed + routed[:, 2], home[:, 0])
-        if self.drop_iw_after_s is not None:
-            self._drop_stale()
-
-        # 3. admission into the batch, IW first
-        room = limits - Q[P:].sum(axis=(0, 2))
-        admitted = Q[W, 1].copy()  # KV tokens per tier entering the batch
+    def _admit_all(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Step 3: W -> P, IW first; returns the room left (requests, KV tokens) and the requests
+        admitted per tier."""
+        Q = self._Q
+        room = self._limits - Q[P:].sum(axis=(0, 2))
+        admitted = Q[W, 0].copy()
         waiting = Q[W].sum(1)
         if (waiting <= room).all():
             Q[P] += Q[W]
             Q[W] = 0.0
-            room -= waiting
-        else:
-            for tier in (IW, NIW):
-                room = self._admit(tier, room)
-            admitted -= Q[W, 1]
+            return room - waiting, admitted
+        for tier in (IW, NIW):
+            room = self._admit(tier, room)
+        return room, admitted - Q[W, 0]
 
-        # 4. iteration time; prefill P -> D (first tokens)
+    def _prefill(self, dt: float):
+        """Step 4: the iteration time at the decoding batch with the prefill it absorbs, and
+        P -> D (first tokens). Returns the inflow to D (requests, tokens) x tier, the batch per
+        instance, the decode marginal, the iteration time and where prefill saturates."""
+        Q, A1, mbt = self._Q, self._A1, self.max_batch_tokens
         b, kv = Q[D].sum(1) / A1  # requests and KV tokens per instance
         marg = self._ds * b + self._dk_context * kv  # what the decoding batch adds to an iteration
         t_dec = self._db + marg
-        rate = Q[P, 1].sum(0) * sz.prompt_share / (A1 * dt)  # prompt tokens per second per instance
-        x = np.minimum(self.max_batch_tokens, rate * t_dec / np.maximum(1.0 - self._pt_mixed * rate, 1e-9))
+        rate = Q[P, 1].sum(0) * self._sizes.prompt_share / (A1 * dt)  # prompt tokens per second per instance
+        x = np.minimum(mbt, rate * t_dec / np.maximum(1.0 - self._pt_mixed * rate, 1e-9))
         t = t_dec + (self._pt_mixed + self._pq_mixed * x) * x
-        fluid_free = (x < self.max_batch_tokens) & (Q[W, 0, IW] == 0)  # the fluid itself holds no IW queue
-        queue_p, queue_m = self._queueing(dt, admitted * (sz.prompt_share / (A1 * dt)), t_dec, t,
-                                          1.0 - room * self._inv_limits)
-        queue_p = queue_p * fluid_free
-        if x.max() < self.max_batch_tokens:
-            inflow = Q[P] * has  # an endpoint without an active instance prefills nothing
+        saturated = x >= mbt
+        if not saturated.any():
+            inflow = Q[P] * self._has  # an endpoint without an active instance prefills nothing
             Q[P] -= inflow
         else:
-            inflow = self._prefill_limited(A * x * dt / t, x < self.max_batch_tokens)
+            inflow = self._prefill_limited(self._A * x * dt / t, ~saturated)
+        return inflow, b, marg, t, saturated
 
-        # 5. decode: the linear flow integrated over the tick, requests and tokens together
+    def _decode(self, dt: float, inflow: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Step 5: D -> done, integrated exactly over the tick (requests and tokens together),
+        draining instances included; returns the completions per tier."""
+        Q = self._Q
         tau = self._iters * t  # (2, 1, E); D is empty where no instance is active
-        gone = -np.expm1(-dt / tau)  # share of what was there at the start that leaves
+        gone = -np.expm1(-dt / tau)  # the share of what was there at the start that leaves
         out = Q[D] * gone + inflow * (1.0 - tau / dt * gone)
         total = Q[D] + inflow
         done = self._integral(out[0], total[0], self._carry[1])
@@ -364,19 +396,22 @@ class FlowSimulator(Simulator):
             done, done_t = self._drain_tick(dt, done, done_t)
         self._done[0] += done
         self._done[1] += done_t
+        return done
 
-        # 6. latency: fluid FIFO waits; expected misses under the prompt-size and wait spreads
-        m = self._expected
-        ft = inflow[0, IW]
+    def _latencies(self, ft: np.ndarray, niw_done: np.ndarray, b: np.ndarray, marg: np.ndarray, t: np.ndarray,
+                   queue_p: np.ndarray, queue_m: np.ndarray) -> None:
+        """Step 6: FIFO waits, expected IW SLO / e2e misses of the ``ft`` first tokens, NIW
+        deadline misses of the ``niw_done`` completions, the TTFT sum and the tick's log row."""
+        sz, m, Q = self._sizes, self._expected, self._Q
         w0 = self._wait
         self._served[IW] += ft
         queued = Q[W, 0, IW] + Q[P, 0, IW] > 0
         if queued.any():
             self._wait = np.where(queued, self.now - self._fifo_arrival(), 0.0)
-            self._ptr = np.where(queued, self._ptr, k)
+            self._ptr = np.where(queued, self._ptr, self._n_hist - 1)
         else:
             self._wait = self._no_wait
-            self._ptr[:] = k
+            self._ptr[:] = self._n_hist - 1
         bnd = BOUNDARY_WAIT * t * np.minimum(b, 1.0)
         mean_ttft = bnd + self._ttft_mean_base + self._chunks_mean * marg
         worst = np.maximum(w0, self._wait) + bnd + self._ttft_max_base + self._chunks_max * marg + 15.0 * queue_m
@@ -388,39 +423,45 @@ class FlowSimulator(Simulator):
             m[1] += ft * (self._late(w0, self._wait, queue_p, queue_m, self.iw_e2e_s - e2e) @ sz.weights)
         if self.now > self._niw_sla:  # NIW completed after their deadline (FIFO): those due by now
             due = self._arrivals_at(self.now - self._niw_sla)[NIW]
-            m[2] += np.maximum(np.minimum(self._served[NIW] + done[NIW], due) - self._served[NIW], 0.0)
-        self._served[NIW] += done[NIW]
+            m[2] += np.maximum(np.minimum(self._served[NIW] + niw_done, due) - self._served[NIW], 0.0)
+        self._served[NIW] += niw_done
         m[3] += ft * (0.5 * (w0 + self._wait) + queue_p * queue_m + mean_ttft)
         log = self._log[self._n_log]
         log[0], log[1], log[2], log[3], log[4], log[5], log[6] = ft, self._wait, marg, bnd, t, queue_p, queue_m
         self._n_log += 1
 
-    def _queueing(self, dt: float, rate: np.ndarray, t_dec: np.ndarray, t: np.ndarray,
+    def _queueing(self, dt: float, rate: np.ndarray, marg: np.ndarray, t: np.ndarray,
                   occupancy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Stochastic waits within a tick, which the fluid misses below saturation: (probability
-        of waiting, mean wait when waiting) per endpoint, an M/G/c approximation for each
-        bottleneck, combined.
+        of waiting, mean wait when waiting) per endpoint, one queueing approximation per
+        bottleneck, combined as independent waits.
 
-        Prefill: c = the instances, service = a mean prompt at ``max_batch_tokens`` per
-        iteration, load = the admitted prompt tokens per second (``rate``, per tier, averaged
-        over LOAD_SMOOTHING_S: the fluid already follows the swings between ticks) over that
-        service rate; IW prompts go first, so the IW load alone sets the growth of the wait.
-        Batch slots: c = instances x requests that fit (``max_batch_size`` or KV), service = the
-        time in the batch, load = the batch's occupancy (requests or KV, whichever is fuller).
-        P(wait) = rho^(sqrt(2 (c + 1)) - 1) (Sakasegawa), mean wait when waiting = service
-        (1 + SCV) / 2 / (c (1 - rho)) (Allen-Cunneen), rho at most RHO_MAX.
+        Prefill: service = the iterations that prefill a prompt (the prompt quantiles at the
+        current decode batch), arrivals = the requests admitted per second per instance
+        (``rate``, per tier, averaged over LOAD_SMOOTHING_S: the fluid already follows the swings
+        between ticks), rho = their product. Join-shortest-queue finds an idle instance when
+        there is one, so P(wait) is that of c = A pooled servers, rho^(sqrt(2 (c + 1)) - 1)
+        (Sakasegawa); but a request that waits waits in one instance's queue (the router sees
+        pending tokens, not prefill backlogs), so the mean wait when waiting is the M/G/1 one
+        with IW ahead of NIW, E[s^2] / (2 E[s]) / (1 - rho_IW). (Pooled M/G/c waits were a third
+        of the detailed mode's, M/G/1 ones 1.4 times.) Batch slots: M/G/c with c = instances x requests that
+        fit (``max_batch_size`` or KV), service = the time in the batch, rho = the batch's
+        occupancy (requests or KV, whichever is fuller): P(wait) = rho^(sqrt(2 (c + 1)) - 1)
+        (Sakasegawa), mean = service (1 + SCV) / 2 / (c (1 - rho)) (Allen-Cunneen). Every rho is
+        at most RHO_MAX.
         """
-        sz, mbt = self._sizes, self.max_batch_tokens
         load = self._load
         load += (rate - load) * -math.expm1(-dt / LOAD_SMOOTHING_S)
-        t_full = t_dec + (self._pt_mixed + self._pq_mixed * mbt) * mbt  # an iteration with a full prefill
-        rho_pf = np.minimum(load * (t_full / mbt), RHO_MAX)  # IW, NIW
-        rho = np.stack([np.minimum(rho_pf.sum(0), RHO_MAX), np.minimum(occupancy.max(0), RHO_MAX)])
-        p = rho ** self._wait_power
-        service = np.stack([sz.prompt * t_full / mbt * sz.prompt_var, sz.output * t * sz.output_var])
-        mean = service / (self._servers * (1.0 - np.stack([rho_pf[IW], rho[1]])))
-        either = 1.0 - (1.0 - p[0]) * (1.0 - p[1])
-        return either, (p * mean).sum(0) / np.maximum(either, 1e-12)
+        service = self._prefill_mean + self._chunks_mean * marg  # E[s]
+        residual = (self._prefill_sq[0] + marg * (self._prefill_sq[1] + marg * self._prefill_sq[2])) / (2 * service)
+        p = np.minimum((load[IW] + load[NIW]) * service, RHO_MAX) ** self._prefill_power
+        wait = p * residual / (1.0 - np.minimum(load[IW] * service, RHO_MAX))
+        rho_s = np.minimum(occupancy.max(0), RHO_MAX)
+        p_s = rho_s ** self._slot_power
+        if p_s.max() > 1e-4:  # else the batch has room for every burst
+            wait = wait + p_s * self._slot_service * t / (1.0 - rho_s)
+            p = 1.0 - (1.0 - p) * (1.0 - p_s)
+        return p, wait / np.maximum(p, 1e-12)
 
     def _route(self, util: np.ndarray) -> np.ndarray:
         """Bin index (destination endpoint x 3 + column) of every IW column of the table:
@@ -432,10 +473,10 @@ class FlowSimulator(Simulator):
         region = self._key_regions[np.arange(len(pos))[:, None], pos]
         return (((region * n_m + np.arange(n_m)) * 3)[..., None] + np.arange(3)).ravel()
 
-    def _feed(self, util: np.ndarray, kv_limit: np.ndarray, committed: np.ndarray, niw_arrivals: np.ndarray) -> None:
-        """``feed_async`` at tick granularity: g (2g up to ``high_util``) requests per opportunity,
-        at most what brings the utilization to ``high_util``."""
-        F, wait = self._F, self._Q[W, :, NIW]
+    def _feed(self, util: np.ndarray, committed: np.ndarray, niw_arrivals: np.ndarray) -> None:
+        """Step 2, ``feed_async`` at tick granularity: g (2g up to ``high_util``) requests per
+        opportunity, at most what brings the utilization to ``high_util``."""
+        F, wait, kv_limit = self._F, self._Q[W, :, NIW], self._limits[1]
         per = self.niw_granularity * (2.0 * (util <= self.niw_high_util) - (util <= self.niw_low_util))
         mean = F[1] / np.maximum(F[0], 1.0)
         room = np.ceil((self.niw_high_util * kv_limit - committed) / np.maximum(mean, 1.0))
@@ -569,7 +610,8 @@ class FlowSimulator(Simulator):
     def scale(self, region, model, delta):
         """The parent's ``scale``, then the server objects re-synced from the flows."""
         result = super().scale(region, model, delta)
-        self._sync(everything=True)
+        self._sync_servers(self.endpoints[self.region_names.index(result.region)][self.model_names.index(result.model)],
+                           everything=True)
         return result
 
     def _drain_tick(self, dt: float, done: np.ndarray, done_t: np.ndarray):
@@ -623,15 +665,12 @@ class FlowSimulator(Simulator):
             "dropped_tokens": h[:, 4] + stale[1],
         }
 
-    def _sync(self, everything: bool = False) -> None:
-        """Write the flows into the endpoints' counters and the instances' token fields: the
-        endpoint's requests spread over as many active instances as it holds requests."""
+    def _sync(self) -> None:
+        """Write the flows into the endpoints' counters and their servers' token fields."""
         totals = self._totals()
         counters = {k: totals[k] for k in ("arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens",
                                            "niw_completed", "dropped")}
         expected = dict(zip(("iw_slo_misses", "iw_e2e_misses", "niw_deadline_misses", "iw_ttft_sum"), self._expected))
-        pools = self._Q.sum(axis=2)  # pool x (requests, tokens) x endpoint
-        requests = pools[:, 0].sum(0)
         for ep in self.all_endpoints:
             e = ep.index
             for k, v in counters.items():
@@ -639,28 +678,36 @@ class FlowSimulator(Simulator):
             for k, v in expected.items():
                 setattr(ep, k, float(v[e]))
             ep.niw_queue_tokens = int(self._F[1, e])
-            active = ep.active
-            reserved, waiting = int(pools[P, 1, e] + pools[D, 1, e]), int(pools[W, 1, e])
-            busy = min(len(active), max(int(requests[e] + 0.5), -(-reserved // ep.capacity), 1 if requests[e] else 0))
-            touch = len(active) if everything else min(len(active), max(busy, self._synced[e]))
-            res, res_extra = divmod(reserved, busy) if busy else (0, 0)
-            wait, wait_extra = divmod(waiting, busy) if busy else (0, 0)
-            for i in range(touch):  # even shares on the first `busy` instances, nothing on the others
-                inst = active[i]
-                share, queued = (res + (i < res_extra), wait + (i < wait_extra)) if i < busy else (0, 0)
-                inst.reserved = min(share, inst.capacity)  # beyond it (after a drain) shows as waiting
-                inst.waiting_tokens = queued + share - inst.reserved
-                inst.pending_tokens = share + queued
-            self._synced[e] = busy
-            ep.committed = reserved + waiting if active else 0
-            if everything or ep.draining:
-                for inst in ep.draining:
-                    state = self._drains.get(inst)
-                    inst.reserved = inst.pending_tokens = int(state[1].sum()) if state is not None else 0
-                    inst.waiting_tokens = 0
-            if everything:
-                for inst in ep.starting:
-                    inst.reserved = inst.pending_tokens = inst.waiting_tokens = 0
+            self._sync_servers(ep, everything=False)
+
+    def _sync_servers(self, ep, everything: bool) -> None:
+        """Set ``reserved``, ``waiting_tokens`` and ``pending_tokens`` of the endpoint's servers
+        and its ``committed``: its tokens spread evenly over as many active instances as it holds
+        requests (only those and the ones that held tokens at the last sync are rewritten, unless
+        ``everything``)."""
+        e, active = ep.index, ep.active
+        pools = self._Q[:, :, :, e].sum(axis=2)  # pool x (requests, tokens)
+        requests = pools[:, 0].sum()
+        reserved, waiting = int(pools[P, 1] + pools[D, 1]), int(pools[W, 1])
+        busy = min(len(active), max(int(requests + 0.5), -(-reserved // ep.capacity), 1 if requests else 0))
+        touch = len(active) if everything else min(len(active), max(busy, self._synced[e]))
+        res, res_extra = divmod(reserved, busy) if busy else (0, 0)
+        wait, wait_extra = divmod(waiting, busy) if busy else (0, 0)
+        for i in range(touch):
+            inst = active[i]
+            share, queued = (res + (i < res_extra), wait + (i < wait_extra)) if i < busy else (0, 0)
+            inst.reserved = min(share, inst.capacity)  # beyond it (after a drain) shows as waiting
+            inst.waiting_tokens = queued + share - inst.reserved
+            inst.pending_tokens = share + queued
+        self._synced[e] = busy
+        ep.committed = reserved + waiting if active else 0
+        for inst in ep.draining:
+            state = self._drains.get(inst)
+            inst.reserved = inst.pending_tokens = int(state[1].sum()) if state is not None else 0
+            inst.waiting_tokens = 0
+        if everything:
+            for inst in ep.starting:
+                inst.reserved = inst.pending_tokens = inst.waiting_tokens = 0
 
     # -- read-only views ------------------------------------------------------------------
     def in_flight(self) -> int:
@@ -675,7 +722,9 @@ class FlowSimulator(Simulator):
         """Flow-mode invariants: requests and tokens conserved per endpoint, no pool negative or
         fractional; then the parent's checks (requests overall, fleet and states, KV fields of
         the synced server objects)."""
-        self._sync(everything=True)
+        self._sync()
+        for ep in self.all_endpoints:
+            self._sync_servers(ep, everything=True)
         pools = [self._Q, self._F] + [s[:2] for s in self._drains.values()]
         if any((p < 0).any() or (p != np.floor(p)).any() for p in pools):
             raise InvariantError("a flow pool is negative or fractional")
