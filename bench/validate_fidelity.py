@@ -2,15 +2,17 @@
 
     python bench/validate_fidelity.py [--scenario paper] [--hours 12] [--days 2] [--workers 2]
                                       [--policies static,reactive,...] [--static 1,2,3,5]
+                                      [--forecaster seasonal_naive|arima]
 
 Runs every policy of ``agents``' registry that exists (static, reactive, lt_i, lt_ua, chiron,
 oracle; ``random`` and learned agents are left out) plus "static at k instances" (the static
 policy from an initial allocation of k instances per endpoint: cheap, and it spans the cost/SLO
 trade-off) on ``--days`` generated days (seeds 0, 1, ...), each for ``--hours`` from midnight,
-in both fidelities on the same workloads. Per policy (means over days) it prints billed
-GPU-hours, IW SLO attainment and IW p95 TTFT (from ``metrics.summarize``) and the reward in both
-modes, their differences against the targets (GPU-hours within 5%, attainment within 3 points,
-p95 TTFT within 20%), and Kendall's tau of the policies' mean rewards across modes (>= 0.8).
+in both fidelities on the same workloads; the long-term policies forecast with ``--forecaster``.
+Per policy (means over days) it prints billed GPU-hours, IW SLO attainment and IW p95 TTFT (from
+``metrics.summarize``) and the reward in both modes, their differences against the targets
+(GPU-hours within 5%, attainment within 3 points, p95 TTFT within 20%), and Kendall's tau of the
+policies' mean rewards across modes (>= 0.8).
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from sageserve_env.env.sageserve_env import SageServeEnv
 from sageserve_env.sim.metrics import summarize
 
 DEFAULT_POLICIES = ("static", "reactive", "lt_i", "lt_ua", "chiron", "oracle")
+LONG_TERM = ("lt_i", "lt_u", "lt_ua")
 TARGETS = {"gpu_hours_pct": 5.0, "slo_points": 3.0, "p95_pct": 20.0, "kendall_tau": 0.8}
 
 
-def run_one(job: Tuple[str, str, int, str, float]) -> Tuple[Tuple, Dict[str, float]]:
-    """One episode: (policy spec, fidelity, seed, scenario, horizon) -> (the job, its figures)."""
-    spec, fidelity, seed, scenario, horizon = job
+def run_one(job: Tuple[str, str, int, str, float, str]) -> Tuple[Tuple, Dict[str, float]]:
+    """One episode: (policy spec, fidelity, seed, scenario, horizon, forecaster of the long-term
+    policies) -> (the job, its figures)."""
+    spec, fidelity, seed, scenario, horizon, forecaster = job
     name, _, k = spec.partition("@")
-    policy = make_policy(name)
+    policy = make_policy(name, forecaster=forecaster) if name in LONG_TERM else make_policy(name)
     kwargs = {**policy.env_kwargs(), "scenario": scenario, "horizon_s": horizon, "fidelity": fidelity}
     if k:
         kwargs["sim_overrides"] = [f"scaling.initial_instances={k}"]
@@ -59,12 +63,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
     parser.add_argument("--static", default="1,2,3,5", help="instance counts of the 'static at k' variants")
+    parser.add_argument("--forecaster", default="seasonal_naive", choices=("seasonal_naive", "arima"),
+                        help="of lt_*: ARIMA (their default) costs minutes per episode in both fidelities alike")
     args = parser.parse_args()
 
     known = set(policy_names())
     specs: List[str] = [p for p in args.policies.split(",") if p in known]
     specs += [f"static@{k}" for k in args.static.split(",") if k]
-    jobs = [(spec, fid, seed, args.scenario, args.hours * 3600.0)
+    jobs = [(spec, fid, seed, args.scenario, args.hours * 3600.0, args.forecaster)
             for spec in specs for seed in range(args.days) for fid in ("detailed", "fast")]
     start = time.perf_counter()
     results = {}
@@ -76,7 +82,7 @@ def main() -> int:
           f"{time.perf_counter() - start:.0f} s\n")
 
     def mean(spec: str, fid: str, key: str) -> float:
-        return float(np.mean([results[(spec, fid, s, args.scenario, args.hours * 3600.0)][key]
+        return float(np.mean([results[(spec, fid, s, args.scenario, args.hours * 3600.0, args.forecaster)][key]
                               for s in range(args.days)]))
 
     head = (f"{'policy':11s} {'GPU-h det':>10s} {'fast':>9s} {'diff%':>6s}  {'SLO det':>8s} {'fast':>7s} "

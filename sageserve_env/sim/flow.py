@@ -26,12 +26,15 @@ One tick, with A active instances of ``cap`` KV tokens each (equations in ``docs
    tick. Counts stay integral: the fractional part of every outflow is carried to the next tick.
 6. Latency: every endpoint is a fluid FIFO. The request getting its first token now arrived
    when the cumulative IW arrivals reached the cumulative first tokens; its wait h is the
-   difference (0 when nothing is queued). TTFT = routing delay + h + half an iteration + the
-   prefill of its own prompt (chunks of ``max_batch_tokens``, each an iteration at the current
-   batch). Prompts follow the model's prompt-size quantiles; h is uniform between its values
-   at the tick's start and end. IW SLO misses are the expected number of first tokens with
-   TTFT > SLO under these two spreads (fractional). NIW deadline misses: the same FIFO on NIW
-   arrivals and completions against the workload's mean NIW deadline.
+   difference (0 when nothing is queued), uniform over a tick between its values at the start
+   and the end. Below saturation a stochastic wait stands for what a fluid cannot see (the
+   order of arrivals within a tick, the spread of sizes): none, or exponential, from queueing
+   approximations of the prefill and the batch slots (``_queueing``). TTFT = routing delay +
+   h + stochastic wait + half an iteration + the prefill of its own prompt (chunks of
+   ``max_batch_tokens``, each an iteration at the current batch), the prompt drawn from the
+   model's prompt-size quantiles. IW SLO misses are the expected number of first tokens with
+   TTFT > SLO (fractional). NIW deadline misses: NIW completions (FIFO) past the workload's
+   mean NIW deadline.
 
 Request counts are integers and conserved exactly; misses are expected values. The server
 objects live on: after every ``run_until`` and ``scale`` their ``reserved``, ``waiting_tokens``
@@ -535,7 +538,8 @@ class FlowSimulator(Simulator):
     def _drop_stale(self) -> None:
         """``slo.drop_iw_after_s``: IW requests waiting for a batch slot that long are dropped."""
         wait = self._Q[W, :, IW]
-        stale = self._arrivals_at(self.now - self.drop_iw_after_s)[IW] - self._served[IW] - self._Q[P:, 0, IW].sum(0)
+        # arrived that long ago and neither served (first token or dropped) nor prefilling
+        stale = self._arrivals_at(self.now - self.drop_iw_after_s)[IW] - self._served[IW] - self._Q[P, 0, IW]
         n = np.minimum(np.floor(np.maximum(stale, 0.0)), wait[0])
         tok = np.where(n == wait[0], wait[1], np.floor(n * wait[1] / np.maximum(wait[0], 1.0)))
         wait -= np.stack([n, tok])
