@@ -4,10 +4,14 @@ trained agent) or ``ckpt:PATH`` (any model saved by ``train.py``)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 from agents.base import Policy, RandomPolicy, StaticPolicy
+from agents.chiron import ChironPolicy
+from agents.long_term import LongTermPolicy
+from agents.reactive import ReactivePolicy
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "trained"
 
@@ -16,6 +20,12 @@ def _registry() -> Dict[str, Callable[..., Policy]]:
     return {
         "static": StaticPolicy,
         "random": RandomPolicy,
+        "reactive": ReactivePolicy,
+        "lt_i": partial(LongTermPolicy, mode="lt_i"),
+        "lt_u": partial(LongTermPolicy, mode="lt_u"),
+        "lt_ua": partial(LongTermPolicy, mode="lt_ua"),
+        "oracle": partial(LongTermPolicy, mode="oracle"),
+        "chiron": ChironPolicy,
     }
 
 

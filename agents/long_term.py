@@ -1,0 +1,263 @@
+"""SageServe's long-term scaling (LT-I, LT-U, LT-UA) and the oracle: one hourly ILP, four ways to act.
+
+At every hour boundary of simulated time the policy forecasts each endpoint's interactive demand
+for the coming hour, adds a share of the queued NIW work, converts it into required prompt tokens
+per second, and lets the ILP (``agents.planner``) choose instance counts; a post-processing
+strategy turns the new plan and the previous one into targets; the mode decides when scale-ups
+are released. See ``docs/policies.md`` for the rules in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from agents.base import Policy, deltas_to_action
+from agents.reactive import can_scale_down, scale_up_delays
+from agents.throughput import TokenSizes, endpoint_capacities
+
+MODES = ("lt_i", "lt_u", "lt_ua", "oracle")
+STRATEGIES = ("immediate", "delay_changes", "keep_maximum_instances", "keep_minimum_instances")
+UP_UTILIZATION = 0.5  # LT-U, LT-UA: planned scale-ups wait for this memory utilization
+DOWN_UTILIZATION = 0.25  # instances added beyond the plan are given back below this
+OVERRIDE_UTILIZATION = 0.9  # LT-U: scale up beyond the plan above this
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What one hour's plan asks of each endpoint after post-processing, arrays (R, M).
+
+    Move to ``now`` at once and to ``later`` once the change delay has passed; scale-ups above
+    those, up to ``on_need``, are made only while the endpoint's utilization exceeds 0.5.
+    """
+
+    now: np.ndarray
+    later: np.ndarray
+    on_need: np.ndarray
+
+
+def post_process(strategy: str, previous: np.ndarray, new: np.ndarray) -> Targets:
+    """Targets for the hour from the previous plan and the new one.
+
+    ``immediate``: the new plan now. ``delay_changes``: scale-ups now, scale-downs after the
+    delay. ``keep_maximum_instances``: never below either plan this hour.
+    ``keep_minimum_instances``: the smaller of the two now, scale-ups to the new plan on need.
+    """
+    previous, new = np.asarray(previous), np.asarray(new)
+    high, low = np.maximum(previous, new), np.minimum(previous, new)
+    if strategy == "immediate":
+        return Targets(new, new, new)
+    if strategy == "delay_changes":
+        return Targets(high, new, new)
+    if strategy == "keep_maximum_instances":
+        return Targets(high, high, high)
+    if strategy == "keep_minimum_instances":
+        return Targets(low, low, new)
+    raise ValueError(f"unknown post_processing {strategy!r}; known: {list(STRATEGIES)}")
+
+
+def peak_rate(minutes: np.ndarray, window: int) -> np.ndarray:
+    """Highest ``window``-minute mean of per-minute token counts (T, R, M), in tokens/s."""
+    w = max(1, min(window, len(minutes)))
+    c = np.cumsum(np.concatenate([np.zeros((1,) + minutes.shape[1:]), minutes]), axis=0)
+    return ((c[w:] - c[:-w]) / w).max(axis=0) / 60.0
+
+
+class LongTermPolicy(Policy):
+    """Hourly ILP planning; ``mode`` is ``lt_i``, ``lt_u``, ``lt_ua`` or ``oracle``.
+
+    - ``lt_i``: move to the (post-processed) plan at once.
+    - ``lt_u``: scale-downs at once; each planned scale-up waits until utilization > 0.5; above
+      0.9 one instance is added beyond the plan, given back when utilization < 0.25.
+    - ``lt_ua``: like ``lt_u``, but the beyond-plan instance is added when the IW prompt
+      tokens of the last minute exceed ``ua_threshold`` x that minute's forecast (SageServe's
+      ARIMA checking).
+    - ``oracle``: ``lt_i`` fed the true demand of the coming hour. An upper bound only.
+
+    ``forecaster``: ``arima`` (order (3, 1, 2), fitted on past minutes only, parameters
+    re-estimated every ``refit_every_minutes`` and only filtered in between) or
+    ``seasonal_naive``. Plans are made at hour boundaries, and once more as soon as
+    ``min_history_minutes`` of history exist if no plan was made yet; until then the
+    allocation is kept. ``niw_share`` of the queued NIW tokens is planned for each hour
+    (default 2 / deadline hours: by Little's law the backlog then waits half the deadline).
+    A plan covers the hour's peak ``smoothing_minutes`` mean demand. ``change_delay_s`` is the
+    delay of ``delay_changes``. Capacity limits go to ``agents.throughput.instance_capacity``.
+    """
+
+    def __init__(self, mode: str = "lt_i", post_processing: str = "immediate", decision_interval_s: float = 60.0,
+                 forecaster: str = "arima", refit_every_minutes: int = 180, ua_threshold: float = 5.0,
+                 niw_share: Optional[float] = None, change_delay_s: float = 900.0, min_history_minutes: int = 15,
+                 smoothing_minutes: int = 5, target_utilization: float = 0.5, max_iteration_s: float = 0.15) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; known: {list(MODES)}")
+        post_process(post_processing, np.zeros(1), np.zeros(1))  # validates the name
+        if forecaster not in ("arima", "seasonal_naive"):
+            raise ValueError(f"forecaster must be arima or seasonal_naive, got {forecaster!r}")
+        self.name = mode
+        self.mode = mode
+        self.post_processing = post_processing
+        self.decision_interval_s = decision_interval_s
+        self.forecaster = forecaster
+        self.refit_every_minutes = refit_every_minutes
+        self.ua_threshold = ua_threshold
+        self.niw_share = niw_share
+        self.change_delay_s = change_delay_s
+        self.min_history_minutes = min_history_minutes
+        self.smoothing_minutes = smoothing_minutes
+        self.capacity_limits = {"target_utilization": target_utilization, "max_iteration_s": max_iteration_s}
+
+    # -- episode --------------------------------------------------------------------------
+    def reset(self, env, seed=None):
+        shape = (env.n_regions, env.n_models)
+        self._view = env.view()
+        self._sizes = TokenSizes(env)
+        self._forecasters = {}
+        self._hour: Optional[int] = None
+        self._last_plan: Optional[np.ndarray] = None
+        self._targets: Optional[Targets] = None
+        self._goal = np.zeros(shape, dtype=np.int64)
+        self._bump = np.zeros(shape, dtype=np.int64)  # instances added beyond the plan
+        self._cool_until = np.zeros(shape)
+        self._plan_time = 0.0
+        self._delay_pending = False
+        self._forecast: Optional[np.ndarray] = None  # (60, R, M) this hour's per-minute forecast
+        self._plan_minute = 0
+        self._to_score = []  # (first minute, forecast) waiting for their minutes to pass
+        self._errors = []
+        self._solve_times = []
+        self.plan_log = []  # (time, ILP instances) of every solve
+
+    def act(self, obs, env):
+        view = env.view()
+        st = view.endpoints()
+        now = view.now
+        current = (st.active + st.starting).astype(np.int64)
+        first = self._last_plan is None and now >= 60.0 * self.min_history_minutes
+        if int(now // 3600) != self._hour or first:
+            self._hour = int(now // 3600)
+            self._plan(env, view, st, current, now)
+        self._release(view, st, current, now)
+        return deltas_to_action(env, self._goal - current)
+
+    # -- hourly planning ------------------------------------------------------------------
+    def _plan(self, env, view, st, current, now):
+        from agents.planner import plan_instances
+
+        self._score_forecasts()
+        minutes = self._demand_minutes(view)
+        if minutes is None:  # too little history to forecast: keep the allocation
+            self._targets = Targets(current, current, current)
+            self._goal = current.copy()
+            return
+        prompt, output = self._sizes.means()
+        caps = endpoint_capacities(env, self._sizes, **self.capacity_limits)
+        per_instance = np.vectorize(lambda c: c.prompt_tokens_per_s, otypes=[float])(caps)
+        share = self.niw_share if self.niw_share is not None else 2.0 * 3600.0 / env.sim_config.niw.deadline_s
+        niw = st.queued_niw_tokens * share / 3600.0 * prompt / (prompt + output)
+        demand = peak_rate(minutes, self.smoothing_minutes) + niw
+        gpus = np.broadcast_to(view.gpus_per_server()[:, None], demand.shape)  # an instance fills a server
+        hourly = gpus * view.cost_per_gpu_hour()[:, None]
+        result = plan_instances(demand, per_instance, gpus, view.cost_per_gpu_hour(), view.servers(), current,
+                                startup_cost=hourly * view.reclaim_s / 3600.0, min_instances=view.min_instances)
+        plan = np.asarray(result.instances, dtype=np.int64)
+        self._solve_times.append(result.solve_time_s)
+        self.plan_log.append((now, plan.copy()))
+        previous = current if self._last_plan is None else self._last_plan
+        self._last_plan = plan
+        self._targets = t = post_process(self.post_processing, previous, plan)
+        on_need_ups = self.mode in ("lt_u", "lt_ua")
+        self._goal = np.minimum(t.now, current) if on_need_ups else t.now.copy()
+        self._bump[:] = 0
+        self._plan_time = now
+        self._delay_pending = not np.array_equal(t.now, t.later)
+
+    def _demand_minutes(self, view) -> Optional[np.ndarray]:
+        """Per-minute IW prompt tokens expected in the coming hour, (60, R, M); None if the
+        history is too short. The oracle reads the true future; the others forecast it."""
+        self._plan_minute = int(view.now // 60)
+        if self.mode == "oracle":
+            future = view.future_demand(60)
+            self._forecast = np.concatenate([future, np.zeros((60 - len(future),) + future.shape[1:])])
+            return self._forecast
+        history = view.demand_history()
+        if len(history) < self.min_history_minutes:
+            self._forecast = None
+            return None
+        from sageserve_env.workload.forecast import ArimaForecaster, SeasonalNaiveForecaster
+
+        fc = np.zeros((60,) + history.shape[1:])
+        for r, m in np.ndindex(history.shape[1:]):
+            model = self._forecasters.get((r, m))
+            if model is None:
+                model = (ArimaForecaster((3, 1, 2), self.refit_every_minutes) if self.forecaster == "arima"
+                         else SeasonalNaiveForecaster())
+                self._forecasters[(r, m)] = model
+            fc[:, r, m] = np.maximum(np.asarray(model.forecast(history[:, r, m], 60), dtype=float), 0.0)
+        self._forecast = fc
+        self._to_score.append((self._plan_minute, fc))
+        return fc
+
+    def _score_forecasts(self) -> None:
+        """Normalized MAE of every past hour's forecast whose minutes have all passed."""
+        from sageserve_env.workload.forecast import normalized_mae
+
+        history = self._view.demand_history()
+        waiting = []
+        for start, fc in self._to_score:
+            if start + 60 > len(history):
+                waiting.append((start, fc))
+                continue
+            actual = history[start:start + 60]
+            for r, m in np.ndindex(actual.shape[1:]):
+                err = normalized_mae(actual[:, r, m], fc[:, r, m])
+                if np.isfinite(err):
+                    self._errors.append(float(err))
+        self._to_score = waiting
+
+    # -- within the hour ------------------------------------------------------------------
+    def _release(self, view, st, current, now):
+        """Apply the delayed scale-downs, release scale-ups on need, add or give back
+        instances beyond the plan (LT-U, LT-UA)."""
+        t = self._targets
+        delayed = now >= self._plan_time + self.change_delay_s
+        if self._delay_pending and delayed:
+            self._goal = np.minimum(self._goal, t.later + self._bump)
+            self._delay_pending = False
+        ceiling = np.maximum(t.later if delayed else t.now, t.on_need) + self._bump
+        ready = (now >= self._cool_until) & (current >= self._goal)
+        util = st.utilization
+        on_need = ready & (util > UP_UTILIZATION) & (self._goal < ceiling)
+        over = ready & (self._goal >= ceiling) & self._override(view, util)
+        give_back = (now >= self._cool_until) & (self._bump > 0) & (util < DOWN_UTILIZATION) & can_scale_down(view, st)
+        up = on_need | over
+        delays = scale_up_delays(view, st, up)
+        up &= np.isfinite(delays)
+        over &= up
+        self._goal += up.astype(np.int64) - give_back.astype(np.int64)
+        self._bump += over.astype(np.int64) - give_back.astype(np.int64)
+        self._cool_until = np.where(up, now + delays, np.where(give_back, now + view.reclaim_s, self._cool_until))
+
+    def _override(self, view, util) -> np.ndarray:
+        """Where LT-U / LT-UA add an instance beyond the plan."""
+        if self.mode == "lt_u":
+            return util > OVERRIDE_UTILIZATION
+        if self.mode == "lt_ua" and self._forecast is not None:
+            history = view.demand_history()
+            k = len(history) - 1 - self._plan_minute  # the last full minute, within this hour's forecast
+            if 0 <= k < len(self._forecast):
+                return history[-1] > self.ua_threshold * self._forecast[k]
+        return np.zeros(util.shape, dtype=bool)
+
+    def stats(self):
+        self._score_forecasts()
+        solves = np.asarray(self._solve_times)
+        return {
+            "ilp_solves": len(solves),
+            "ilp_solve_s_mean": float(solves.mean()) if len(solves) else 0.0,
+            "ilp_solve_s_max": float(solves.max()) if len(solves) else 0.0,
+            "forecast_nmae": float(np.mean(self._errors)) if self._errors else float("nan"),
+            "forecast_series_scored": len(self._errors),
+            "arima_fallbacks": sum(getattr(f, "fallbacks", 0) for f in self._forecasters.values()),
+        }

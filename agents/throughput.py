@@ -1,0 +1,111 @@
+"""How much work one instance sustains, derived from the performance model (never a constant).
+
+The long-term planner needs the IW prompt tokens per second one instance of an endpoint serves;
+Chiron needs the tokens per second it drains from the NIW queue. Both come from a steady-state
+picture of continuous batching with ``b`` requests in the batch, each of ``prompt`` and
+``output`` tokens (the endpoint's means so far):
+
+- a request stays for ``output`` decode iterations, so an iteration retires ``b / output``
+  requests and prefills as many new prompts: ``b * prompt / output`` tokens, at most
+  ``max_batch_tokens`` (the prefill budget then caps the request rate);
+- the batch holds about ``b * (prompt + output / 2)`` KV tokens (contexts are half generated on
+  average), which sets the decode cost; the iteration time is ``perf.iteration_time``;
+- requests per second = ``min(b / output, max_batch_tokens / prompt) / iteration_time``.
+
+The operating batch is the most productive one that (1) reserves at most ``target_utilization``
+of the instance's KV capacity (the simulator reserves prompt + output tokens per request; 0.5 is
+the reactive scale-up threshold and the level up to which NIW work is fed, so a planned endpoint
+sits where the reactive rule is content), (2) fits ``max_batch_size`` and (3) keeps one iteration
+within ``max_iteration_s``: the time between output tokens a user sees, and a bound on TTFT
+(a prompt of ``max_batch_tokens`` is prefilled in one iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+from sageserve_env.workload.workload import IW
+
+# Means of the public Azure LLM inference trace (conversation, Nov 2023, 19,366 requests):
+# used for an endpoint until it has seen its first interactive request.
+DEFAULT_PROMPT_TOKENS = 1155.0
+DEFAULT_OUTPUT_TOKENS = 211.0
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The operating point of one instance."""
+
+    batch: int  # requests in the batch
+    iteration_s: float
+    requests_per_s: float
+    prompt_tokens_per_s: float
+    tokens_per_s: float  # prompt + output tokens of the requests served per second
+
+
+def instance_capacity(perf, kv_capacity_tokens: float, prompt_tokens: float, output_tokens: float,
+                      max_batch_size: int, max_batch_tokens: int, target_utilization: float = 0.5,
+                      max_iteration_s: float = 0.15) -> Capacity:
+    """The best steady state of one instance (see the module docstring); batch 1 if no batch
+    meets the limits, so the capacity is always positive."""
+    p, o = max(float(prompt_tokens), 1.0), max(float(output_tokens), 1.0)
+    fits = int(target_utilization * kv_capacity_tokens // (p + o))
+    best = None
+    for b in range(1, max(1, min(fits, max_batch_size)) + 1):
+        per_iter = min(b / o, max_batch_tokens / p)  # requests retired (and prefilled) per iteration
+        t = float(perf.iteration_time(min(b * p / o, float(max_batch_tokens)), b, b * (p + o / 2.0)))
+        if b > 1 and t > max_iteration_s:
+            break  # iterations only get longer with the batch
+        if best is None or per_iter / t > best.requests_per_s:
+            rate = per_iter / t
+            best = Capacity(b, t, rate, rate * p, rate * (p + o))
+    return best
+
+
+class TokenSizes:
+    """Mean prompt and output tokens of the interactive requests each endpoint (home region,
+    model) has received so far, updated incrementally from the arrivals of the past only."""
+
+    def __init__(self, env) -> None:
+        self._sim = env.sim
+        shape = (env.n_regions, env.n_models)
+        self._seen = 0
+        self._count = np.zeros(shape)
+        self._prompt = np.zeros(shape)
+        self._output = np.zeros(shape)
+
+    def means(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(prompt, output) mean tokens per endpoint, with the Azure-trace defaults where none
+        arrived yet."""
+        sim = self._sim
+        lo, hi = self._seen, sim.arrived
+        if hi > lo:
+            w = sim.workload
+            iw = w.tier[lo:hi] == IW
+            flat = (np.asarray(sim.req_region[lo:hi])[iw] * self._count.shape[1]
+                    + np.asarray(sim.req_model[lo:hi])[iw])
+            n = self._count.size
+            self._count += np.bincount(flat, minlength=n).reshape(self._count.shape)
+            self._prompt += np.bincount(flat, w.prompt_tokens[lo:hi][iw], minlength=n).reshape(self._count.shape)
+            self._output += np.bincount(flat, w.output_tokens[lo:hi][iw], minlength=n).reshape(self._count.shape)
+            self._seen = hi
+        seen = self._count > 0
+        count = np.maximum(self._count, 1)
+        return (np.where(seen, self._prompt / count, DEFAULT_PROMPT_TOKENS),
+                np.where(seen, self._output / count, DEFAULT_OUTPUT_TOKENS))
+
+
+def endpoint_capacities(env, sizes: TokenSizes, **limits) -> np.ndarray:
+    """``Capacity`` of one instance of every endpoint, shape (regions, models), object array."""
+    view = env.view()
+    kv = view.kv_capacity_tokens()
+    prompt, output = sizes.means()
+    batching = env.sim_config.batching
+    out = np.empty(kv.shape, dtype=object)
+    for r, m in np.ndindex(kv.shape):
+        out[r, m] = instance_capacity(view.perf_model(r, m), kv[r, m], prompt[r, m], output[r, m],
+                                      batching.max_batch_size, batching.max_batch_tokens, **limits)
+    return out
