@@ -2,7 +2,7 @@
 
     python bench/validate_fidelity.py [--scenario paper] [--hours 12] [--days 2] [--workers 2]
                                       [--policies static,reactive,...] [--static 1,2,3,5]
-                                      [--forecaster seasonal_naive|arima]
+                                      [--forecaster seasonal_naive|arima] [--tick 5]
 
 Runs every policy of ``agents``' registry that exists (static, reactive, lt_i, lt_ua, chiron,
 oracle; ``random`` and learned agents are left out) plus "static at k instances" (the static
@@ -35,13 +35,14 @@ LONG_TERM = ("lt_i", "lt_u", "lt_ua")
 TARGETS = {"gpu_hours_pct": 5.0, "slo_points": 3.0, "p95_pct": 20.0, "kendall_tau": 0.8}
 
 
-def run_one(job: Tuple[str, str, int, str, float, str]) -> Tuple[Tuple, Dict[str, float]]:
+def run_one(job: Tuple[str, str, int, str, float, str, float]) -> Tuple[Tuple, Dict[str, float]]:
     """One episode: (policy spec, fidelity, seed, scenario, horizon, forecaster of the long-term
-    policies) -> (the job, its figures)."""
-    spec, fidelity, seed, scenario, horizon, forecaster = job
+    policies, tick of the fast fidelity) -> (the job, its figures)."""
+    spec, fidelity, seed, scenario, horizon, forecaster, tick = job
     name, _, k = spec.partition("@")
     policy = make_policy(name, forecaster=forecaster) if name in LONG_TERM else make_policy(name)
-    kwargs = {**policy.env_kwargs(), "scenario": scenario, "horizon_s": horizon, "fidelity": fidelity}
+    kwargs = {**policy.env_kwargs(), "scenario": scenario, "horizon_s": horizon, "fidelity": fidelity,
+              "fidelity_tick_s": tick}
     if k:
         kwargs["sim_overrides"] = [f"scaling.initial_instances={k}"]
     env = SageServeEnv(**kwargs)
@@ -65,25 +66,25 @@ def main() -> int:
     parser.add_argument("--static", default="1,2,3,5", help="instance counts of the 'static at k' variants")
     parser.add_argument("--forecaster", default="seasonal_naive", choices=("seasonal_naive", "arima"),
                         help="of lt_*: ARIMA (their default) costs minutes per episode in both fidelities alike")
+    parser.add_argument("--tick", type=float, default=5.0, help="fidelity_tick_s of the fast fidelity")
     args = parser.parse_args()
 
     known = set(policy_names())
     specs: List[str] = [p for p in args.policies.split(",") if p in known]
     specs += [f"static@{k}" for k in args.static.split(",") if k]
-    jobs = [(spec, fid, seed, args.scenario, args.hours * 3600.0, args.forecaster)
-            for spec in specs for seed in range(args.days) for fid in ("detailed", "fast")]
+    setting = (args.scenario, args.hours * 3600.0, args.forecaster, args.tick)
+    jobs = [(spec, fid, seed) + setting for spec in specs for seed in range(args.days) for fid in ("detailed", "fast")]
     start = time.perf_counter()
     results = {}
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         for job, figures in pool.imap_unordered(run_one, jobs):
             results[job] = figures
             print(f"[{len(results)}/{len(jobs)}] {job[0]} {job[1]} day {job[2]}: {figures['wall']:.1f} s", flush=True)
-    print(f"\n{args.scenario}, {args.days} days x {args.hours:g} h, {len(jobs)} episodes in "
-          f"{time.perf_counter() - start:.0f} s\n")
+    print(f"\n{args.scenario}, {args.days} days x {args.hours:g} h, fast tick {args.tick:g} s, {len(jobs)} episodes "
+          f"in {time.perf_counter() - start:.0f} s\n")
 
     def mean(spec: str, fid: str, key: str) -> float:
-        return float(np.mean([results[(spec, fid, s, args.scenario, args.hours * 3600.0, args.forecaster)][key]
-                              for s in range(args.days)]))
+        return float(np.mean([results[(spec, fid, s) + setting][key] for s in range(args.days)]))
 
     head = (f"{'policy':11s} {'GPU-h det':>10s} {'fast':>9s} {'diff%':>6s}  {'SLO det':>8s} {'fast':>7s} "
             f"{'pts':>5s}  {'p95 det':>8s} {'fast':>8s} {'diff%':>6s}  {'reward det':>11s} {'fast':>10s}  "

@@ -831,7 +831,7 @@ class FlowRequests:
         """The keys of the detailed summary's request metrics over the selected endpoints."""
         rows = np.ones(len(self.region), dtype=bool) if sel is None else np.asarray(sel, dtype=bool)
         s = {k: float(v[rows].sum()) for k, v in self._counts.items()}
-        overdue = self._overdue[:, rows].sum(1)
+        overdue = [float(x) for x in self._overdue[:, rows].sum(1)]
         m: Dict[str, Any] = {
             "requests_total": int(s["arrived"]),
             "requests_completed": int(s["completed"]),
