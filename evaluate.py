@@ -29,12 +29,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
-import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from sageserve_env.config import CONFIG_DIR, ConfigError
+from sageserve_env.config import CONFIG_DIR, ConfigError, load_cli_config
 
 TABLE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p90", "iw_e2e_p90", "niw_deadline_misses", "reward")
 
@@ -61,20 +59,8 @@ class EvalConfig:
 
 def parse_args(argv: List[str]) -> EvalConfig:
     """Defaults, then ``key=value`` overrides (``scenario=X`` is short for ``scenarios=[X]``)."""
-    base = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.load(CONFIG_DIR / "evaluate.yaml"))
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"argument {item!r} is not of the form key=value")
-        if key == "scenario":
-            key, value = "scenarios", f"[{value}]"
-        if key not in base:
-            raise ConfigError(f"unknown evaluate option {key!r}; known: {sorted(base.keys())} (and scenario)")
-        try:
-            OmegaConf.update(base, key, yaml.safe_load(value), merge=False)
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"evaluate option {key!r}: {str(exc).splitlines()[0]}") from None
-    cfg: EvalConfig = OmegaConf.to_object(base)
+    cfg: EvalConfig = load_cli_config(EvalConfig, CONFIG_DIR / "evaluate.yaml", argv, "evaluate",
+                                      aliases={"scenario": lambda v: ("scenarios", f"[{v}]")})
     if not cfg.policies or not cfg.scenarios or not cfg.seeds:
         raise ConfigError("policies, scenarios and seeds must each name at least one entry")
     if cfg.fidelity not in ("detailed", "fast"):

@@ -27,10 +27,8 @@ from typing import Any, Dict, List, Optional
 import gymnasium as gym
 import numpy as np
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from sageserve_env.config import CONFIG_DIR, ConfigError
+from sageserve_env.config import CONFIG_DIR, ConfigError, load_cli_config
 
 
 @dataclass
@@ -62,19 +60,7 @@ class TrainConfig:
 
 
 def parse_args(argv: List[str]) -> TrainConfig:
-    base = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(CONFIG_DIR / "train.yaml"))
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"argument {item!r} is not of the form key=value")
-        root = key.split(".")[0]
-        if root not in base:
-            raise ConfigError(f"unknown train option {key!r}; known: {sorted(base.keys())}")
-        try:
-            OmegaConf.update(base, key, yaml.safe_load(value), merge=True)
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"train option {key!r}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(base)
+    return load_cli_config(TrainConfig, CONFIG_DIR / "train.yaml", argv, "train")
 
 
 def resolve(cfg: TrainConfig) -> Dict[str, Any]:

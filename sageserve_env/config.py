@@ -321,6 +321,28 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
     return validate(cfg)
 
 
+def load_cli_config(schema: type, defaults: Path, argv: Sequence[str], what: str,
+                    aliases: Optional[Dict[str, Any]] = None) -> Any:
+    """A command's dataclass config: YAML ``defaults`` then Hydra-style ``key=value`` arguments.
+
+    ``aliases`` maps a shorthand key to a function of its value returning ``(key, value)``.
+    """
+    base = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(defaults))
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {item!r} is not of the form key=value")
+        if aliases and key in aliases:
+            key, value = aliases[key](value)
+        if key.split(".")[0] not in base:
+            raise ConfigError(f"unknown {what} option {key!r}; known: {sorted(base.keys())}")
+        try:
+            OmegaConf.update(base, key, yaml.safe_load(value), merge=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{what} option {key!r}: {str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_object(base)
+
+
 def to_yaml(cfg: SimConfig) -> str:
     """The resolved config as YAML (written next to every run's outputs)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
