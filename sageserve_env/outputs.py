@@ -95,34 +95,43 @@ def write_run(out_dir: Path | str, sim: Simulator, summary: Dict[str, Any], conf
     summary.json (everything, NaN as null), summary.csv (one row of the global scalars),
     summary_by_endpoint.csv, summary_by_region.csv, requests.parquet (+ requests.csv with
     ``csv_records``), timeline.csv (instance counts per endpoint after every change),
-    scaling_events.csv, config.yaml and, with ``plots``, the PNGs of ``plots.plot_run``.
+    scaling_events.csv, config.yaml and, with ``plots``, the run's PNGs (the fast fidelity keeps no
+    per-request records: it writes no requests.parquet and no per-request plots).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in ("summary.json", "summary.csv", "summary_by_endpoint.csv",
-                                     "summary_by_region.csv", "requests.parquet", "timeline.csv",
-                                     "scaling_events.csv", "config.yaml")]
+                                     "summary_by_region.csv", "timeline.csv", "scaling_events.csv",
+                                     "config.yaml")]
     paths[0].write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
     row = scalar_items(summary)
     _write_csv(paths[1], row, [row.values()])
     _dicts_to_csv(paths[2], summary.get("per_endpoint", []))
     _dicts_to_csv(paths[3], summary.get("per_region", []))
+    regions, models = sim.region_names, sim.model_names
+    _write_csv(paths[4], TIMELINE_COLUMNS,
+               ((t, regions[r], models[m], a, s, d, p) for t, r, m, a, s, d, p in sim.timeline))
+    _write_csv(paths[5], ("time_s", "region", "model", "kind"),
+               ((t, regions[r], models[m], kind) for t, r, m, kind in sim.scale_log))
+    paths[6].write_text(to_yaml(config))
+    if plots:
+        from sageserve_env.plots import plot_gpu_hours
+
+        paths.append(plot_gpu_hours(sim, out / "gpu_hours_by_state.png"))
+    if not sim.keeps_records:  # the fast fidelity: no per-request records, so no Parquet or CDFs
+        return paths
     rec = arrived_records(sim)
     table = records_table(sim, rec)
-    pq.write_table(table, paths[4])
+    paths.append(out / "requests.parquet")
+    pq.write_table(table, paths[-1])
     if csv_records:
         paths.append(out / "requests.csv")
         table.to_pandas().to_csv(paths[-1], index=False)
-    regions, models = sim.region_names, sim.model_names
-    _write_csv(paths[5], TIMELINE_COLUMNS,
-               ((t, regions[r], models[m], a, s, d, p) for t, r, m, a, s, d, p in sim.timeline))
-    _write_csv(paths[6], ("time_s", "region", "model", "kind"),
-               ((t, regions[r], models[m], kind) for t, r, m, kind in sim.scale_log))
-    paths[7].write_text(to_yaml(config))
     if plots:
-        from sageserve_env.plots import plot_run
+        from sageserve_env.plots import plot_instances_vs_load, plot_latency_cdfs
 
-        paths += plot_run(out, sim, rec)
+        paths.append(plot_instances_vs_load(sim, rec, out / "instances_vs_load.png"))
+        paths.append(plot_latency_cdfs(sim, rec, out / "latency_cdf.png"))
     return paths
 
 

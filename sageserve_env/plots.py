@@ -1,4 +1,5 @@
-"""PNG plots of a run (``plot_run``) and of an evaluation matrix (``plot_matrix``).
+"""PNG plots of a run (instances against load, latency CDFs, GPU-hours by state) and of an
+evaluation matrix (``plot_matrix``).
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``) and rendered by
 Agg when saved, so nothing here touches pyplot's global state or the session's backend.
@@ -109,16 +110,6 @@ def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
     ax.set_title("GPU-hours by server state (billed: active + starting + draining)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
-
-
-def plot_run(out_dir: Path, sim: "Simulator", rec: Optional[Dict[str, np.ndarray]] = None) -> List[Path]:
-    """The three plots of a run, saved as PNGs in ``out_dir``; ``rec`` is
-    ``metrics.arrived_records(sim)`` if the caller has it already."""
-    out = Path(out_dir)
-    rec = arrived_records(sim) if rec is None else rec
-    return [plot_instances_vs_load(sim, rec, out / "instances_vs_load.png"),
-            plot_latency_cdfs(sim, rec, out / "latency_cdf.png"),
-            plot_gpu_hours(sim, out / "gpu_hours_by_state.png")]
 
 
 def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:

@@ -41,3 +41,12 @@ def test_bootstrap_interval_contains_the_mean():
 def test_bad_arguments_fail_before_running(tmp_path, capsys, argv, match):
     assert evaluate.main([*argv, f"out={tmp_path / 'x'}"]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_fast_fidelity_matrix_writes_what_it_can(tmp_path):
+    out = tmp_path / "fast"
+    assert evaluate.main(["policies=[static,reactive]", "scenario=small", "seeds=[1001]", "horizon_s=1800",
+                          "fidelity=fast", f"out={out}", "workers=1"]) == 0
+    run = out / "runs" / "small" / "reactive" / "seed_1001"
+    assert (run / "summary.json").exists() and (run / "gpu_hours_by_state.png").exists()
+    assert not (run / "requests.parquet").exists()  # no per-request records in the fast fidelity

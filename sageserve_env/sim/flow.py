@@ -68,6 +68,9 @@ PERCENTILES = (50, 90, 95, 99)
 WAIT_LEVELS = (0.3, 0.75, 0.94, 0.99)  # quantiles standing for the exponential stochastic wait
 W, P, D = range(3)  # request pools: waiting for a slot, prefilling, decoding
 HOME_COLS = 6  # per endpoint and tick: NIW requests, NIW tokens, dropped IW, NIW, tokens, IW prompt
+# Endpoint running totals the flows set: counts, and expected values (rows of ``_expected``)
+COUNTERS = ("arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens", "niw_completed", "dropped")
+EXPECTED = ("iw_slo_misses", "iw_e2e_misses", "niw_deadline_misses", "iw_ttft_sum")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class _Sizes:
 
 class FlowSimulator(Simulator):
     """``Simulator`` with token flows per tick instead of requests (see the module docstring)."""
+
+    keeps_records = False
 
     def __init__(self, config: SimConfig, workload: Workload, tick_s: float = 5.0) -> None:
         if not (math.isfinite(tick_s) and tick_s > 0):
@@ -672,27 +677,33 @@ class FlowSimulator(Simulator):
     def _sync(self) -> None:
         """Write the flows into the endpoints' counters and their servers' token fields."""
         totals = self._totals()
-        counters = {k: totals[k] for k in ("arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens",
-                                           "niw_completed", "dropped")}
-        expected = dict(zip(("iw_slo_misses", "iw_e2e_misses", "niw_deadline_misses", "iw_ttft_sum"), self._expected))
+        counts = {k: totals[k].astype(np.int64).tolist() for k in COUNTERS}
+        expected = dict(zip(EXPECTED, self._expected.tolist()))
+        feed = self._F[1].astype(np.int64).tolist()
+        pools = self._Q.sum(axis=2)  # pool x (requests, tokens) x endpoint
+        requests = pools[:, 0].sum(0).tolist()
+        reserved = (pools[P, 1] + pools[D, 1]).astype(np.int64).tolist()
+        waiting = pools[W, 1].astype(np.int64).tolist()
         for ep in self.all_endpoints:
             e = ep.index
-            for k, v in counters.items():
-                setattr(ep, k, int(v[e]))
+            for k, v in counts.items():
+                setattr(ep, k, v[e])
             for k, v in expected.items():
-                setattr(ep, k, float(v[e]))
-            ep.niw_queue_tokens = int(self._F[1, e])
-            self._sync_servers(ep, everything=False)
+                setattr(ep, k, v[e])
+            ep.niw_queue_tokens = feed[e]
+            self._spread(ep, requests[e], reserved[e], waiting[e], everything=False)
 
     def _sync_servers(self, ep, everything: bool) -> None:
+        """``_spread`` the endpoint's current tokens over its servers."""
+        pools = self._Q[:, :, :, ep.index].sum(axis=2)  # pool x (requests, tokens)
+        self._spread(ep, pools[:, 0].sum(), int(pools[P, 1] + pools[D, 1]), int(pools[W, 1]), everything)
+
+    def _spread(self, ep, requests: float, reserved: int, waiting: int, everything: bool) -> None:
         """Set ``reserved``, ``waiting_tokens`` and ``pending_tokens`` of the endpoint's servers
-        and its ``committed``: its tokens spread evenly over as many active instances as it holds
-        requests (only those and the ones that held tokens at the last sync are rewritten, unless
-        ``everything``)."""
+        and its ``committed``: the tokens spread evenly over as many active instances as it holds
+        requests (only those and the ones that held tokens at the last spread are rewritten,
+        unless ``everything``)."""
         e, active = ep.index, ep.active
-        pools = self._Q[:, :, :, e].sum(axis=2)  # pool x (requests, tokens)
-        requests = pools[:, 0].sum()
-        reserved, waiting = int(pools[P, 1] + pools[D, 1]), int(pools[W, 1])
         busy = min(len(active), max(int(requests + 0.5), -(-reserved // ep.capacity), 1 if requests else 0))
         touch = len(active) if everything else min(len(active), max(busy, self._synced[e]))
         res, res_extra = divmod(reserved, busy) if busy else (0, 0)

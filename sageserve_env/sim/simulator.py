@@ -49,6 +49,8 @@ class ScaleResult:
 class Simulator:
     """LLM serving across regions, advanced by ``run_until`` and steered by ``scale``."""
 
+    keeps_records = True  # per-request records (``records()``) exist
+
     def __init__(self, config: SimConfig, workload: Workload) -> None:
         self.config = config
         self.workload = workload
