@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import gymnasium as gym
-import numpy as np
 import yaml
 
 from sageserve_env.config import CONFIG_DIR, ConfigError, load_cli_config

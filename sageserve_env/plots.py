@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from sageserve_env.sim.instance import STATE_NAMES
-from sageserve_env.sim.metrics import arrived_records
 from sageserve_env.workload.workload import IW, NIW
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from agents.reactive import ReactivePolicy
 from agents.runner import make_env_for, run_episode
 from agents.throughput import TokenSizes, endpoint_capacities
 from sageserve_env.env.sageserve_env import SageServeEnv
-from sageserve_env.workload.workload import IW, NIW, Workload
+from sageserve_env.workload.workload import IW, Workload
 
 BASELINES = ["reactive", "lt_i", "lt_u", "lt_ua", "oracle", "chiron"]
 DELAY = {"undrain": 0.0, "reclaim": 65.0, "load_free": 155.0, "load_other": 155.0, "drain": 65.0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import gymnasium as gym
@@ -17,7 +16,7 @@ from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
 from sageserve_env.env.view import SimView, demand_per_minute
 from sageserve_env.sim.flow import FlowSimulator
 from sageserve_env.sim.simulator import Simulator
-from sageserve_env.workload.workload import IW, NIW, Workload
+from sageserve_env.workload.workload import Workload
 
 REWARD_TERMS = ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")
 RATE_WINDOWS_S = (60.0, 300.0, 900.0)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import count
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
