@@ -125,6 +125,7 @@ class FlowSimulator(Simulator):
         self._next_arrival = 0
 
     def _build_constants(self) -> None:
+        """Per-endpoint arrays of what does not change: KV capacity, perf coefficients, sizes."""
         w = self.workload
         self._E = len(self.all_endpoints)
         self._cap = np.array([ep.capacity for ep in self.all_endpoints], dtype=float)
@@ -141,6 +142,7 @@ class FlowSimulator(Simulator):
         self._delay = self.config.routing.delay_s
 
     def _size_constants(self, ep_model: np.ndarray) -> _Sizes:
+        """``_Sizes`` from (an evenly spaced sample of) each model's requests."""
         w = self.workload
         edges = np.array(SIZE_EDGES)
         mids = (edges[1:] + edges[:-1]) / 2
@@ -218,6 +220,7 @@ class FlowSimulator(Simulator):
         return np.concatenate([iw_cols.reshape(n_bins, -1), home_cols.reshape(n_bins, -1)], axis=1)
 
     def _build_state(self) -> None:
+        """The flows' pools, running totals, arrival curves and per-tick log, all empty."""
         E = self._E
         self._Q = np.zeros((3, 2, 2, E))  # pool (W, P, D) x (requests, KV tokens) x tier x endpoint
         self._F = np.zeros((2, E))  # NIW feed queue: requests, tokens
@@ -606,6 +609,7 @@ class FlowSimulator(Simulator):
         super().drained(inst, now)
 
     def _set_state(self, inst: Instance, state: int, model: int) -> None:
+        """The parent's state change; the active counts are recounted at the next tick."""
         super()._set_state(inst, state, model)
         self._fleet_changed = True
 
