@@ -1,5 +1,7 @@
 """Baseline policies: short episodes keep the simulator sound; each rule does what its docs say."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,39 @@ def test_lt_i_reaches_its_plan_within_the_hour():
     st = env.view().endpoints()
     np.testing.assert_array_equal(st.active + st.starting, plan)
     assert policy.stats()["ilp_solves"] == 2
+
+
+def test_lt_u_releases_planned_scale_ups_on_need_and_lt_i_at_once():
+    env = SageServeEnv(scenario="small", horizon_s=600.0)
+    env.reset(seed=0, options={"workload": _steady(env, 0.1, 600.0, "C")})
+    view = env.view()
+    idle = view.endpoints()
+    busy = dataclasses.replace(idle, utilization=np.full_like(idle.utilization, 0.6))
+    hot = dataclasses.replace(idle, utilization=np.full_like(idle.utilization, 0.95))
+    current = (idle.active + idle.starting).astype(np.int64)
+    plan = current + 2
+    goals = {}
+    for mode in ("lt_i", "lt_u"):
+        policy = LongTermPolicy(mode)
+        policy.reset(env)
+        policy._targets = post_process("immediate", current, plan)
+        policy._goal = plan.copy() if mode == "lt_i" else current.copy()
+        policy._release(view, idle, current, 0.0)
+        goals[mode, "idle"] = policy._goal.copy()
+        policy._release(view, busy, current, 0.0)
+        goals[mode, "busy"] = policy._goal.copy()
+    np.testing.assert_array_equal(goals["lt_i", "idle"], plan)
+    np.testing.assert_array_equal(goals["lt_u", "idle"], current)  # utilization 0: nothing released
+    np.testing.assert_array_equal(goals["lt_u", "busy"], current + 1)  # one at a time, then a cool-down
+    # with the plan reached, utilization > 0.9 adds one beyond it, given back below 0.25
+    policy = LongTermPolicy("lt_u")
+    policy.reset(env)
+    policy._targets = post_process("immediate", current, current)
+    policy._goal = current.copy()
+    policy._release(view, hot, current, 0.0)
+    np.testing.assert_array_equal(policy._goal, current + 1)
+    policy._release(view, idle, current + 1, 1000.0)
+    np.testing.assert_array_equal(policy._goal, current)
 
 
 def test_oracle_sees_the_next_hour_and_forecasters_do_not():
