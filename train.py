@@ -54,6 +54,9 @@ class TrainConfig:
     bc_episodes: int = 4
     bc_epochs: int = 20
     residual: bool = False
+    residual_forecaster: str = "seasonal_naive"
+    residual_prior: float = 2.0
+    eval_env_kwargs: Dict[str, Any] = field(default_factory=dict)
     ship: bool = False
     torch_threads: int = 1
 
@@ -87,6 +90,10 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         check_policy_spec(cfg.bc_policy)
         if cfg.residual:
             raise ConfigError("bc_policy and residual=true do not combine: the residual agent starts at the plan")
+    if cfg.residual_forecaster not in ("arima", "seasonal_naive"):
+        raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
+    if not cfg.residual_prior >= 0:
+        raise ConfigError(f"residual_prior must be >= 0, got {cfg.residual_prior!r}")
     if not 0 <= cfg.seed < TRAIN_SEED_LIMIT:
         raise ConfigError(f"seed must be in [0, {TRAIN_SEED_LIMIT}): seeds from {TRAIN_SEED_LIMIT} up are held out")
     if any(s >= TRAIN_SEED_LIMIT for s in cfg.validation_seeds):
@@ -97,8 +104,9 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
     return hp
 
 
-def env_factory(cfg: TrainConfig, rank: int, validation: bool = False):
-    """A picklable constructor of one training (or validation) env."""
+def env_factory(cfg: TrainConfig, validation: bool = False, reach: int = 2):
+    """A picklable constructor of one training (or validation) env; ``reach`` bounds a residual
+    agent's adjustment."""
 
     def make() -> gym.Env:
         from stable_baselines3.common.monitor import Monitor
@@ -106,15 +114,28 @@ def env_factory(cfg: TrainConfig, rank: int, validation: bool = False):
         from agents import make_policy
         from agents.training import ResidualPlan, ValidationDays
 
-        env: gym.Env = gym.make(cfg.env, **cfg.env_kwargs)
+        kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs} if validation else cfg.env_kwargs
+        env: gym.Env = gym.make(cfg.env, **kwargs)
         if validation:
             env = ValidationDays(env, cfg.validation_seeds)
         if cfg.residual:
-            env = ResidualPlan(env, make_policy("lt_i"), reach=int(cfg.hyperparams.get("residual_reach", 2)))
+            planner = make_policy("lt_i", forecaster=cfg.residual_forecaster)
+            env = ResidualPlan(env, planner, reach=reach)
         env = gym.wrappers.FlattenObservation(env)
         return Monitor(env)
 
     return make
+
+
+def favour_no_adjustment(model: Any, reach: int, prior: float) -> None:
+    """Start a residual agent at the plan: add ``prior`` to the logit of "no adjustment" of every
+    endpoint, so the untrained policy follows the planner (with probability
+    ``e^prior / (e^prior + 2 reach)`` per endpoint) and explores around it."""
+    import torch
+
+    bias = model.policy.action_net.bias
+    with torch.no_grad():
+        bias[reach::2 * reach + 1] += prior
 
 
 def run_dir(cfg: TrainConfig) -> Path:
@@ -148,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.mkdir(parents=True)
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
     residual_reach = int(hp.pop("residual_reach", 2))
-    fns = [env_factory(cfg, i) for i in range(n_envs)]
+    fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
     venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
     venv.seed(cfg.seed)
     algo = algorithms()[cfg.algo]
@@ -165,9 +186,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
         model = algo(hp.pop("policy", "MlpPolicy"), venv, seed=cfg.seed, device="cpu", verbose=0,
                      tensorboard_log=str(out / "tb") if cfg.tensorboard else None, **hp)
+    if cfg.residual and not cfg.resume:
+        favour_no_adjustment(model, residual_reach, cfg.residual_prior)
     if cfg.bc_policy and not cfg.resume:
         expert = make_policy(cfg.bc_policy)
-        obs, actions = collect_demonstrations(env_factory(cfg, 0), expert, cfg.bc_episodes,
+        obs, actions = collect_demonstrations(env_factory(cfg), expert, cfg.bc_episodes,
                                               seeds=list(range(cfg.seed + 500, cfg.seed + 500 + cfg.bc_episodes)))
         if isinstance(venv, VecNormalize):
             venv.obs_rms.update(obs)
@@ -180,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         callbacks.append(CheckpointCallback(max(cfg.save_freq // n_envs, 1), str(out / "checkpoints"),
                                             save_vecnormalize=normalize))
     if cfg.eval_freq and cfg.validation_seeds:
-        eval_env = DummyVecEnv([env_factory(cfg, 0, validation=True)])
+        eval_env = DummyVecEnv([env_factory(cfg, validation=True, reach=residual_reach)])
         if normalize:
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
         kind = EvalCallback
@@ -192,7 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
                   "forecaster": probe.config["forecaster"]}
     meta = {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs, "residual": cfg.residual,
-            "residual_reach": residual_reach, "seed": cfg.seed, "command": "python train.py " + " ".join(argv)}
+            "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
+            "command": "python train.py " + " ".join(argv)}
     model_path = out / "model.zip"
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))  # checkpoints use it too
     start = time.perf_counter()

@@ -77,7 +77,7 @@ class LearnedPolicy(Policy):
         if self.meta.get("residual"):
             from agents import make_policy
 
-            self.planner = make_policy("lt_i")
+            self.planner = make_policy("lt_i", forecaster=self.meta.get("residual_forecaster", "arima"))
             self.reach = int(self.meta["residual_reach"])
         interval = self.meta.get("env_kwargs", {}).get("decision_interval_s")
         self.decision_interval_s = float(interval) if interval else None

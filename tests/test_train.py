@@ -62,3 +62,32 @@ def test_shipped_agent_loads_runs_and_is_deterministic():
         rewards.append((result.reward, result.kpis["billed_gpu_hours"]))
     assert rewards[0] == rewards[1]
     assert np.isfinite(rewards[0][0])
+
+
+def test_residual_agent_starts_at_the_plan(tmp_path):
+    """With no learning, the residual agent's greedy action is "no adjustment": it acts exactly
+    as its planner (lt_i on the forecaster recorded in its metadata)."""
+    run = _train(tmp_path, "algo=maskable_ppo", "residual=true", "hyperparams.residual_reach=1",
+                 "hyperparams.batch_size=64", "hyperparams.learning_rate=0.0")
+    import yaml
+    meta = yaml.safe_load((run / "model.yaml").read_text())
+    assert meta["residual"] and meta["residual_reach"] == 1 and meta["residual_forecaster"] == "seasonal_naive"
+    kwargs = {"scenario": "small", "horizon_s": 7200.0}
+    agent = make_policy(f"ckpt:{run / 'model.zip'}")
+    planner = make_policy("lt_i", forecaster="seasonal_naive")
+    with_agent = run_episode(make_env_for(agent, kwargs), agent, seed=1001).kpis
+    alone = run_episode(make_env_for(planner, kwargs), planner, seed=1001).kpis
+    assert with_agent == alone
+
+
+def test_validation_env_takes_its_own_overrides():
+    cfg = train.parse_args(["env_kwargs={horizon_s: 1800}", "eval_env_kwargs={fidelity: detailed}",
+                            "env=sageserve_env/SageServeSmall-fast-v0"])
+    assert train.env_factory(cfg)().unwrapped.config["fidelity"] == "fast"
+    validation = train.env_factory(cfg, validation=True)().unwrapped
+    assert validation.config["fidelity"] == "detailed" and validation.config["horizon_s"] == 1800
+
+
+def test_bad_residual_forecaster_fails(tmp_path, capsys):
+    assert train.main([f"log_folder={tmp_path}", "residual=true", "residual_forecaster=prophet"]) == 2
+    assert "residual_forecaster" in capsys.readouterr().err
