@@ -162,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from agents import make_policy
     from agents.learned import algorithms, normalizer_path, sidecar
-    from agents.training import behaviour_clone, collect_demonstrations
+    from agents.training import SaveNormalizerOnBest, behaviour_clone, collect_demonstrations
 
     torch.set_num_threads(cfg.torch_threads)
     out = run_dir(cfg)
@@ -209,8 +209,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         kind = EvalCallback
         if cfg.algo == "maskable_ppo":
             from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as kind
+        on_best = SaveNormalizerOnBest(out / "best_model_vecnormalize.pkl") if normalize else None
         callbacks.append(kind(eval_env, n_eval_episodes=cfg.eval_episodes, eval_freq=max(cfg.eval_freq // n_envs, 1),
-                              best_model_save_path=str(out), log_path=str(out / "eval"), deterministic=True))
+                              best_model_save_path=str(out), log_path=str(out / "eval"), deterministic=True,
+                              callback_on_new_best=on_best))
     probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acts under
     env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
                   "forecaster": probe.config["forecaster"]}
@@ -235,10 +237,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         target = shipped_agent_path()
         target.parent.mkdir(parents=True, exist_ok=True)
         best = out / "best_model.zip"
-        shutil.copy(best if best.exists() else model_path, target)
-        for suffix in ("_vecnormalize.pkl", ".yaml"):
-            if sidecar(model_path, suffix).exists():
-                shutil.copy(sidecar(model_path, suffix), sidecar(target, suffix))
+        chosen = best if best.exists() else model_path
+        shutil.copy(chosen, target)
+        if normalize:
+            shutil.copy(normalizer_path(chosen), sidecar(target, "_vecnormalize.pkl"))
+        shutil.copy(sidecar(model_path, ".yaml"), sidecar(target, ".yaml"))
     print(f"trained {cfg.algo} on {cfg.env} for {model.num_timesteps} steps in {minutes:.1f} min; saved {model_path}")
     return 0
 

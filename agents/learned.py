@@ -29,8 +29,9 @@ def sidecar(model_path: Path, suffix: str) -> Path:
 
 
 def normalizer_path(model_path: Path) -> Path:
-    """The VecNormalize statistics of a final model (``model_vecnormalize.pkl``) or of an SB3
-    checkpoint (``rl_model_vecnormalize_<n>_steps.pkl`` beside ``rl_model_<n>_steps.zip``)."""
+    """The VecNormalize statistics of a model: ``<stem>_vecnormalize.pkl`` beside it (final and
+    best models), or an SB3 checkpoint's ``rl_model_vecnormalize_<n>_steps.pkl``; without
+    either, the run's final ``model_vecnormalize.pkl``."""
     model_path = Path(model_path)
     stem = model_path.stem
     if stem.endswith("_steps") and "_" in stem[: -len("_steps")]:
@@ -39,7 +40,7 @@ def normalizer_path(model_path: Path) -> Path:
         if checkpoint.exists():
             return checkpoint
     own = sidecar(model_path, "_vecnormalize.pkl")
-    run = model_path.with_name("model_vecnormalize.pkl")  # best_model.zip shares its run's statistics
+    run = model_path.with_name("model_vecnormalize.pkl")
     return own if own.exists() or not run.exists() else run
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.base import Policy
 
@@ -28,6 +30,19 @@ class ValidationDays(gym.Wrapper):
         seed = self._seeds[self._next % len(self._seeds)]
         self._next += 1
         return self.env.reset(seed=seed, options=options)
+
+
+class SaveNormalizerOnBest(BaseCallback):
+    """For ``EvalCallback(callback_on_new_best=...)``: saves the VecNormalize statistics the new
+    best model was evaluated with beside it, since the run's statistics keep moving afterwards."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def _on_step(self) -> bool:
+        self.model.get_vec_normalize_env().save(str(self.path))
+        return True
 
 
 def residual_change(plan: np.ndarray, adjustment: np.ndarray, reach: int, max_delta: int) -> np.ndarray:

@@ -91,3 +91,16 @@ def test_validation_env_takes_its_own_overrides():
 def test_bad_residual_forecaster_fails(tmp_path, capsys):
     assert train.main([f"log_folder={tmp_path}", "residual=true", "residual_forecaster=prophet"]) == 2
     assert "residual_forecaster" in capsys.readouterr().err
+
+
+def test_best_model_keeps_the_statistics_it_was_evaluated_with(tmp_path):
+    from agents.learned import normalizer_path
+
+    run = _train(tmp_path, "algo=maskable_ppo", "hyperparams.batch_size=64", "eval_freq=128", "eval_episodes=1",
+                 "validation_seeds=[900]", "normalize=true")
+    best = run / "best_model.zip"
+    assert best.exists() and normalizer_path(best) == run / "best_model_vecnormalize.pkl"
+    assert normalizer_path(run / "model.zip") == run / "model_vecnormalize.pkl"
+    policy = make_policy(f"ckpt:{best}")
+    assert policy.normalizer is not None
+    assert run_episode(make_env_for(policy, {"scenario": "small", "horizon_s": 600.0}), policy, seed=1001).steps == 10
