@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
+import operator
 from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,6 +25,8 @@ RATE_WINDOWS_S = (60.0, 300.0, 900.0)
 # running totals per endpoint that observations and rewards difference between steps
 _COUNTERS = ("arrived", "arrived_prompt_tokens", "iw_first_tokens", "iw_ttft_sum", "iw_slo_misses",
              "iw_e2e_misses", "niw_deadline_misses", "dropped", "completed")
+_C = {k: i for i, k in enumerate(_COUNTERS)}
+_get_counters = operator.attrgetter(*_COUNTERS)
 
 
 def reward_presets() -> Dict[str, Dict[str, float]]:
@@ -157,6 +161,17 @@ class SageServeEnv(gym.Env):
             "region": box(self.n_regions, 2),
             "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
         })
+        # the observation is filled into one float64 buffer, clipped at once, cast at once
+        self._obs_layout: List[Tuple[str, int, int, Tuple[int, ...]]] = []
+        offset = 0
+        for k, space in self.observation_space.spaces.items():
+            self._obs_layout.append((k, offset, offset + int(np.prod(space.shape)), space.shape))
+            offset += int(np.prod(space.shape))
+        self._obs_low = np.concatenate([s.low.ravel() for s in self.observation_space.spaces.values()]).astype(float)
+        self._obs_high = np.concatenate([s.high.ravel() for s in self.observation_space.spaces.values()]).astype(float)
+        self._obs_buf = np.empty(offset)
+        self._obs_parts = {k: self._obs_buf[a:b].reshape(shape) for k, a, b, shape in self._obs_layout}
+        self._mask_offsets = np.arange(2 * self.max_delta + 1) - self.max_delta
         self._trace: Optional[Workload] = None
 
     @staticmethod
@@ -193,17 +208,20 @@ class SageServeEnv(gym.Env):
             self.sim = Simulator(self.sim_config, workload)
         minutes = int(math.ceil(self.horizon / 60.0)) + 61
         self._view = SimView(self.sim, demand_per_minute(self.sim, minutes))
+        self._fleet = np.maximum(np.array([len(f) for f in self.sim.servers], dtype=float), 1.0)
         self._forecasts = np.zeros((self.n_regions, self.n_models))
         self._forecaster_state: Dict[Tuple[int, int], Any] = {}
         self._forecast_hour = -1
         self._last_gpu_cost = 0.0
         self._last_counters = self._counters()
         self._snapshots: deque = deque(maxlen=int(math.ceil(max(RATE_WINDOWS_S) / self.interval)) + 1)
-        self._snapshots.append((0.0, self._last_counters))
+        self._snapshot_times: deque = deque(maxlen=self._snapshots.maxlen)
+        self._snapshots.append(self._last_counters)
+        self._snapshot_times.append(0.0)
         self._totals = {k: 0.0 for k in REWARD_TERMS}
         self._refused_total = 0
         self._update_forecast()
-        return self._observation(self._last_counters, self._last_counters), self._info({}, [])
+        return self._observation(self._last_counters - self._last_counters, self._last_counters), self._info({}, [])
 
     def _draw_workload(self) -> Workload:
         """A generated day seeded from the env's generator, or a window of the trace."""
@@ -231,21 +249,24 @@ class SageServeEnv(gym.Env):
         self.sim.run_until(t_end)
         truncated = t_end >= self.horizon - 1e-9
         counters = self._counters()
-        terms = self._reward_terms(self._last_counters, counters)
+        diff = counters - self._last_counters
+        gpu_s = self.sim.gpu_seconds_by_state()
+        terms = self._reward_terms(diff, gpu_s)
         if truncated:
             for k, v in self._overdue_terms().items():
                 terms[k] += v
         reward = float(sum(terms.values()))
         for k, v in terms.items():
             self._totals[k] += v
-        obs = self._observation(self._last_counters, counters)
-        self._snapshots.append((t_end, counters))
+        obs = self._observation(diff, counters)
+        self._snapshots.append(counters)
+        self._snapshot_times.append(t_end)
         self._last_counters = counters
         if int(t_end // 3600) != self._forecast_hour:
             self._update_forecast()
         if truncated:
             self.sim.check_invariants()
-        return obs, reward, False, truncated, self._info(terms, results)
+        return obs, reward, False, truncated, self._info(terms, results, gpu_s)
 
     def _decode_action(self, action) -> np.ndarray:
         a = np.asarray(action)
@@ -264,8 +285,10 @@ class SageServeEnv(gym.Env):
 
     def apply_deltas(self, deltas: np.ndarray) -> List[Any]:
         """Apply instance changes per (region, model): scale-downs first, so their servers count."""
-        order = sorted(np.ndindex(deltas.shape), key=lambda rm: deltas[rm])
-        return [self.sim.scale(r, m, int(deltas[r, m])) for r, m in order if deltas[r, m]]
+        flat = np.asarray(deltas).reshape(-1)
+        n_m = deltas.shape[1]
+        return [self.sim.scale(e // n_m, e % n_m, int(flat[e])) for e in np.argsort(flat, kind="stable").tolist()
+                if flat[e]]
 
     def _endpoint_name(self, e: int) -> str:
         cfg = self.sim_config
@@ -280,48 +303,45 @@ class SageServeEnv(gym.Env):
         ``min_instances``. Several endpoints of a region draw on one spot pool, so a set of
         individually valid changes can still be partly refused.
         """
-        k = 2 * self.max_delta + 1
-        masks = np.zeros((self.n_regions, self.n_models, k), dtype=bool)
-        masks[..., self.max_delta] = True
+        md = self.max_delta
         if self.sim is None or self.sim.scaling_level == 0:
+            masks = np.zeros((self.n_regions, self.n_models, 2 * md + 1), dtype=bool)
+            masks[..., md] = True
             return masks.reshape(-1)
-        st = self._view.endpoints()
-        spot = self._view.spot_servers()
-        free = self._view.free_servers()
-        for r in range(self.n_regions):
-            for m in range(self.n_models):
-                up = st.draining[r, m] + spot[r, m] + free[r]
-                if self.sim.scaling_level >= 2:
-                    up += spot[r].sum() - spot[r, m]
-                down = min(st.active[r, m], st.active[r, m] + st.starting[r, m] - self.sim.min_instances)
-                hi = int(min(self.max_delta, up))
-                lo = int(min(self.max_delta, max(down, 0)))
-                masks[r, m, self.max_delta - lo: self.max_delta + hi + 1] = True
-        return masks.reshape(-1)
+        st, _, free = self._view.current()
+        up = st.draining + st.spot_own + free[:, None]
+        if self.sim.scaling_level >= 2:
+            up += st.spot_own.sum(axis=1, keepdims=True) - st.spot_own
+        down = np.minimum(st.active, st.active + st.starting - self.sim.min_instances)
+        hi = np.minimum(md, up)
+        lo = np.minimum(md, np.maximum(down, 0))
+        offsets = self._mask_offsets
+        return ((offsets >= -lo[..., None]) & (offsets <= hi[..., None])).reshape(-1)
 
     # -- observation, reward, info --------------------------------------------------------
     def _counters(self) -> np.ndarray:
-        """Running totals per endpoint plus billed cost, shape (R, M, len(_COUNTERS))."""
-        eps = self.sim.endpoints
-        return np.array([[[getattr(ep, k) for k in _COUNTERS] for ep in row] for row in eps], dtype=float)
+        """Running totals per endpoint, shape (R, M, len(_COUNTERS))."""
+        rows = [_get_counters(ep) for ep in self.sim.all_endpoints]
+        return np.array(rows, dtype=float).reshape(self.n_regions, self.n_models, len(_COUNTERS))
 
-    def _billed_cost(self) -> float:
-        gpu_s = self.sim.gpu_seconds_by_state()[:, :, :3].sum(axis=(1, 2))  # active, starting, draining
-        return float((gpu_s / 3600.0 * self.sim.cost_per_gpu_hour).sum())
+    def _billed_cost(self, gpu_s: np.ndarray) -> float:
+        """Cost so far of the active, starting and draining servers, from ``gpu_seconds_by_state()``."""
+        billed = gpu_s[:, :, :3].sum(axis=(1, 2))
+        return float((billed / 3600.0 * self.sim.cost_per_gpu_hour).sum())
 
-    def _reward_terms(self, before: np.ndarray, after: np.ndarray) -> Dict[str, float]:
+    def _reward_terms(self, diff: np.ndarray, gpu_s: np.ndarray) -> Dict[str, float]:
+        """Reward terms from the counters' change over the interval and the GPU-seconds now."""
         w = self.weights
-        diff = (after - before).sum(axis=(0, 1))
-        d = dict(zip(_COUNTERS, diff.tolist()))
-        cost = self._billed_cost()
+        d = diff.sum(axis=(0, 1)).tolist()
+        cost = self._billed_cost(gpu_s)
         spent, self._last_gpu_cost = cost - self._last_gpu_cost, cost
         s = w["scale"]
         return {
             "cost": -spent * w["cost"] * s,
-            "iw_slo_miss": -d["iw_slo_misses"] * w["iw_slo_miss"] * s,
-            "iw_e2e_miss": -d["iw_e2e_misses"] * w["iw_e2e_miss"] * s,
-            "niw_deadline_miss": -d["niw_deadline_misses"] * w["niw_deadline_miss"] * s,
-            "drop": -d["dropped"] * w["drop"] * s,
+            "iw_slo_miss": -d[_C["iw_slo_misses"]] * w["iw_slo_miss"] * s,
+            "iw_e2e_miss": -d[_C["iw_e2e_misses"]] * w["iw_e2e_miss"] * s,
+            "niw_deadline_miss": -d[_C["niw_deadline_misses"]] * w["niw_deadline_miss"] * s,
+            "drop": -d[_C["dropped"]] * w["drop"] * s,
         }
 
     def _overdue_terms(self) -> Dict[str, float]:
@@ -331,44 +351,44 @@ class SageServeEnv(gym.Env):
         return {"cost": 0.0, "iw_slo_miss": -iw * self.weights["iw_slo_miss"] * s, "iw_e2e_miss": 0.0,
                 "niw_deadline_miss": -niw * self.weights["niw_deadline_miss"] * s, "drop": 0.0}
 
-    def _observation(self, before: np.ndarray, after: np.ndarray) -> Dict[str, np.ndarray]:
-        st = self._view.endpoints()
-        servers = self._view.servers().astype(float)[:, None]
-        fleet = np.maximum(servers, 1.0)
-        idx = {k: i for i, k in enumerate(_COUNTERS)}
+    def _observation(self, diff: np.ndarray, after: np.ndarray) -> Dict[str, np.ndarray]:
+        """The observation from the counters' change over the interval and their values now."""
+        st, block, free = self._view.current()
+        part = self._obs_parts
+        fleet = self._fleet
         now = self.sim.now
-        rates = []
-        for window in RATE_WINDOWS_S:
-            t0, past = self._snapshots[0]
-            for t, snap in self._snapshots:
-                if t >= now - window - 1e-9:
-                    t0, past = t, snap
-                    break
-            span = max(now - t0, 1e-9)
-            arrived = after[..., idx["arrived"]] - past[..., idx["arrived"]]
-            rates.append(arrived / span if now > t0 else np.zeros_like(arrived))
-        diff = after - before
-        firsts = diff[..., idx["iw_first_tokens"]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_ttft = np.where(firsts > 0, diff[..., idx["iw_ttft_sum"]] / firsts, 0.0)
-            miss = np.where(firsts > 0, diff[..., idx["iw_slo_misses"]] / firsts, 0.0)
-        slo = self.sim_config.slo.iw_ttft_s
+        np.divide(block[:4].transpose(1, 2, 0), fleet[:, None, None], out=part["instances"])
+        part["utilization"][...] = block[4:6].transpose(1, 2, 0)
+        np.divide(np.log1p(block[7:9]).transpose(1, 2, 0), 16.0, out=part["queued"])
+        rates = np.zeros((len(RATE_WINDOWS_S),) + fleet.shape[:1] + (self.n_models,))
+        arrived = after[..., _C["arrived"]]
+        times = self._snapshot_times
+        for j, window in enumerate(RATE_WINDOWS_S):
+            i = bisect.bisect_left(times, now - window - 1e-9)
+            if i == len(times):
+                i = 0
+            t0 = times[i]
+            if now > t0:
+                np.subtract(arrived, self._snapshots[i][..., _C["arrived"]], out=rates[j])
+                rates[j] /= max(now - t0, 1e-9)
+        np.divide(np.log1p(rates).transpose(1, 2, 0), 8.0, out=part["arrival_rate"])
+        np.divide(np.log1p(self._forecasts), 16.0, out=part["forecast"])
+        firsts = diff[..., _C["iw_first_tokens"]]
+        served = firsts > 0
+        mean_ttft = np.zeros_like(firsts)
+        np.divide(diff[..., _C["iw_ttft_sum"]], firsts, out=mean_ttft, where=served)
+        np.divide(mean_ttft, self.sim_config.slo.iw_ttft_s, out=part["ttft"])
+        miss = part["slo_miss"]
+        miss[...] = 0.0
+        np.divide(diff[..., _C["iw_slo_misses"]], firsts, out=miss, where=served)
+        region = part["region"]
+        np.divide(free, fleet, out=region[:, 0])
+        np.divide(st.spot_own.sum(axis=1), fleet, out=region[:, 1])
         day = 2 * math.pi * (now % 86400.0) / 86400.0
         week = 2 * math.pi * ((now + 86400.0 * self.sim_config.workload.start_day) % 604800.0) / 604800.0
-        spot = self._view.spot_servers()
-        obs = {
-            "instances": np.stack([st.active, st.starting, st.draining, st.spot_own], axis=-1) / fleet[..., None],
-            "utilization": np.stack([st.utilization, st.utilization_max], axis=-1),
-            "queued": np.log1p(np.stack([st.queued_iw_tokens, st.queued_niw_tokens], axis=-1)) / 16.0,
-            "arrival_rate": np.log1p(np.stack(rates, axis=-1)) / 8.0,
-            "forecast": np.log1p(self._forecasts) / 16.0,
-            "ttft": np.clip(mean_ttft / slo, 0.0, 10.0),
-            "slo_miss": miss,
-            "region": np.stack([self._view.free_servers(), spot.sum(axis=1)], axis=-1) / fleet,
-            "time": np.array([math.sin(day), math.cos(day), math.sin(week), math.cos(week)]),
-        }
-        return {k: np.clip(v, self.observation_space[k].low, self.observation_space[k].high).astype(np.float32)
-                for k, v in obs.items()}
+        part["time"][...] = (math.sin(day), math.cos(day), math.sin(week), math.cos(week))
+        flat = np.clip(self._obs_buf, self._obs_low, self._obs_high).astype(np.float32)
+        return {k: flat[a:b].reshape(shape) for k, a, b, shape in self._obs_layout}
 
     def _update_forecast(self) -> None:
         """Refresh the coming hour's forecast of IW prompt tokens per minute (hourly)."""
@@ -387,33 +407,35 @@ class SageServeEnv(gym.Env):
                     self._forecaster_state[(r, m)] = fc
                 self._forecasts[r, m] = float(np.mean(fc.forecast(history[:, r, m], 60))) if len(history) else 0.0
 
-    def _info(self, terms: Dict[str, float], results: List[Any]) -> Dict[str, Any]:
+    def _info(self, terms: Dict[str, float], results: List[Any], gpu_s: Optional[np.ndarray] = None) -> Dict[str, Any]:
         refused = [f"{res.region}/{res.model}: {res.refused} of {res.requested} refused ({res.refused_reason})"
                    for res in results if res.refused]
         self._refused_total += sum(res.refused for res in results)
         return {
             "reward_terms": dict(terms) or {k: 0.0 for k in REWARD_TERMS},
-            "kpis": self.kpis(),
+            "kpis": self.kpis(gpu_s),
             "refused": refused,
             "sim_time_s": self.sim.now,
         }
 
-    def kpis(self) -> Dict[str, float]:
-        """Running totals under the names ``summary.json`` uses."""
+    def kpis(self, gpu_s: Optional[np.ndarray] = None) -> Dict[str, float]:
+        """Running totals under the names ``summary.json`` uses (``gpu_s``: the simulator's
+        ``gpu_seconds_by_state()`` now, when the caller has it)."""
         sim = self.sim
-        c = self._last_counters.sum(axis=(0, 1))
-        idx = {k: i for i, k in enumerate(_COUNTERS)}
-        gpu_h = sim.gpu_seconds_by_state().sum(axis=(0, 1)) / 3600.0
+        c = self._last_counters.sum(axis=(0, 1)).tolist()
+        if gpu_s is None:
+            gpu_s = sim.gpu_seconds_by_state()
+        gpu_h = (gpu_s.sum(axis=(0, 1)) / 3600.0).tolist()
         ups = len(sim.scale_log) - sim.n_scale_downs
-        iw_first = c[idx["iw_first_tokens"]]
+        iw_first = c[_C["iw_first_tokens"]]
         return {
             "requests_total": float(sim.arrived),
             "requests_completed": float(sim.n_completed),
             "requests_dropped": float(sim.n_dropped),
-            "iw_slo_attainment_served": float(1.0 - c[idx["iw_slo_misses"]] / iw_first) if iw_first else 1.0,
-            "iw_ttft_mean": float(c[idx["iw_ttft_sum"]] / iw_first) if iw_first else 0.0,
-            "niw_deadline_misses": float(c[idx["niw_deadline_misses"]]),
-            "billed_gpu_hours": float(gpu_h[:3].sum()),
+            "iw_slo_attainment_served": float(1.0 - c[_C["iw_slo_misses"]] / iw_first) if iw_first else 1.0,
+            "iw_ttft_mean": float(c[_C["iw_ttft_sum"]] / iw_first) if iw_first else 0.0,
+            "niw_deadline_misses": float(c[_C["niw_deadline_misses"]]),
+            "billed_gpu_hours": float(gpu_h[0] + gpu_h[1] + gpu_h[2]),
             "donated_gpu_hours": float(gpu_h[3]),
             "wastage_gpu_hours": float(gpu_h[1]),
             "cost_usd": float(self._last_gpu_cost),

@@ -8,7 +8,7 @@ arrays shaped (regions, models) and never lets a policy change the simulator or 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -32,12 +32,18 @@ class EndpointState:
     niw_queue_requests: np.ndarray
 
 
+_FIELDS = tuple(EndpointState.__dataclass_fields__)
+
+
 class SimView:
     """Read-only accessors over a running ``Simulator``."""
 
     def __init__(self, sim: Simulator, demand_per_minute: np.ndarray) -> None:
         self._sim = sim
         self._demand = demand_per_minute  # (minutes, regions, models): IW prompt tokens by home region
+        self._shape = (len(sim.region_names), len(sim.model_names))
+        self._cached_at = None  # ``sim.changes`` when ``_cached`` was taken
+        self._cached: Optional[Tuple[EndpointState, np.ndarray, np.ndarray]] = None
 
     @property
     def now(self) -> float:
@@ -87,24 +93,43 @@ class SimView:
 
     def endpoints(self) -> EndpointState:
         """Instance counts, utilization and queues of every endpoint now."""
+        return EndpointState(*self.current()[1].copy())  # a copy: the caller may write to it
+
+    def current(self) -> Tuple[EndpointState, np.ndarray, np.ndarray]:
+        """``endpoints()``, the same fields stacked in one (fields, regions, models) block, and
+        ``free_servers()`` as floats; shared and read-only. Taken once per change of the simulator
+        (``sim.changes``), so the env's observation, its action masks and the policies pay for one
+        pass over the endpoints per step."""
         sim = self._sim
-        shape = (len(sim.region_names), len(sim.model_names))
-        cols = {k: np.zeros(shape) for k in EndpointState.__dataclass_fields__}
+        if self._cached_at != sim.changes:
+            self._cached = self._take()
+            self._cached_at = sim.changes
+        return self._cached
+
+    def _take(self) -> Tuple[EndpointState, np.ndarray, np.ndarray]:
+        sim = self._sim
+        spot = sim.spot
+        rows = []
         for ep in sim.all_endpoints:
-            at = (ep.region, ep.model)
-            utils = [i.utilization for i in ep.active]
-            cols["active"][at] = len(ep.active)
-            cols["starting"][at] = len(ep.starting)
-            cols["draining"][at] = len(ep.draining)
-            cols["spot_own"][at] = len(sim.spot[ep.region][ep.model])
-            cols["utilization"][at] = ep.utilization()
-            cols["utilization_max"][at] = max(utils) if utils else 1.0
-            cols["busy_fraction"][at] = sum(1 for i in ep.active if i.pending_tokens) / len(ep.active) if ep.active else 1.0
-            cols["queued_iw_tokens"][at] = sum(i.waiting_tokens for i in ep.active + ep.draining) + sum(
-                sim.prompt[r] + sim.output[r] for r in ep.backlog)
-            cols["queued_niw_tokens"][at] = ep.niw_queue_tokens
-            cols["niw_queue_requests"][at] = len(ep.niw_queue)
-        return EndpointState(**cols)
+            active, draining = ep.active, ep.draining
+            n = len(active)
+            queued_iw = sum(i.waiting_tokens for i in active) + sum(i.waiting_tokens for i in draining)
+            if ep.backlog:
+                prompt, output = sim.prompt, sim.output
+                queued_iw += sum(prompt[r] + output[r] for r in ep.backlog)
+            if n:
+                util = ep.utilization()
+                util_max = max(i.utilization for i in active)
+                busy = sum(1 for i in active if i.pending_tokens) / n
+            else:
+                util = util_max = busy = 1.0
+            rows.append((n, len(ep.starting), len(draining), len(spot[ep.region][ep.model]), util, util_max, busy,
+                         queued_iw, ep.niw_queue_tokens, len(ep.niw_queue)))
+        block = np.ascontiguousarray(np.array(rows, dtype=float).T).reshape(len(_FIELDS), *self._shape)
+        block.flags.writeable = False
+        free = np.array([len(f) for f in sim.free], dtype=float)
+        free.flags.writeable = False
+        return EndpointState(*block), block, free
 
     def demand_history(self) -> np.ndarray:
         """IW prompt tokens per completed minute so far, shape (minutes, regions, models)."""

@@ -266,6 +266,7 @@ class FlowSimulator(Simulator):
         """Advance tick by tick to ``t_end`` (a partial tick where ``t_end`` is off the grid)."""
         if t_end < self.now:
             raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
+        self.changes += 1
         dt = self.tick_s
         while self.now < t_end:
             k = int(self.now // dt)

@@ -57,6 +57,7 @@ class Simulator:
         self.region_names = config.region_names
         self.model_names = config.model_names
         self.now = 0.0
+        self.changes = 0  # calls of run_until and scale: views taken at the same count are current
         self._heap: list = []
         self._seq = count()
         self._load_requests(workload)
@@ -170,6 +171,7 @@ class Simulator:
         """Process every arrival and event up to and including ``t_end``; then ``now = t_end``."""
         if t_end < self.now:
             raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
+        self.changes += 1
         heap, stream = self._heap, self._stream
         n = self.n_requests
         i = self._next_arrival
@@ -268,6 +270,7 @@ class Simulator:
         with the fewest pending tokens drains (finishes its requests, then goes to spot), never
         below ``min_instances`` active + starting. Requests are never lost.
         """
+        self.changes += 1
         r = region if isinstance(region, int) else self._index(self.region_names, region, "region")
         m = model if isinstance(model, int) else self._index(self.model_names, model, "model")
         if not (0 <= r < len(self.region_names)) or not (0 <= m < len(self.model_names)):
