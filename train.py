@@ -88,8 +88,6 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"resume: checkpoint {cfg.resume!r} does not exist")
     if cfg.bc_policy:
         check_policy_spec(cfg.bc_policy)
-        if cfg.residual:
-            raise ConfigError("bc_policy and residual=true do not combine: the residual agent starts at the plan")
     if cfg.residual_forecaster not in ("arima", "seasonal_naive"):
         raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
     if not cfg.residual_prior >= 0:
@@ -190,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         favour_no_adjustment(model, residual_reach, cfg.residual_prior)
     if cfg.bc_policy and not cfg.resume:
         expert = make_policy(cfg.bc_policy)
-        obs, actions = collect_demonstrations(env_factory(cfg), expert, cfg.bc_episodes,
+        obs, actions = collect_demonstrations(env_factory(cfg, reach=residual_reach), expert, cfg.bc_episodes,
                                               seeds=list(range(cfg.seed + 500, cfg.seed + 500 + cfg.bc_episodes)))
         if isinstance(venv, VecNormalize):
             venv.obs_rms.update(obs)

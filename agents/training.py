@@ -98,6 +98,21 @@ class ResidualPlan(gym.Wrapper):
         base = self.env.unwrapped
         return residual_masks(base.action_masks(), self._plan, self.reach, base.max_delta)
 
+    def adjustment_towards(self, action: np.ndarray) -> np.ndarray:
+        """The agent's action that comes closest to the base env's ``action`` from this plan:
+        how a demonstration by another policy reads in residual terms."""
+        change = np.asarray(action).reshape(-1) - self.env.unwrapped.max_delta
+        return np.clip(change - self._plan, -self.reach, self.reach) + self.reach
+
+
+def find_residual(env: gym.Env) -> Optional[ResidualPlan]:
+    """The ``ResidualPlan`` wrapper inside ``env``, if any."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, ResidualPlan):
+            return env
+        env = env.env
+    return None
+
 
 def flat_observation(env: gym.Env, obs: Dict[str, np.ndarray]) -> np.ndarray:
     """The Dict observation as the flat vector FlattenObservation produces."""
@@ -106,10 +121,16 @@ def flat_observation(env: gym.Env, obs: Dict[str, np.ndarray]) -> np.ndarray:
 
 def collect_demonstrations(make_env: Callable[[], gym.Env], expert: Policy, episodes: int,
                            seeds: Sequence[int]) -> tuple:
-    """(flat observations, actions) of ``expert`` over ``episodes`` generated days."""
+    """(flat observations, actions) of ``expert`` over ``episodes`` generated days.
+
+    In a ``ResidualPlan`` env the actions are the adjustments of the plan closest to the
+    expert's decisions, and the episode follows them (the states a residual agent imitating the
+    expert would meet).
+    """
     observations: List[np.ndarray] = []
     actions: List[np.ndarray] = []
     env = make_env()
+    residual = find_residual(env)
     for i in range(episodes):
         obs, _ = env.reset(seed=int(seeds[i % len(seeds)]))
         base = env.unwrapped
@@ -117,6 +138,8 @@ def collect_demonstrations(make_env: Callable[[], gym.Env], expert: Policy, epis
         done = False
         while not done:
             action = np.asarray(expert.act(obs, base))
+            if residual is not None:
+                action = residual.adjustment_towards(action)
             observations.append(flat_observation(env, obs) if isinstance(obs, dict) else np.asarray(obs))
             actions.append(action)
             obs, _, terminated, truncated, _ = env.step(action)

@@ -104,3 +104,21 @@ def test_best_model_keeps_the_statistics_it_was_evaluated_with(tmp_path):
     policy = make_policy(f"ckpt:{best}")
     assert policy.normalizer is not None
     assert run_episode(make_env_for(policy, {"scenario": "small", "horizon_s": 600.0}), policy, seed=1001).steps == 10
+
+
+def test_residual_demonstrations_are_the_adjustments_closest_to_the_expert():
+    """In residual mode a demonstration is the expert's change minus the plan's, clipped to the
+    reach; following those adjustments reproduces the expert whenever they fit."""
+    from agents.training import ResidualPlan, collect_demonstrations
+
+    def make():
+        base = make_env_for(make_policy("oracle"), {"scenario": "small", "horizon_s": 3600.0})
+        return ResidualPlan(base, make_policy("lt_i", forecaster="seasonal_naive"), reach=1)
+
+    obs, actions = collect_demonstrations(make, make_policy("oracle"), 1, seeds=[7])
+    assert actions.shape == (60, 2) and set(np.unique(actions)) <= {0, 1, 2}
+    env = make()
+    env.reset(seed=7)
+    env._plan = np.array([1, -3])
+    expert = env.unwrapped.max_delta + np.array([3, -3])
+    np.testing.assert_array_equal(env.adjustment_towards(expert), [2, 1])
