@@ -83,10 +83,6 @@ class Endpoint:
         self.niw_queue_tokens += self.sim.prompt[rid] + self.sim.output[rid]
         self.feed(now)
 
-    def after_completions(self, now: float) -> None:
-        if self.niw_queue:
-            self.feed(now)
-
     def feed(self, now: float) -> None:
         """SageServe ``feed_async``: g requests at utilization <= low, 2g up to high, none above."""
         if not self.active:

@@ -26,7 +26,7 @@ from collections import deque
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Optional
 
-from sageserve_env.workload.workload import IW
+from sageserve_env.workload.workload import IW, NIW
 
 if TYPE_CHECKING:
     from sageserve_env.sim.endpoint import Endpoint
@@ -94,7 +94,10 @@ class Instance:
         self.waiting_tokens += need
         if self.state == ACTIVE:
             self.endpoint.committed += need
-        (self.wait_iw if sim.tier[rid] == IW else self.wait_niw).append(rid)
+        if sim.tier[rid] == IW:
+            self.wait_iw.append(rid)
+        else:
+            self.wait_niw.append(rid)
         if not self.busy:
             nxt = sim._next_arrival
             if nxt < sim.n_requests and sim._stream[nxt] == now:
@@ -102,8 +105,8 @@ class Instance:
                 self.busy = True
                 self.run_iters = -1
                 self.run_start = now
-                self.version += 1
-                sim.schedule(now, self)
+                self.version = version = self.version + 1
+                heappush(sim._heap, (now, next(sim._seq), self, version))  # sim.schedule(now, self)
             else:
                 self._boundary(now)
         elif self.run_start == now:  # the iteration scheduled at this instant has not begun: join it
@@ -120,7 +123,8 @@ class Instance:
         return self.reserved + self.sim.prompt[rid] + self.sim.output[rid] <= self.capacity
 
     def _run_time(self, k: int) -> float:
-        """Duration of the next ``k`` decode iterations of the current batch."""
+        """Duration of the next ``k`` decode iterations of the current batch (``_boundary`` and
+        ``_cut_run`` inline this formula)."""
         perf = self.perf
         b = len(self.decoders)
         c = perf.decode_per_kv_token_s
@@ -140,14 +144,16 @@ class Instance:
         else:
             k = math.ceil(elapsed / a)
         k = max(k, 1)
-        while k > 1 and self._run_time(k - 1) >= elapsed:
+        cb = c * b  # self._run_time(k) == k * a + cb * (k * (k - 1) // 2), inline
+        while k > 1 and (k - 1) * a + cb * ((k - 1) * (k - 2) // 2) >= elapsed:
             k -= 1
-        while self._run_time(k) < elapsed:
+        while k * a + cb * (k * (k - 1) // 2) < elapsed:
             k += 1
         if k < self.run_iters:
             self.run_iters = k
-            self.version += 1
-            self.sim.schedule(self.run_start + self._run_time(k), self)
+            self.version = version = self.version + 1
+            sim = self.sim
+            heappush(sim._heap, (self.run_start + (k * a + cb * (k * (k - 1) // 2)), next(sim._seq), self, version))
 
     # -- the iteration loop ---------------------------------------------------------------
     def on_event(self, now: float) -> None:
@@ -156,99 +162,159 @@ class Instance:
         if self.state == STARTING:
             self.sim.activate(self, now)
             return
-        sim = self.sim
-        if self.run_iters > 0:
-            k = self.run_iters
+        k = self.run_iters
+        if k > 0:
             self.batch_kv += len(self.decoders) * k
             self.iters += k
-        elif self.run_iters == 0:
-            self.batch_kv += len(self.decoders)
-            self.iters += 1
+        elif k == 0:
+            sim = self.sim
+            decoders = self.decoders
+            self.batch_kv += len(decoders)
+            self.iters = iters = self.iters + 1
             budget = self.chunk_tokens
             prefill = self.prefill
-            for i in range(self.chunk_count):
-                entry = prefill[i]
-                take = entry[1] if entry[1] < budget else budget
-                entry[1] -= take
-                budget -= take
-            prompt, output = sim.prompt, sim.output
-            tier = sim.tier
-            while prefill and prefill[0][1] == 0:
-                rid = prefill.popleft()[0]
-                if tier[rid] == IW:
-                    self.prefill_iw -= 1
-                sim.first_token(rid, now, self)
-                if output[rid] == 1:
-                    self._complete(rid, now, decoding=False)
-                else:
-                    heappush(self.decoders, (self.iters + output[rid] - 1, rid))
-                    self.batch_kv += prompt[rid] + 1
+            if self.chunk_count == 1:
+                entry = prefill[0]
+                entry[1] -= entry[1] if entry[1] < budget else budget
+            else:
+                for i in range(self.chunk_count):
+                    entry = prefill[i]
+                    take = entry[1] if entry[1] < budget else budget
+                    entry[1] -= take
+                    budget -= take
+            if not prefill[0][1]:
+                prompt, output = sim.prompt, sim.output
+                tier = sim.tier
+                while prefill and prefill[0][1] == 0:
+                    rid = prefill.popleft()[0]
+                    # its first token
+                    sim.first_token_s[rid] = now
+                    sim.served_region[rid] = self.region
+                    sim.n_first_tokens += 1
+                    if tier[rid] == IW:
+                        self.prefill_iw -= 1
+                        ep = self.endpoint
+                        ttft = now - sim.arrival[rid]
+                        ep.iw_first_tokens += 1
+                        ep.iw_ttft_sum += ttft
+                        if ttft > sim.sla[rid]:
+                            ep.iw_slo_misses += 1
+                    if output[rid] == 1:
+                        self._complete(rid, now, decoding=False)
+                    else:
+                        heappush(decoders, (iters + output[rid] - 1, rid))
+                        self.batch_kv += prompt[rid] + 1
         self.busy = False
         self._boundary(now)
 
     def _boundary(self, now: float) -> None:
         """At an iteration boundary: retire finished sequences, admit, schedule what is next."""
         decoders = self.decoders
+        sim = self.sim
         completed = 0
-        while decoders and decoders[0][0] <= self.iters:
-            self._complete(heappop(decoders)[1], now, decoding=True)
-            completed += 1
+        if decoders and decoders[0][0] <= self.iters:
+            iters = self.iters
+            prompt, output = sim.prompt, sim.output
+            ep = self.endpoint
+            active = self.state == ACTIVE
+            completion_s, tier, arrival, sla, iw_e2e_s = sim.completion_s, sim.tier, sim.arrival, sim.sla, sim.iw_e2e_s
+            while decoders and decoders[0][0] <= iters:
+                rid = heappop(decoders)[1]
+                # self._complete(rid, now, decoding=True), inline
+                need = prompt[rid] + output[rid]
+                self.reserved -= need
+                self.pending_tokens -= need
+                self.batch_kv -= need  # its context (prompt + every output token) leaves the batch
+                if active:
+                    ep.committed -= need
+                # sim.complete(rid, now, self), inline
+                completion_s[rid] = now
+                ep.completed += 1
+                if tier[rid] == NIW:
+                    ep.niw_completed += 1
+                    if now - arrival[rid] > sla[rid]:
+                        ep.niw_deadline_misses += 1
+                elif iw_e2e_s is not None and now - arrival[rid] > iw_e2e_s:
+                    ep.iw_e2e_misses += 1
+                completed += 1
+            sim.n_completed += completed
         if self.wait_iw or self.wait_niw:
             self._admit(now)
-        sim = self.sim
-        if self.prefill:
+        prefill = self.prefill
+        if prefill:
             budget = sim.max_batch_tokens
-            tokens = count = 0
-            for entry in self.prefill:
-                take = entry[1] if entry[1] < budget else budget
-                tokens += take
-                budget -= take
-                count += 1
-                if not budget:
-                    break
+            if len(prefill) == 1:
+                left = prefill[0][1]
+                tokens = left if left < budget else budget
+                count = 1
+            else:
+                tokens = count = 0
+                for entry in prefill:
+                    take = entry[1] if entry[1] < budget else budget
+                    tokens += take
+                    budget -= take
+                    count += 1
+                    if not budget:
+                        break
             self.chunk_tokens = tokens
             self.chunk_count = count
             self.run_iters = 0
             self.run_start = now
             self.busy = True
-            self.version += 1
-            sim.schedule(now + self.perf.iteration_time(tokens, len(decoders), self.batch_kv), self)
+            self.version = version = self.version + 1
+            perf = self.perf
+            if perf.mixed_prefill_factor is None and tokens > 0:
+                # now + perf.iteration_time(tokens, len(decoders), self.batch_kv), inline
+                t = now + ((perf.prefill_base_s + (perf.prefill_per_token_s + perf.prefill_per_token_sq_s * tokens)
+                            * tokens) + perf.decode_per_seq_s * len(decoders) + perf.decode_per_kv_token_s * self.batch_kv)
+            else:
+                t = now + perf.iteration_time(tokens, len(decoders), self.batch_kv)
+            heappush(sim._heap, (t, next(sim._seq), self, version))  # sim.schedule(t, self)
         elif decoders:
-            self.run_iters = decoders[0][0] - self.iters
+            self.run_iters = k = decoders[0][0] - self.iters
             self.run_start = now
             self.busy = True
-            self.version += 1
-            sim.schedule(now + self._run_time(self.run_iters), self)
+            self.version = version = self.version + 1
+            # now + self._run_time(k), inline
+            perf = self.perf
+            b = len(decoders)
+            c = perf.decode_per_kv_token_s
+            a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
+            t = now + (k * a + c * b * (k * (k - 1) // 2))
+            heappush(sim._heap, (t, next(sim._seq), self, version))  # sim.schedule(t, self)
         elif self.state == DRAINING and not self.n_requests:
             sim.drained(self, now)
-        if completed and self.endpoint is not None and self.state == ACTIVE:
-            self.endpoint.after_completions(now)
+        if completed and self.endpoint is not None and self.state == ACTIVE and self.endpoint.niw_queue:
+            self.endpoint.feed(now)  # completions made room: feed NIW work
 
     def _admit(self, now: float) -> None:
         sim = self.sim
         prompt, output = sim.prompt, sim.output
-        room = sim.max_batch_size - len(self.prefill) - len(self.decoders)
+        prefill = self.prefill
+        room = sim.max_batch_size - len(prefill) - len(self.decoders)
         drop_after = sim.drop_iw_after_s
-        for queue in (self.wait_iw, self.wait_niw):
+        capacity = self.capacity
+        wait_iw = self.wait_iw
+        for queue in (wait_iw, self.wait_niw):
             while queue and room > 0:
                 rid = queue[0]
                 need = prompt[rid] + output[rid]
-                if drop_after is not None and queue is self.wait_iw and now - sim.arrival[rid] > drop_after:
+                if drop_after is not None and queue is wait_iw and now - sim.arrival[rid] > drop_after:
                     queue.popleft()
                     self._forget(need)
                     sim.drop(rid, "iw_timeout", self.endpoint)
                     continue
-                if self.reserved + need > self.capacity:
+                if self.reserved + need > capacity:
                     return
                 queue.popleft()
                 room -= 1
                 self.waiting_tokens -= need
                 self.reserved += need
-                if queue is self.wait_iw:
-                    self.prefill.insert(self.prefill_iw, [rid, prompt[rid]])
+                if queue is wait_iw:
+                    prefill.insert(self.prefill_iw, [rid, prompt[rid]])
                     self.prefill_iw += 1
                 else:
-                    self.prefill.append([rid, prompt[rid]])
+                    prefill.append([rid, prompt[rid]])
 
     def _forget(self, need: int) -> None:
         self.waiting_tokens -= need
