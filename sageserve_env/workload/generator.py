@@ -21,6 +21,7 @@ log-normals in ``token_sizes.yaml`` (fitted on the Azure conversation trace by
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -72,18 +73,27 @@ def expected_counts(cfg: SimConfig, days: float, start_day: int):
     return starts, widths, counts
 
 
-def sample_tokens(rng: np.random.Generator, n: int, path: Path = TOKEN_SIZES):
-    """``n`` (prompt, output) token pairs from the fitted mixture, as int32 arrays."""
+@functools.lru_cache(maxsize=8)
+def _mixture(path: Path, mtime_ns: int):
+    """(weights, means, Cholesky factors, clip range) of the mixture in ``path`` (parsed once per
+    version of the file: YAML parsing would dominate the reset of a small env)."""
     spec = yaml.safe_load(path.read_text())
     comps = spec["components"]
     weight = np.array([c["weight"] for c in comps], dtype=float)
     mean = np.array([c["mean_ln"] for c in comps], dtype=float)
     chol = np.linalg.cholesky(np.array([c["cov_ln"] for c in comps], dtype=float))
-    k = rng.choice(len(comps), size=n, p=weight / weight.sum())
+    for a in (weight, mean, chol):
+        a.flags.writeable = False
+    return weight, mean, chol, tuple(spec["clip"])
+
+
+def sample_tokens(rng: np.random.Generator, n: int, path: Path = TOKEN_SIZES):
+    """``n`` (prompt, output) token pairs from the fitted mixture, as int32 arrays."""
+    weight, mean, chol, (lo, hi) = _mixture(Path(path), Path(path).stat().st_mtime_ns)
+    k = rng.choice(len(weight), size=n, p=weight / weight.sum())
     z = rng.standard_normal((2, n))
     ln_prompt = mean[k, 0] + chol[k, 0, 0] * z[0]
     ln_output = mean[k, 1] + chol[k, 1, 0] * z[0] + chol[k, 1, 1] * z[1]
-    lo, hi = spec["clip"]
     return (np.clip(np.rint(np.exp(ln_prompt)), lo, hi).astype(np.int32),
             np.clip(np.rint(np.exp(ln_output)), lo, hi).astype(np.int32))
 
