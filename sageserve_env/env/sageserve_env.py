@@ -161,18 +161,63 @@ class SageServeEnv(gym.Env):
             "region": box(self.n_regions, 2),
             "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
         })
-        # the observation is filled into one float64 buffer, clipped at once, cast at once
-        self._obs_layout: List[Tuple[str, int, int, Tuple[int, ...]]] = []
-        offset = 0
-        for k, space in self.observation_space.spaces.items():
-            self._obs_layout.append((k, offset, offset + int(np.prod(space.shape)), space.shape))
-            offset += int(np.prod(space.shape))
-        self._obs_low = np.concatenate([s.low.ravel() for s in self.observation_space.spaces.values()]).astype(float)
-        self._obs_high = np.concatenate([s.high.ravel() for s in self.observation_space.spaces.values()]).astype(float)
-        self._obs_buf = np.empty(offset)
-        self._obs_parts = {k: self._obs_buf[a:b].reshape(shape) for k, a, b, shape in self._obs_layout}
+        self._plan_observation()
         self._mask_offsets = np.arange(2 * self.max_delta + 1) - self.max_delta
         self._trace: Optional[Workload] = None
+
+    def _plan_observation(self) -> None:
+        """Where each observation entry comes from, so that a step builds it with a few numpy calls.
+
+        A step lists the raw values as Python numbers (``_observation``): per endpoint the
+        ``SimView.rows()`` fields, then per endpoint the log1p inputs (queued IW and NIW tokens,
+        arrival rates per window, forecast), then per endpoint mean TTFT and SLO-miss share, then
+        per region free and spot servers, then the time features. The observation is
+        ``clip(src[perm] / den)`` cast to float32 and split into the Dict's entries; ``den`` holds
+        each entry's divisor (servers of its region, 16, 8, the SLO or 1).
+        """
+        R, M = self.n_regions, self.n_models
+        E = R * M
+        W = len(RATE_WINDOWS_S)
+        logs, pair, region, time = 10 * E, 16 * E, 18 * E, 18 * E + 2 * R
+        self._obs_logs = slice(logs, pair)
+        e = np.arange(E).reshape(R, M)
+        r = np.arange(R)
+        slo = self.sim_config.slo.iw_ttft_s
+        # (entry, source indices in the entry's shape, divisor; None: the servers of the region)
+        parts = {
+            "instances": (np.stack([10 * e + f for f in range(4)], axis=-1), None),
+            "utilization": (np.stack([10 * e + f for f in (4, 5)], axis=-1), 1.0),
+            "queued": (np.stack([logs + 6 * e + f for f in range(2)], axis=-1), 16.0),
+            "arrival_rate": (np.stack([logs + 6 * e + 2 + j for j in range(W)], axis=-1), 8.0),
+            "forecast": (logs + 6 * e + 2 + W, 16.0),
+            "ttft": (pair + 2 * e, slo),
+            "slo_miss": (pair + 2 * e + 1, 1.0),
+            "region": (np.stack([region + 2 * r, region + 2 * r + 1], axis=-1), None),
+            "time": (time + np.arange(4), 1.0),
+        }
+        perm, den, fleet_slots, fleet_region, layout, low, high = [], [], [], [], [], [], []
+        offset = 0
+        for k, space in self.observation_space.spaces.items():
+            idx, divisor = parts[k]
+            assert idx.shape == space.shape, (k, idx.shape, space.shape)
+            n = idx.size
+            perm.append(idx.ravel())
+            den.append(np.full(n, 1.0 if divisor is None else divisor))
+            if divisor is None:  # the first axis is the region
+                fleet_slots.append(offset + np.arange(n))
+                fleet_region.append(np.repeat(r, n // R))
+            layout.append((k, offset, offset + n, space.shape))
+            low.append(space.low.ravel())
+            high.append(space.high.ravel())
+            offset += n
+        self._obs_perm = np.concatenate(perm)
+        self._obs_den_base = np.concatenate(den)
+        self._obs_den = self._obs_den_base.copy()
+        self._obs_fleet_slots = np.concatenate(fleet_slots)
+        self._obs_fleet_region = np.concatenate(fleet_region)
+        self._obs_layout = layout
+        self._obs_low = np.concatenate(low).astype(float)
+        self._obs_high = np.concatenate(high).astype(float)
 
     @staticmethod
     def _reward_weights(reward: Any) -> Dict[str, float]:
@@ -208,20 +253,23 @@ class SageServeEnv(gym.Env):
             self.sim = Simulator(self.sim_config, workload)
         minutes = int(math.ceil(self.horizon / 60.0)) + 61
         self._view = SimView(self.sim, demand_per_minute(self.sim, minutes))
-        self._fleet = np.maximum(np.array([len(f) for f in self.sim.servers], dtype=float), 1.0)
+        fleet = np.maximum(np.array([len(f) for f in self.sim.servers], dtype=float), 1.0)
+        self._obs_den = self._obs_den_base.copy()
+        self._obs_den[self._obs_fleet_slots] = fleet[self._obs_fleet_region]
         self._forecasts = np.zeros((self.n_regions, self.n_models))
         self._forecaster_state: Dict[Tuple[int, int], Any] = {}
         self._forecast_hour = -1
         self._last_gpu_cost = 0.0
-        self._last_counters = self._counters()
+        self._last_counters, self._last_rows = self._counters()
+        # arrivals per endpoint at past decision points, for the arrival rates
         self._snapshots: deque = deque(maxlen=int(math.ceil(max(RATE_WINDOWS_S) / self.interval)) + 1)
         self._snapshot_times: deque = deque(maxlen=self._snapshots.maxlen)
-        self._snapshots.append(self._last_counters)
+        self._snapshots.append(self._arrivals(self._last_rows))
         self._snapshot_times.append(0.0)
         self._totals = {k: 0.0 for k in REWARD_TERMS}
         self._refused_total = 0
         self._update_forecast()
-        return self._observation(self._last_counters - self._last_counters, self._last_counters), self._info({}, [])
+        return self._observation(self._last_rows, self._last_rows), self._info({}, [])
 
     def _draw_workload(self) -> Workload:
         """A generated day seeded from the env's generator, or a window of the trace."""
@@ -248,7 +296,7 @@ class SageServeEnv(gym.Env):
         t_end = min(self.sim.now + self.interval, self.horizon)
         self.sim.run_until(t_end)
         truncated = t_end >= self.horizon - 1e-9
-        counters = self._counters()
+        counters, rows = self._counters()
         diff = counters - self._last_counters
         gpu_s = self.sim.gpu_seconds_by_state()
         terms = self._reward_terms(diff, gpu_s)
@@ -258,10 +306,10 @@ class SageServeEnv(gym.Env):
         reward = float(sum(terms.values()))
         for k, v in terms.items():
             self._totals[k] += v
-        obs = self._observation(diff, counters)
-        self._snapshots.append(counters)
+        obs = self._observation(self._last_rows, rows)
+        self._snapshots.append(self._arrivals(rows))
         self._snapshot_times.append(t_end)
-        self._last_counters = counters
+        self._last_counters, self._last_rows = counters, rows
         if int(t_end // 3600) != self._forecast_hour:
             self._update_forecast()
         if truncated:
@@ -272,13 +320,13 @@ class SageServeEnv(gym.Env):
         a = np.asarray(action)
         if a.shape != (self.n_endpoints,):
             raise ValueError(f"action must have shape ({self.n_endpoints},) (one entry per endpoint), got {a.shape}")
-        if not np.issubdtype(a.dtype, np.integer):
+        if a.dtype.kind not in "iu" and not np.issubdtype(a.dtype, np.integer):
             if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
                 raise ValueError(f"action entries must be integers, got {a.tolist()}")
             a = a.astype(np.int64)
-        bad = np.flatnonzero((a < 0) | (a > 2 * self.max_delta))
-        if bad.size:
-            e = int(bad[0])
+        values = a.tolist()
+        if min(values) < 0 or max(values) > 2 * self.max_delta:
+            e = int(np.flatnonzero((a < 0) | (a > 2 * self.max_delta))[0])
             raise ValueError(f"action[{e}] = {int(a[e])} (endpoint {self._endpoint_name(e)}) is outside "
                              f"0..{2 * self.max_delta}")
         return (a - self.max_delta).reshape(self.n_regions, self.n_models)
@@ -308,31 +356,39 @@ class SageServeEnv(gym.Env):
             masks = np.zeros((self.n_regions, self.n_models, 2 * md + 1), dtype=bool)
             masks[..., md] = True
             return masks.reshape(-1)
-        st, _, free = self._view.current()
-        up = st.draining + st.spot_own + free[:, None]
-        if self.sim.scaling_level >= 2:
-            up += st.spot_own.sum(axis=1, keepdims=True) - st.spot_own
-        down = np.minimum(st.active, st.active + st.starting - self.sim.min_instances)
-        hi = np.minimum(md, up)
-        lo = np.minimum(md, np.maximum(down, 0))
-        offsets = self._mask_offsets
-        return ((offsets >= -lo[..., None]) & (offsets <= hi[..., None])).reshape(-1)
+        rows, free = self._view.rows()  # active, starting, draining, spot_own, ... per endpoint
+        n_m, k, mi = self.n_models, 2 * md + 1, self.sim.min_instances
+        spot = [sum(row[3] for row in rows[r * n_m:(r + 1) * n_m]) for r in range(self.n_regions)]
+        level2 = self.sim.scaling_level >= 2
+        masks = bytearray(self.n_endpoints * k)
+        for e, (active, starting, draining, spot_own, *_) in enumerate(rows):
+            r = e // n_m
+            up = draining + spot_own + free[r] + (spot[r] - spot_own if level2 else 0)
+            down = min(active, active + starting - mi)
+            hi, lo = min(md, up), min(md, max(down, 0))
+            masks[e * k + md - lo:e * k + md + hi + 1] = b"\x01" * (lo + hi + 1)
+        return np.frombuffer(masks, dtype=bool)
 
     # -- observation, reward, info --------------------------------------------------------
-    def _counters(self) -> np.ndarray:
-        """Running totals per endpoint, shape (R, M, len(_COUNTERS))."""
+    def _counters(self) -> Tuple[np.ndarray, List[tuple]]:
+        """Running totals per endpoint, shape (R, M, len(_COUNTERS)), and the same as a tuple of
+        Python numbers per endpoint."""
         rows = [_get_counters(ep) for ep in self.sim.all_endpoints]
-        return np.array(rows, dtype=float).reshape(self.n_regions, self.n_models, len(_COUNTERS))
+        return np.array(rows, dtype=float).reshape(self.n_regions, self.n_models, len(_COUNTERS)), rows
+
+    @staticmethod
+    def _arrivals(rows: List[tuple]) -> List[float]:
+        return [float(row[_C["arrived"]]) for row in rows]
 
     def _billed_cost(self, gpu_s: np.ndarray) -> float:
         """Cost so far of the active, starting and draining servers, from ``gpu_seconds_by_state()``."""
-        billed = gpu_s[:, :, :3].sum(axis=(1, 2))
-        return float((billed / 3600.0 * self.sim.cost_per_gpu_hour).sum())
+        billed = np.add.reduce(gpu_s[:, :, :3], axis=(1, 2))  # ndarray.sum, without its Python wrapper
+        return float(np.add.reduce(billed / 3600.0 * self.sim.cost_per_gpu_hour))
 
     def _reward_terms(self, diff: np.ndarray, gpu_s: np.ndarray) -> Dict[str, float]:
         """Reward terms from the counters' change over the interval and the GPU-seconds now."""
         w = self.weights
-        d = diff.sum(axis=(0, 1)).tolist()
+        d = np.add.reduce(diff, axis=(0, 1)).tolist()
         cost = self._billed_cost(gpu_s)
         spent, self._last_gpu_cost = cost - self._last_gpu_cost, cost
         s = w["scale"]
@@ -351,43 +407,52 @@ class SageServeEnv(gym.Env):
         return {"cost": 0.0, "iw_slo_miss": -iw * self.weights["iw_slo_miss"] * s, "iw_e2e_miss": 0.0,
                 "niw_deadline_miss": -niw * self.weights["niw_deadline_miss"] * s, "drop": 0.0}
 
-    def _observation(self, diff: np.ndarray, after: np.ndarray) -> Dict[str, np.ndarray]:
-        """The observation from the counters' change over the interval and their values now."""
-        st, block, free = self._view.current()
-        part = self._obs_parts
-        fleet = self._fleet
+    def _observation(self, before: List[tuple], after: List[tuple]) -> Dict[str, np.ndarray]:
+        """The observation from the counters (``_counters`` rows) at the interval's start and end.
+
+        The raw values are Python floats (the same IEEE operations numpy would do on float64); log1p,
+        the divisions by ``den``, the clip and the cast are numpy calls on all entries at once
+        (see ``_plan_observation``)."""
+        rows, free = self._view.rows()
         now = self.sim.now
-        np.divide(block[:4].transpose(1, 2, 0), fleet[:, None, None], out=part["instances"])
-        part["utilization"][...] = block[4:6].transpose(1, 2, 0)
-        np.divide(np.log1p(block[7:9]).transpose(1, 2, 0), 16.0, out=part["queued"])
-        rates = np.zeros((len(RATE_WINDOWS_S),) + fleet.shape[:1] + (self.n_models,))
-        arrived = after[..., _C["arrived"]]
+        n_m = self.n_models
+        src = [x for row in rows for x in row]
+        # arrival rates per window, from the snapshot at or just after its start
         times = self._snapshot_times
-        for j, window in enumerate(RATE_WINDOWS_S):
+        arrived = self._arrivals(after)
+        windows = []
+        for window in RATE_WINDOWS_S:
             i = bisect.bisect_left(times, now - window - 1e-9)
             if i == len(times):
                 i = 0
             t0 = times[i]
-            if now > t0:
-                np.subtract(arrived, self._snapshots[i][..., _C["arrived"]], out=rates[j])
-                rates[j] /= max(now - t0, 1e-9)
-        np.divide(np.log1p(rates).transpose(1, 2, 0), 8.0, out=part["arrival_rate"])
-        np.divide(np.log1p(self._forecasts), 16.0, out=part["forecast"])
-        firsts = diff[..., _C["iw_first_tokens"]]
-        served = firsts > 0
-        mean_ttft = np.zeros_like(firsts)
-        np.divide(diff[..., _C["iw_ttft_sum"]], firsts, out=mean_ttft, where=served)
-        np.divide(mean_ttft, self.sim_config.slo.iw_ttft_s, out=part["ttft"])
-        miss = part["slo_miss"]
-        miss[...] = 0.0
-        np.divide(diff[..., _C["iw_slo_misses"]], firsts, out=miss, where=served)
-        region = part["region"]
-        np.divide(free, fleet, out=region[:, 0])
-        np.divide(st.spot_own.sum(axis=1), fleet, out=region[:, 1])
+            windows.append((self._snapshots[i], max(now - t0, 1e-9)) if now > t0 else None)
+        forecast = self._forecasts.ravel().tolist()
+        for e, row in enumerate(rows):
+            src += (row[7], row[8])  # queued IW and NIW tokens
+            for w in windows:
+                src.append((arrived[e] - w[0][e]) / w[1] if w else 0.0)
+            src.append(forecast[e])
+        # mean TTFT and SLO-miss share of the interval's IW first tokens (0 without any)
+        first, ttft, miss = _C["iw_first_tokens"], _C["iw_ttft_sum"], _C["iw_slo_misses"]
+        for b, a in zip(before, after):
+            firsts = float(a[first]) - float(b[first])
+            if firsts > 0:
+                src += ((float(a[ttft]) - float(b[ttft])) / firsts, (float(a[miss]) - float(b[miss])) / firsts)
+            else:
+                src += (0.0, 0.0)
+        for r, n_free in enumerate(free):
+            src += (n_free, sum(row[3] for row in rows[r * n_m:(r + 1) * n_m]))  # free and spot servers
         day = 2 * math.pi * (now % 86400.0) / 86400.0
         week = 2 * math.pi * ((now + 86400.0 * self.sim_config.workload.start_day) % 604800.0) / 604800.0
-        part["time"][...] = (math.sin(day), math.cos(day), math.sin(week), math.cos(week))
-        flat = np.clip(self._obs_buf, self._obs_low, self._obs_high).astype(np.float32)
+        src += (math.sin(day), math.cos(day), math.sin(week), math.cos(week))
+        values = np.array(src, dtype=float)
+        logs = values[self._obs_logs]
+        np.log1p(logs, out=logs)
+        flat = values.take(self._obs_perm)
+        flat /= self._obs_den
+        np.clip(flat, self._obs_low, self._obs_high, out=flat)
+        flat = flat.astype(np.float32)
         return {k: flat[a:b].reshape(shape) for k, a, b, shape in self._obs_layout}
 
     def _update_forecast(self) -> None:
@@ -422,10 +487,10 @@ class SageServeEnv(gym.Env):
         """Running totals under the names ``summary.json`` uses (``gpu_s``: the simulator's
         ``gpu_seconds_by_state()`` now, when the caller has it)."""
         sim = self.sim
-        c = self._last_counters.sum(axis=(0, 1)).tolist()
+        c = np.add.reduce(self._last_counters, axis=(0, 1)).tolist()
         if gpu_s is None:
             gpu_s = sim.gpu_seconds_by_state()
-        gpu_h = (gpu_s.sum(axis=(0, 1)) / 3600.0).tolist()
+        gpu_h = (np.add.reduce(gpu_s, axis=(0, 1)) / 3600.0).tolist()
         ups = len(sim.scale_log) - sim.n_scale_downs
         iw_first = c[_C["iw_first_tokens"]]
         return {

@@ -7,6 +7,7 @@ arrays shaped (regions, models) and never lets a policy change the simulator or 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -42,8 +43,10 @@ class SimView:
         self._sim = sim
         self._demand = demand_per_minute  # (minutes, regions, models): IW prompt tokens by home region
         self._shape = (len(sim.region_names), len(sim.model_names))
-        self._cached_at = None  # ``sim.changes`` when ``_cached`` was taken
-        self._cached: Optional[Tuple[EndpointState, np.ndarray, np.ndarray]] = None
+        self._rows_at = None  # ``sim.changes`` when ``_rows`` were taken
+        self._rows: Optional[Tuple[List[tuple], List[int]]] = None
+        self._arrays_at = None
+        self._arrays: Optional[Tuple[EndpointState, np.ndarray, np.ndarray]] = None
 
     @property
     def now(self) -> float:
@@ -97,39 +100,55 @@ class SimView:
 
     def current(self) -> Tuple[EndpointState, np.ndarray, np.ndarray]:
         """``endpoints()``, the same fields stacked in one (fields, regions, models) block, and
-        ``free_servers()`` as floats; shared and read-only. Taken once per change of the simulator
+        ``free_servers()`` as floats; shared and read-only, built once per change of the simulator
+        (``sim.changes``) from ``rows()``."""
+        rows, free = self.rows()
+        if self._arrays_at != self._rows_at:
+            block = np.array(rows, dtype=float).T.reshape(len(_FIELDS), *self._shape)
+            block.flags.writeable = False
+            free_array = np.array(free, dtype=float)
+            free_array.flags.writeable = False
+            self._arrays = EndpointState(*block), block, free_array
+            self._arrays_at = self._rows_at
+        return self._arrays
+
+    def rows(self) -> Tuple[List[tuple], List[int]]:
+        """The ``EndpointState`` fields per endpoint (a tuple in field order per endpoint, endpoint
+        ``e`` = region ``e // models``, model ``e % models``) as Python numbers, and the free servers
+        per region; shared, not to be modified. Taken once per change of the simulator
         (``sim.changes``), so the env's observation, its action masks and the policies pay for one
         pass over the endpoints per step."""
         sim = self._sim
-        if self._cached_at != sim.changes:
-            self._cached = self._take()
-            self._cached_at = sim.changes
-        return self._cached
+        if self._rows_at != sim.changes:
+            self._rows = self._take()
+            self._rows_at = sim.changes
+        return self._rows
 
-    def _take(self) -> Tuple[EndpointState, np.ndarray, np.ndarray]:
+    def _take(self) -> Tuple[List[tuple], List[int]]:
         sim = self._sim
         spot = sim.spot
         rows = []
         for ep in sim.all_endpoints:
             active, draining = ep.active, ep.draining
             n = len(active)
-            queued_iw = sum(i.waiting_tokens for i in active) + sum(i.waiting_tokens for i in draining)
+            queued_iw = busy = 0
+            util_max = 1.0 if not n else -math.inf
+            for i in active:
+                queued_iw += i.waiting_tokens
+                if i.pending_tokens:
+                    busy += 1
+                u = i.utilization
+                if u > util_max:
+                    util_max = u
+            for i in draining:
+                queued_iw += i.waiting_tokens
             if ep.backlog:
                 prompt, output = sim.prompt, sim.output
                 queued_iw += sum(prompt[r] + output[r] for r in ep.backlog)
-            if n:
-                util = ep.utilization()
-                util_max = max(i.utilization for i in active)
-                busy = sum(1 for i in active if i.pending_tokens) / n
-            else:
-                util = util_max = busy = 1.0
-            rows.append((n, len(ep.starting), len(draining), len(spot[ep.region][ep.model]), util, util_max, busy,
-                         queued_iw, ep.niw_queue_tokens, len(ep.niw_queue)))
-        block = np.ascontiguousarray(np.array(rows, dtype=float).T).reshape(len(_FIELDS), *self._shape)
-        block.flags.writeable = False
-        free = np.array([len(f) for f in sim.free], dtype=float)
-        free.flags.writeable = False
-        return EndpointState(*block), block, free
+            rows.append((n, len(ep.starting), len(draining), len(spot[ep.region][ep.model]),
+                         ep.committed / (n * ep.capacity) if n else 1.0,  # ep.utilization()
+                         util_max, busy / n if n else 1.0, queued_iw, ep.niw_queue_tokens, len(ep.niw_queue)))
+        return rows, [len(f) for f in sim.free]
 
     def demand_history(self) -> np.ndarray:
         """IW prompt tokens per completed minute so far, shape (minutes, regions, models)."""
