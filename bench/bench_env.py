@@ -19,8 +19,11 @@ from sageserve_env.env.sageserve_env import SageServeEnv
 
 
 def masked_random(env: SageServeEnv, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random valid choice per endpoint (vectorized over the endpoints)."""
     masks = env.action_masks().reshape(env.n_endpoints, -1)
-    return np.array([rng.choice(np.flatnonzero(m)) for m in masks])
+    valid = np.add.reduce(masks, axis=1, dtype=np.int64)  # masks.sum(axis=1), without its Python wrapper
+    pick = (rng.random(env.n_endpoints) * valid).astype(np.int64)  # which valid choice
+    return np.add.reduce(masks.cumsum(axis=1) <= pick[:, None], axis=1, dtype=np.int64)  # its position in the row
 
 
 def steps_per_second(env: SageServeEnv, steps: int, seed: int = 0) -> tuple:
