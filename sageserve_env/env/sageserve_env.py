@@ -451,7 +451,7 @@ class SageServeEnv(gym.Env):
         np.log1p(logs, out=logs)
         flat = values.take(self._obs_perm)
         flat /= self._obs_den
-        np.clip(flat, self._obs_low, self._obs_high, out=flat)
+        flat.clip(self._obs_low, self._obs_high, out=flat)
         flat = flat.astype(np.float32)
         return {k: flat[a:b].reshape(shape) for k, a, b, shape in self._obs_layout}
 

@@ -288,18 +288,20 @@ class Instance:
             self.endpoint.feed(now)  # completions made room: feed NIW work
 
     def _admit(self, now: float) -> None:
+        """Admit waiting requests, IW first, each tier first come first served, while the batch has
+        room and the head's KV cache fits (head of line blocking)."""
         sim = self.sim
         prompt, output = sim.prompt, sim.output
         prefill = self.prefill
         room = sim.max_batch_size - len(prefill) - len(self.decoders)
-        drop_after = sim.drop_iw_after_s
         capacity = self.capacity
-        wait_iw = self.wait_iw
-        for queue in (wait_iw, self.wait_niw):
+        queue = self.wait_iw
+        if queue:
+            drop_after = sim.drop_iw_after_s
             while queue and room > 0:
                 rid = queue[0]
                 need = prompt[rid] + output[rid]
-                if drop_after is not None and queue is wait_iw and now - sim.arrival[rid] > drop_after:
+                if drop_after is not None and now - sim.arrival[rid] > drop_after:
                     queue.popleft()
                     self._forget(need)
                     sim.drop(rid, "iw_timeout", self.endpoint)
@@ -310,11 +312,19 @@ class Instance:
                 room -= 1
                 self.waiting_tokens -= need
                 self.reserved += need
-                if queue is wait_iw:
-                    prefill.insert(self.prefill_iw, [rid, prompt[rid]])
-                    self.prefill_iw += 1
-                else:
-                    prefill.append([rid, prompt[rid]])
+                prefill.insert(self.prefill_iw, [rid, prompt[rid]])
+                self.prefill_iw += 1
+        queue = self.wait_niw
+        while queue and room > 0:
+            rid = queue[0]
+            need = prompt[rid] + output[rid]
+            if self.reserved + need > capacity:
+                return
+            queue.popleft()
+            room -= 1
+            self.waiting_tokens -= need
+            self.reserved += need
+            prefill.append([rid, prompt[rid]])
 
     def _forget(self, need: int) -> None:
         self.waiting_tokens -= need
