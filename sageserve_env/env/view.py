@@ -178,8 +178,10 @@ def demand_per_minute(sim: Simulator, minutes: int) -> np.ndarray:
     w = sim.workload
     iw = w.tier == IW
     minute = np.minimum((w.arrival_s[iw] // 60).astype(np.int64), minutes - 1)
-    region = np.asarray(sim.req_region)[iw]
-    model = np.asarray(sim.req_model)[iw]
+    # the simulator's indices of the requests' home regions and models (as in ``req_region`` and
+    # ``req_model``), from the workload's columns rather than the simulator's lists
+    region = np.array([sim.region_names.index(n) for n in w.regions], dtype=np.int64)[w.region[iw]]
+    model = np.array([sim.model_names.index(n) for n in w.models], dtype=np.int64)[w.model[iw]]
     flat = (minute * n_r + region) * n_m + model
     counts = np.bincount(flat, weights=w.prompt_tokens[iw], minlength=minutes * n_r * n_m)
     return counts.reshape(minutes, n_r, n_m)
