@@ -120,9 +120,12 @@ class Simulator:
         self.servers: List[List[Instance]] = []
         self.spot: List[List[List[Instance]]] = []  # [region][model]: spot servers holding it
         self.free: List[List[Instance]] = []
-        # state x model counts per region (model column n_m = no model) and their time integrals
-        self._counts = np.zeros((n_r, n_m + 1, len(STATE_NAMES)), dtype=np.int64)
-        self._state_seconds = np.zeros_like(self._counts, dtype=float)
+        # servers per (region, model, state) (model column n_m = no model) and their time
+        # integrals, as flat Python lists in the row-major order of ``state_counts()``: a state
+        # change then updates two list items instead of indexing numpy scalars (see ``_cell``)
+        self._shape = (n_r, n_m + 1, len(STATE_NAMES))
+        self._counts: List[int] = [0] * (n_r * (n_m + 1) * len(STATE_NAMES))
+        self._state_seconds: List[float] = [0.0] * len(self._counts)
         self._counted_until = 0.0
         self.timeline: List[Tuple[float, int, int, int, int, int, int]] = []
         self.scale_log: List[Tuple[float, int, int, str]] = []
@@ -154,7 +157,7 @@ class Simulator:
                 free.append(inst)
                 index += 1
             for inst in fleet:
-                self._counts[r, inst.model, inst.state] += 1
+                self._counts[self._cell(r, inst.model, inst.state)] += 1
             self.servers.append(fleet)
             self.spot.append([[] for _ in range(n_m)])
             self.free.append(free)
@@ -346,11 +349,17 @@ class Simulator:
         self.spot[inst.region][inst.model].append(inst)
         self._log_endpoint(inst.region, inst.model)
 
+    def _cell(self, r: int, model: int, state: int) -> int:
+        """Index of (region, model or -1 for none, state) in ``_counts`` and ``_state_seconds``."""
+        cols = self._shape[1]
+        return (r * cols + model % cols) * len(STATE_NAMES) + state
+
     def _set_state(self, inst: Instance, state: int, model: int) -> None:
         self._flush_state_time()
-        self._counts[inst.region, inst.model, inst.state] -= 1
+        counts = self._counts
+        counts[self._cell(inst.region, inst.model, inst.state)] -= 1
         inst.state, inst.model = state, model
-        self._counts[inst.region, model, state] += 1
+        counts[self._cell(inst.region, model, state)] += 1
 
     def _logged(self, r: int, m: int, kind: str) -> str:
         self.scale_log.append((self.now, r, m, kind))
@@ -364,19 +373,24 @@ class Simulator:
                               len(self.spot[r][m])))
 
     def _flush_state_time(self) -> None:
-        if self.now > self._counted_until:
-            self._state_seconds += self._counts * (self.now - self._counted_until)
-            self._counted_until = self.now
+        """Add ``counts x (now - counted_until)`` to the integrals: per cell the same IEEE
+        operations as numpy's ``seconds += counts * dt`` (empty cells, which would add 0.0, are
+        left as they are)."""
+        now = self.now
+        if now > self._counted_until:
+            dt = now - self._counted_until
+            self._state_seconds = [s + n * dt if n else s for s, n in zip(self._state_seconds, self._counts)]
+            self._counted_until = now
 
     # -- read-only views ----------------------------------------------------------------
     def state_counts(self) -> np.ndarray:
         """Servers per (region, model or none, state); model column -1 is 'no model'."""
-        return self._counts.copy()
+        return np.array(self._counts, dtype=np.int64).reshape(self._shape)
 
     def gpu_seconds_by_state(self) -> np.ndarray:
         """GPU-seconds so far per (region, model or none, state)."""
         self._flush_state_time()
-        return self._state_seconds * self.gpus_per_server[:, None, None]
+        return np.array(self._state_seconds).reshape(self._shape) * self.gpus_per_server[:, None, None]
 
     def in_flight(self) -> int:
         """Requests admitted to a batch and not completed."""
@@ -397,13 +411,14 @@ class Simulator:
         if arrived != done + flight + queued + dropped:
             raise InvariantError(f"arrived {arrived} != completed {done} + in flight {flight} + "
                                  f"queued {queued} + dropped {dropped}")
+        own = self.state_counts()
         for r, fleet in enumerate(self.servers):
             if len({i.index for i in fleet}) != len(fleet) or len(fleet) != self.config.regions[r].servers:
                 raise InvariantError(f"region {r}: fleet has {len(fleet)} servers")
-            counts = np.zeros_like(self._counts[r])
+            counts = np.zeros_like(own[r])
             for inst in fleet:
                 counts[inst.model, inst.state] += 1
-            if not np.array_equal(counts, self._counts[r]):
+            if not np.array_equal(counts, own[r]):
                 raise InvariantError(f"region {r}: state counts drifted")
             for m, ep in enumerate(self.endpoints[r]):
                 for state, group in ((ACTIVE, ep.active), (STARTING, ep.starting), (DRAINING, ep.draining),
