@@ -63,7 +63,8 @@ class Endpoint:
     def route(self, rid: int, now: float) -> None:
         """Send a request to the active instance with the fewest pending tokens."""
         sim = self.sim
-        if sim.prompt[rid] + sim.output[rid] > self.capacity:
+        need = sim.prompt[rid] + sim.output[rid]
+        if need > self.capacity:
             sim.drop(rid, "too_large", self)
             return
         best = None
@@ -75,7 +76,8 @@ class Endpoint:
         if best is None:
             self.backlog.append(rid)
         else:
-            best.assign(rid, now)
+            self.committed += need
+            best.assign(rid, need, now)
 
     def enqueue_niw(self, rid: int, now: float) -> None:
         """Hold a non-interactive request until utilization lets it in."""

@@ -21,9 +21,9 @@ An arrival that can be admitted cuts the run at the iteration boundary it falls 
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from heapq import heappop, heappush
+from math import ceil, sqrt
 from typing import TYPE_CHECKING, Optional
 
 from sageserve_env.workload.workload import IW, NIW
@@ -86,14 +86,12 @@ class Instance:
         return self.pending_tokens / self.capacity if self.capacity else 0.0
 
     # -- requests arriving ----------------------------------------------------------------
-    def assign(self, rid: int, now: float) -> None:
-        """Take a request routed to this instance; it is admitted at the next iteration boundary."""
+    def assign(self, rid: int, need: int, now: float) -> None:
+        """Take a request routed to this instance (``need``: its prompt + output tokens, already
+        added to the endpoint's ``committed``); it is admitted at the next iteration boundary."""
         sim = self.sim
-        need = sim.prompt[rid] + sim.output[rid]
         self.pending_tokens += need
         self.waiting_tokens += need
-        if self.state == ACTIVE:
-            self.endpoint.committed += need
         if sim.tier[rid] == IW:
             self.wait_iw.append(rid)
         else:
@@ -116,11 +114,12 @@ class Instance:
             self._cut_run(now)
 
     def _head_fits(self) -> bool:
-        if len(self.prefill) + len(self.decoders) >= self.sim.max_batch_size:
+        """The batch has room and the first waiting request's KV cache fits next to the reserved."""
+        sim = self.sim
+        if len(self.prefill) + len(self.decoders) >= sim.max_batch_size:
             return False
-        queue = self.wait_iw or self.wait_niw
-        rid = queue[0]
-        return self.reserved + self.sim.prompt[rid] + self.sim.output[rid] <= self.capacity
+        rid = (self.wait_iw or self.wait_niw)[0]
+        return self.reserved + sim.prompt[rid] + sim.output[rid] <= self.capacity
 
     def _run_time(self, k: int) -> float:
         """Duration of the next ``k`` decode iterations of the current batch (``_boundary`` and
@@ -132,19 +131,22 @@ class Instance:
         return k * a + c * b * (k * (k - 1) // 2)
 
     def _cut_run(self, now: float) -> None:
-        """End the current decode run at the first boundary at or after ``now``."""
+        """End the current decode run at the first boundary at or after ``now``: the smallest
+        ``k >= 1`` with ``_run_time(k) >= now - run_start`` (a root of the quadratic, then exact
+        steps, so the boundary does not depend on the root's rounding)."""
         elapsed = now - self.run_start
         perf = self.perf
         b = len(self.decoders)
         c = perf.decode_per_kv_token_s
         a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
-        h = 0.5 * c * b
-        if h > 0:
-            k = math.ceil((-(a - h) + math.sqrt((a - h) ** 2 + 4 * h * elapsed)) / (2 * h))
-        else:
-            k = math.ceil(elapsed / a)
-        k = max(k, 1)
         cb = c * b  # self._run_time(k) == k * a + cb * (k * (k - 1) // 2), inline
+        if cb > 0:  # cb / 2 * k ** 2 + (a - cb / 2) * k = elapsed
+            d = a - 0.5 * cb
+            k = ceil((sqrt(d * d + 2.0 * cb * elapsed) - d) / cb)
+            if k < 1:
+                k = 1
+        else:
+            k = ceil(elapsed / a) or 1
         while k > 1 and (k - 1) * a + cb * ((k - 1) * (k - 2) // 2) >= elapsed:
             k -= 1
         while k * a + cb * (k * (k - 1) // 2) < elapsed:
@@ -167,29 +169,30 @@ class Instance:
             self.batch_kv += len(self.decoders) * k
             self.iters += k
         elif k == 0:
-            sim = self.sim
             decoders = self.decoders
             self.batch_kv += len(decoders)
             self.iters = iters = self.iters + 1
-            budget = self.chunk_tokens
             prefill = self.prefill
-            if self.chunk_count == 1:
-                entry = prefill[0]
-                entry[1] -= entry[1] if entry[1] < budget else budget
+            entry = prefill[0]
+            if self.chunk_count == 1:  # the chunk is all from the first prompt
+                entry[1] -= self.chunk_tokens
             else:
+                budget = self.chunk_tokens
                 for i in range(self.chunk_count):
                     entry = prefill[i]
                     take = entry[1] if entry[1] < budget else budget
                     entry[1] -= take
                     budget -= take
-            if not prefill[0][1]:
-                prompt, output = sim.prompt, sim.output
-                tier = sim.tier
+                entry = prefill[0]
+            if not entry[1]:
+                sim = self.sim
+                prompt, output, tier = sim.prompt, sim.output, sim.tier
+                first_token_s, served_region, region = sim.first_token_s, sim.served_region, self.region
                 while prefill and prefill[0][1] == 0:
                     rid = prefill.popleft()[0]
                     # its first token
-                    sim.first_token_s[rid] = now
-                    sim.served_region[rid] = self.region
+                    first_token_s[rid] = now
+                    served_region[rid] = region
                     sim.n_first_tokens += 1
                     if tier[rid] == IW:
                         self.prefill_iw -= 1
@@ -210,38 +213,39 @@ class Instance:
     def _boundary(self, now: float) -> None:
         """At an iteration boundary: retire finished sequences, admit, schedule what is next."""
         decoders = self.decoders
-        sim = self.sim
         completed = 0
         if decoders and decoders[0][0] <= self.iters:
             iters = self.iters
+            sim = self.sim
             prompt, output = sim.prompt, sim.output
             ep = self.endpoint
-            active = self.state == ACTIVE
-            completion_s, tier, arrival, sla, iw_e2e_s = sim.completion_s, sim.tier, sim.arrival, sim.sla, sim.iw_e2e_s
+            completion_s, tier = sim.completion_s, sim.tier
+            freed = 0
             while decoders and decoders[0][0] <= iters:
                 rid = heappop(decoders)[1]
-                # self._complete(rid, now, decoding=True), inline
-                need = prompt[rid] + output[rid]
-                self.reserved -= need
-                self.pending_tokens -= need
-                self.batch_kv -= need  # its context (prompt + every output token) leaves the batch
-                if active:
-                    ep.committed -= need
-                # sim.complete(rid, now, self), inline
+                # self._complete(rid, now, decoding=True) and sim.complete(rid, now, self), inline,
+                # with the token counts updated once for all the batch's completions
+                freed += prompt[rid] + output[rid]
                 completion_s[rid] = now
-                ep.completed += 1
+                completed += 1
                 if tier[rid] == NIW:
                     ep.niw_completed += 1
-                    if now - arrival[rid] > sla[rid]:
+                    if now - sim.arrival[rid] > sim.sla[rid]:
                         ep.niw_deadline_misses += 1
-                elif iw_e2e_s is not None and now - arrival[rid] > iw_e2e_s:
+                elif sim.iw_e2e_s is not None and now - sim.arrival[rid] > sim.iw_e2e_s:
                     ep.iw_e2e_misses += 1
-                completed += 1
+            self.reserved -= freed
+            self.pending_tokens -= freed
+            self.batch_kv -= freed  # their contexts (prompt + every output token) leave the batch
+            if self.state == ACTIVE:
+                ep.committed -= freed
+            ep.completed += completed
             sim.n_completed += completed
         if self.wait_iw or self.wait_niw:
             self._admit(now)
         prefill = self.prefill
         if prefill:
+            sim = self.sim
             budget = sim.max_batch_tokens
             if len(prefill) == 1:
                 left = prefill[0][1]
@@ -263,8 +267,8 @@ class Instance:
             self.busy = True
             self.version = version = self.version + 1
             perf = self.perf
-            if perf.mixed_prefill_factor is None and tokens > 0:
-                # now + perf.iteration_time(tokens, len(decoders), self.batch_kv), inline
+            if perf.mixed_prefill_factor is None:
+                # now + perf.iteration_time(tokens, len(decoders), self.batch_kv) (tokens > 0), inline
                 t = now + ((perf.prefill_base_s + (perf.prefill_per_token_s + perf.prefill_per_token_sq_s * tokens)
                             * tokens) + perf.decode_per_seq_s * len(decoders) + perf.decode_per_kv_token_s * self.batch_kv)
             else:
@@ -280,11 +284,11 @@ class Instance:
             b = len(decoders)
             c = perf.decode_per_kv_token_s
             a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
-            t = now + (k * a + c * b * (k * (k - 1) // 2))
-            heappush(sim._heap, (t, next(sim._seq), self, version))  # sim.schedule(t, self)
-        elif self.state == DRAINING and not self.n_requests:
-            sim.drained(self, now)
-        if completed and self.endpoint is not None and self.state == ACTIVE and self.endpoint.niw_queue:
+            sim = self.sim
+            heappush(sim._heap, (now + (k * a + c * b * (k * (k - 1) // 2)), next(sim._seq), self, version))
+        elif self.state == DRAINING and not self.wait_iw and not self.wait_niw:
+            self.sim.drained(self, now)
+        if completed and self.state == ACTIVE and self.endpoint.niw_queue:
             self.endpoint.feed(now)  # completions made room: feed NIW work
 
     def _admit(self, now: float) -> None:
@@ -295,9 +299,12 @@ class Instance:
         prefill = self.prefill
         room = sim.max_batch_size - len(prefill) - len(self.decoders)
         capacity = self.capacity
+        reserved = self.reserved
+        admitted = 0  # tokens of the requests admitted
         queue = self.wait_iw
         if queue:
             drop_after = sim.drop_iw_after_s
+            at = self.prefill_iw  # IW prompts go after the IW ones and before the NIW ones
             while queue and room > 0:
                 rid = queue[0]
                 need = prompt[rid] + output[rid]
@@ -306,25 +313,35 @@ class Instance:
                     self._forget(need)
                     sim.drop(rid, "iw_timeout", self.endpoint)
                     continue
-                if self.reserved + need > capacity:
-                    return
+                if reserved + need > capacity:
+                    break
                 queue.popleft()
                 room -= 1
-                self.waiting_tokens -= need
-                self.reserved += need
-                prefill.insert(self.prefill_iw, [rid, prompt[rid]])
-                self.prefill_iw += 1
+                reserved += need
+                admitted += need
+                if at == len(prefill):
+                    prefill.append([rid, prompt[rid]])
+                else:
+                    prefill.insert(at, [rid, prompt[rid]])
+                at += 1
+            self.prefill_iw = at
+            if queue and room > 0:  # head of line blocking: no NIW request overtakes
+                self.reserved = reserved
+                self.waiting_tokens -= admitted
+                return
         queue = self.wait_niw
         while queue and room > 0:
             rid = queue[0]
             need = prompt[rid] + output[rid]
-            if self.reserved + need > capacity:
-                return
+            if reserved + need > capacity:
+                break
             queue.popleft()
             room -= 1
-            self.waiting_tokens -= need
-            self.reserved += need
+            reserved += need
+            admitted += need
             prefill.append([rid, prompt[rid]])
+        self.reserved = reserved
+        self.waiting_tokens -= admitted
 
     def _forget(self, need: int) -> None:
         self.waiting_tokens -= need
