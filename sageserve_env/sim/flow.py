@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from heapq import heappop
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -289,9 +288,9 @@ class FlowSimulator(Simulator):
     def _start_instances(self, t1: float) -> None:
         """The parent's start-up events up to ``t1`` (starting -> active), each at its own time;
         the new instances serve from the start of the tick."""
-        heap = self._heap
-        while heap and heap[0][0] <= t1:
-            t, _, inst, version = heappop(heap)
+        events = self._events
+        while events and events[0][0] <= t1:
+            t, _, inst, version = events.pop(0)
             if version == inst.version:
                 self.now = t
                 inst.on_event(t)

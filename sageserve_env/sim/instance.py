@@ -22,6 +22,7 @@ An arrival that can be admitted cuts the run at the iteration boundary it falls 
 from __future__ import annotations
 
 from collections import deque
+from bisect import insort
 from heapq import heappop, heappush
 from math import ceil, sqrt
 from typing import TYPE_CHECKING, Optional
@@ -104,7 +105,7 @@ class Instance:
                 self.run_iters = -1
                 self.run_start = now
                 self.version = version = self.version + 1
-                heappush(sim._heap, (now, next(sim._seq), self, version))  # sim.schedule(now, self)
+                insort(sim._events, (now, next(sim._seq), self, version))  # sim.schedule(now, self)
             else:
                 self._boundary(now)
         elif self.run_start == now:  # the iteration scheduled at this instant has not begun: join it
@@ -155,7 +156,7 @@ class Instance:
             self.run_iters = k
             self.version = version = self.version + 1
             sim = self.sim
-            heappush(sim._heap, (self.run_start + (k * a + cb * (k * (k - 1) // 2)), next(sim._seq), self, version))
+            insort(sim._events, (self.run_start + (k * a + cb * (k * (k - 1) // 2)), next(sim._seq), self, version))
 
     # -- the iteration loop ---------------------------------------------------------------
     def on_event(self, now: float) -> None:
@@ -273,7 +274,7 @@ class Instance:
                             * tokens) + perf.decode_per_seq_s * len(decoders) + perf.decode_per_kv_token_s * self.batch_kv)
             else:
                 t = now + perf.iteration_time(tokens, len(decoders), self.batch_kv)
-            heappush(sim._heap, (t, next(sim._seq), self, version))  # sim.schedule(t, self)
+            insort(sim._events, (t, next(sim._seq), self, version))  # sim.schedule(t, self)
         elif decoders:
             self.run_iters = k = decoders[0][0] - self.iters
             self.run_start = now
@@ -285,7 +286,7 @@ class Instance:
             c = perf.decode_per_kv_token_s
             a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
             sim = self.sim
-            heappush(sim._heap, (now + (k * a + c * b * (k * (k - 1) // 2)), next(sim._seq), self, version))
+            insort(sim._events, (now + (k * a + c * b * (k * (k - 1) // 2)), next(sim._seq), self, version))
         elif self.state == DRAINING and not self.wait_iw and not self.wait_niw:
             self.sim.drained(self, now)
         if completed and self.state == ACTIVE and self.endpoint.niw_queue:

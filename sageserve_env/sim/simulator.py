@@ -2,7 +2,7 @@
 
 A plain library (no gymnasium): build a ``Simulator`` from a ``SimConfig`` and a ``Workload``,
 then alternate ``scale(...)`` decisions with ``run_until(t)``. Requests stream from the
-workload in arrival order; the event heap only holds instance iterations and start-ups, so
+workload in arrival order; the event list only holds instance iterations and start-ups, so
 the number of events grows with requests, not with generated tokens.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from heapq import heappop, heappush
+from bisect import insort
 from itertools import count
 from typing import Dict, List, Sequence, Tuple
 
@@ -58,7 +58,11 @@ class Simulator:
         self.model_names = config.model_names
         self.now = 0.0
         self.changes = 0  # calls of run_until and scale: views taken at the same count are current
-        self._heap: list = []
+        # (time, sequence number, instance, its version) sorted: the next event is first. A sorted
+        # list rather than a heap: it holds about one entry per busy instance, so an insertion
+        # (bisect, then a short memmove) plus a pop from the front cost fewer tuple comparisons
+        # than a heap push and pop.
+        self._events: list = []
         self._seq = count()
         self._load_requests(workload)
         self._copy_knobs(config)
@@ -168,21 +172,21 @@ class Simulator:
     # -- the event loop -----------------------------------------------------------------
     def schedule(self, t: float, inst: Instance) -> None:
         """Call ``inst.on_event`` at ``t`` unless ``inst.version`` changes before then."""
-        heappush(self._heap, (t, next(self._seq), inst, inst.version))
+        insort(self._events, (t, next(self._seq), inst, inst.version))
 
     def run_until(self, t_end: float) -> None:
         """Process every arrival and event up to and including ``t_end``; then ``now = t_end``."""
         if t_end < self.now:
             raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
         self.changes += 1
-        heap, stream = self._heap, self._stream
+        events, stream = self._events, self._stream
         n = self.n_requests
         i = self._next_arrival
         arrive = self._arrive
         while i < n and stream[i] <= t_end:
             ta = stream[i]
-            while heap and heap[0][0] < ta:  # events before the arrival (it goes first at a tie)
-                t, _, inst, version = heappop(heap)
+            while events and events[0][0] < ta:  # events before the arrival (it goes first at a tie)
+                t, _, inst, version = events.pop(0)
                 if version == inst.version:
                     self.now = t
                     inst.on_event(t)
@@ -190,8 +194,8 @@ class Simulator:
             i += 1
             self._next_arrival = i
             arrive(i - 1, ta)
-        while heap and heap[0][0] <= t_end:
-            t, _, inst, version = heappop(heap)
+        while events and events[0][0] <= t_end:
+            t, _, inst, version = events.pop(0)
             if version == inst.version:
                 self.now = t
                 inst.on_event(t)
