@@ -70,7 +70,7 @@ class Instance:
         self.version = 0  # bumped to cancel the scheduled event
         self.busy = False  # an iteration or a decode run is scheduled
         self.run_start = 0.0  # start of the scheduled iteration or run
-        self.run_iters = 0  # decode iterations of the scheduled run (0: a mixed iteration, -1: wake-up)
+        self.run_iters = 0  # decode iterations of the scheduled run (0: a mixed iteration, -1: wake-up or start-up)
         self.chunk_tokens = 0  # prefill tokens of the scheduled mixed iteration
         self.chunk_count = 0  # prefill entries it touches
         self.ready_at = 0.0  # when a STARTING instance becomes active
@@ -162,9 +162,6 @@ class Instance:
     def on_event(self, now: float) -> None:
         """The scheduled iteration or run ended, or an idle instance wakes up to requests that
         arrived at ``now`` (or, when STARTING, the instance is ready)."""
-        if self.state == STARTING:
-            self.sim.activate(self, now)
-            return
         k = self.run_iters
         if k > 0:
             self.batch_kv += len(self.decoders) * k
@@ -208,6 +205,9 @@ class Instance:
                     else:
                         heappush(decoders, (iters + output[rid] - 1, rid))
                         self.batch_kv += prompt[rid] + 1
+        elif self.state == STARTING:  # checked last: start-ups are rare events
+            self.sim.activate(self, now)
+            return
         self.busy = False
         self._boundary(now)
 
@@ -215,6 +215,7 @@ class Instance:
         """At an iteration boundary: retire finished sequences, admit, schedule what is next."""
         decoders = self.decoders
         completed = 0
+        feed = False
         if decoders and decoders[0][0] <= self.iters:
             iters = self.iters
             sim = self.sim
@@ -240,6 +241,7 @@ class Instance:
             self.batch_kv -= freed  # their contexts (prompt + every output token) leave the batch
             if self.state == ACTIVE:
                 ep.committed -= freed
+                feed = bool(ep.niw_queue)  # completions made room: feed NIW work (last)
             ep.completed += completed
             sim.n_completed += completed
         if self.wait_iw or self.wait_niw:
@@ -289,8 +291,8 @@ class Instance:
             insort(sim._events, (now + (k * a + c * b * (k * (k - 1) // 2)), next(sim._seq), self, version))
         elif self.state == DRAINING and not self.wait_iw and not self.wait_niw:
             self.sim.drained(self, now)
-        if completed and self.state == ACTIVE and self.endpoint.niw_queue:
-            self.endpoint.feed(now)  # completions made room: feed NIW work
+        if feed:
+            self.endpoint.feed(now)
 
     def _admit(self, now: float) -> None:
         """Admit waiting requests, IW first, each tier first come first served, while the batch has

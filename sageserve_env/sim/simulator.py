@@ -9,9 +9,10 @@ the number of events grows with requests, not with generated tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from bisect import insort
+from dataclasses import dataclass
 from itertools import count
+from operator import attrgetter
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -24,6 +25,7 @@ from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
 
 DROP_REASONS = ("", "too_large", "iw_timeout")
 FREE_MODEL = -1  # model index of a server that holds no model
+_pending_tokens = attrgetter("pending_tokens")
 
 
 class InvariantError(AssertionError):
@@ -314,6 +316,7 @@ class Simulator:
         self._set_state(inst, STARTING, m)
         inst.load(ep, self.perf[r][m], ep.capacity)
         inst.ready_at = now + delay
+        inst.run_iters = -1  # its next event is not the end of an iteration (see Instance.on_event)
         inst.version += 1
         ep.starting.append(inst)
         self.schedule(inst.ready_at, inst)
@@ -325,7 +328,7 @@ class Simulator:
             return f"refused:endpoint keeps at least scaling.min_instances={self.min_instances}"
         if not ep.active:
             return "refused:no active instance to drain (the others are still starting)"
-        inst = min(ep.active, key=lambda i: i.pending_tokens)
+        inst = min(ep.active, key=_pending_tokens)
         ep.active.remove(inst)
         ep.committed -= inst.pending_tokens
         ep.draining.append(inst)
