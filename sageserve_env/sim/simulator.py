@@ -132,6 +132,7 @@ class Simulator:
         self._shape = (n_r, n_m + 1, len(STATE_NAMES))
         self._counts: List[int] = [0] * (n_r * (n_m + 1) * len(STATE_NAMES))
         self._state_seconds: List[float] = [0.0] * len(self._counts)
+        self._gpus_per_cell = np.repeat(self.gpus_per_server, len(self._counts) // n_r)
         self._counted_until = 0.0
         self.timeline: List[Tuple[float, int, int, int, int, int, int]] = []
         self.scale_log: List[Tuple[float, int, int, str]] = []
@@ -397,7 +398,7 @@ class Simulator:
     def gpu_seconds_by_state(self) -> np.ndarray:
         """GPU-seconds so far per (region, model or none, state)."""
         self._flush_state_time()
-        return np.array(self._state_seconds).reshape(self._shape) * self.gpus_per_server[:, None, None]
+        return (np.array(self._state_seconds) * self._gpus_per_cell).reshape(self._shape)
 
     def in_flight(self) -> int:
         """Requests admitted to a batch and not completed."""
