@@ -2,9 +2,11 @@
 
     python bench/bench_env.py [--small-steps 5000] [--fidelity detailed|fast|both]
 
-Prints steps/s on the small variant, the wall time of a paper-scale 24 h episode and simulated
+Prints steps/s on the small variant (the policy with its ``action_masks`` and the resets with
+their workload generation included), the wall time of a paper-scale 24 h episode and simulated
 hours per wall-clock second. Targets (one core, detailed): >= 2,000 steps/s on the small
-variant; the paper day in <= 90 s.
+variant; the paper day in <= 90 s. Wall-clock figures: on a shared machine take the best of
+three runs.
 """
 
 from __future__ import annotations
