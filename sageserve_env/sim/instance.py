@@ -21,8 +21,8 @@ An arrival that can be admitted cuts the run at the iteration boundary it falls 
 
 from __future__ import annotations
 
-from collections import deque
 from bisect import insort
+from collections import deque
 from heapq import heappop, heappush
 from math import ceil, sqrt
 from typing import TYPE_CHECKING, Optional
