@@ -7,6 +7,7 @@ import copy
 import math
 import operator
 from collections import deque
+from itertools import chain
 from typing import Any, Dict, List, Optional, Tuple
 
 import gymnasium as gym
@@ -424,7 +425,7 @@ class SageServeEnv(gym.Env):
         rows, free = self._view.rows()
         now = self.sim.now
         n_m = self.n_models
-        src = [x for row in rows for x in row]
+        src = list(chain.from_iterable(rows))
         # arrival rates per window, from the snapshot at or just after its start
         times = self._snapshot_times
         arrived = self._arrivals(after)
