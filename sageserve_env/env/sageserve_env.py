@@ -293,8 +293,7 @@ class SageServeEnv(gym.Env):
     def step(self, action):
         if self.sim is None:
             raise RuntimeError("call reset() before step()")
-        deltas = self._decode_action(action)
-        results = self.apply_deltas(deltas)
+        results = self._scale(self._decode_action(action), self.n_models)
         t_end = min(self.sim.now + self.interval, self.horizon)
         self.sim.run_until(t_end)
         truncated = t_end >= self.horizon - 1e-9
@@ -318,7 +317,8 @@ class SageServeEnv(gym.Env):
             self.sim.check_invariants()
         return obs, reward, False, truncated, self._info(terms, results, gpu_s)
 
-    def _decode_action(self, action) -> np.ndarray:
+    def _decode_action(self, action) -> List[int]:
+        """The instance change per endpoint, in endpoint order, that a valid ``action`` asks for."""
         a = np.asarray(action)
         if a.shape != (self.n_endpoints,):
             raise ValueError(f"action must have shape ({self.n_endpoints},) (one entry per endpoint), got {a.shape}")
@@ -331,12 +331,15 @@ class SageServeEnv(gym.Env):
             e = int(np.flatnonzero((a < 0) | (a > 2 * self.max_delta))[0])
             raise ValueError(f"action[{e}] = {int(a[e])} (endpoint {self._endpoint_name(e)}) is outside "
                              f"0..{2 * self.max_delta}")
-        return (a - self.max_delta).reshape(self.n_regions, self.n_models)
+        md = self.max_delta
+        return [v - md for v in values]
 
     def apply_deltas(self, deltas: np.ndarray) -> List[Any]:
         """Apply instance changes per (region, model): scale-downs first, so their servers count."""
-        n_m = deltas.shape[1]
-        flat = np.asarray(deltas).reshape(-1).tolist()
+        return self._scale(np.asarray(deltas).reshape(-1).tolist(), deltas.shape[1])
+
+    def _scale(self, flat: List[int], n_m: int) -> List[Any]:
+        """``apply_deltas`` of the changes listed in endpoint order, ``n_m`` models per region."""
         order = sorted(range(len(flat)), key=flat.__getitem__)  # a stable sort, as numpy's "stable" argsort
         return [self.sim.scale(e // n_m, e % n_m, int(flat[e])) for e in order if flat[e]]
 
