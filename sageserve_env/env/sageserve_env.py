@@ -7,6 +7,7 @@ import copy
 import math
 import operator
 from collections import deque
+from itertools import chain
 from typing import Any, Dict, List, Optional, Tuple
 
 import gymnasium as gym
@@ -260,7 +261,8 @@ class SageServeEnv(gym.Env):
         self._forecaster_state: Dict[Tuple[int, int], Any] = {}
         self._forecast_hour = -1
         self._last_gpu_cost = 0.0
-        self._last_counters, self._last_rows = self._counters()
+        self._last_rows = self._counters()
+        self._last_totals = self._sum_counters(self._last_rows)
         # arrivals per endpoint at past decision points, for the arrival rates
         self._snapshots: deque = deque(maxlen=int(math.ceil(max(RATE_WINDOWS_S) / self.interval)) + 1)
         self._snapshot_times: deque = deque(maxlen=self._snapshots.maxlen)
@@ -291,15 +293,14 @@ class SageServeEnv(gym.Env):
     def step(self, action):
         if self.sim is None:
             raise RuntimeError("call reset() before step()")
-        deltas = self._decode_action(action)
-        results = self.apply_deltas(deltas)
+        results = self._scale(self._decode_action(action), self.n_models)
         t_end = min(self.sim.now + self.interval, self.horizon)
         self.sim.run_until(t_end)
         truncated = t_end >= self.horizon - 1e-9
-        counters, rows = self._counters()
-        diff = counters - self._last_counters
+        rows = self._counters()
+        changes = [[a - b for a, b in zip(now, before)] for now, before in zip(rows, self._last_rows)]
         gpu_s = self.sim.gpu_seconds_by_state()
-        terms = self._reward_terms(diff, gpu_s)
+        terms = self._reward_terms(self._sum_counters(changes), gpu_s)
         if truncated:
             for k, v in self._overdue_terms().items():
                 terms[k] += v
@@ -309,14 +310,15 @@ class SageServeEnv(gym.Env):
         obs = self._observation(self._last_rows, rows)
         self._snapshots.append(self._arrivals(rows))
         self._snapshot_times.append(t_end)
-        self._last_counters, self._last_rows = counters, rows
+        self._last_rows, self._last_totals = rows, self._sum_counters(rows)
         if int(t_end // 3600) != self._forecast_hour:
             self._update_forecast()
         if truncated:
             self.sim.check_invariants()
         return obs, reward, False, truncated, self._info(terms, results, gpu_s)
 
-    def _decode_action(self, action) -> np.ndarray:
+    def _decode_action(self, action) -> List[int]:
+        """The instance change per endpoint, in endpoint order, that a valid ``action`` asks for."""
         a = np.asarray(action)
         if a.shape != (self.n_endpoints,):
             raise ValueError(f"action must have shape ({self.n_endpoints},) (one entry per endpoint), got {a.shape}")
@@ -329,14 +331,17 @@ class SageServeEnv(gym.Env):
             e = int(np.flatnonzero((a < 0) | (a > 2 * self.max_delta))[0])
             raise ValueError(f"action[{e}] = {int(a[e])} (endpoint {self._endpoint_name(e)}) is outside "
                              f"0..{2 * self.max_delta}")
-        return (a - self.max_delta).reshape(self.n_regions, self.n_models)
+        md = self.max_delta
+        return [v - md for v in values]
 
     def apply_deltas(self, deltas: np.ndarray) -> List[Any]:
         """Apply instance changes per (region, model): scale-downs first, so their servers count."""
-        flat = np.asarray(deltas).reshape(-1)
-        n_m = deltas.shape[1]
-        return [self.sim.scale(e // n_m, e % n_m, int(flat[e])) for e in np.argsort(flat, kind="stable").tolist()
-                if flat[e]]
+        return self._scale(np.asarray(deltas).reshape(-1).tolist(), deltas.shape[1])
+
+    def _scale(self, flat: List[int], n_m: int) -> List[Any]:
+        """``apply_deltas`` of the changes listed in endpoint order, ``n_m`` models per region."""
+        order = sorted(range(len(flat)), key=flat.__getitem__)  # a stable sort, as numpy's "stable" argsort
+        return [self.sim.scale(e // n_m, e % n_m, int(flat[e])) for e in order if flat[e]]
 
     def _endpoint_name(self, e: int) -> str:
         cfg = self.sim_config
@@ -370,11 +375,18 @@ class SageServeEnv(gym.Env):
         return np.frombuffer(masks, dtype=bool)
 
     # -- observation, reward, info --------------------------------------------------------
-    def _counters(self) -> Tuple[np.ndarray, List[tuple]]:
-        """Running totals per endpoint, shape (R, M, len(_COUNTERS)), and the same as a tuple of
-        Python numbers per endpoint."""
-        rows = [_get_counters(ep) for ep in self.sim.all_endpoints]
-        return np.array(rows, dtype=float).reshape(self.n_regions, self.n_models, len(_COUNTERS)), rows
+    def _counters(self) -> List[tuple]:
+        """Running totals per endpoint: a tuple of Python numbers in ``_COUNTERS`` order each."""
+        return [_get_counters(ep) for ep in self.sim.all_endpoints]
+
+    @staticmethod
+    def _sum_counters(rows: List[tuple]) -> List[float]:
+        """Each counter summed over the endpoints in float64, one endpoint after the other (the
+        additions numpy makes reducing the rows over the endpoints)."""
+        totals = [float(x) for x in rows[0]]
+        for row in rows[1:]:
+            totals = [t + x for t, x in zip(totals, row)]
+        return totals
 
     @staticmethod
     def _arrivals(rows: List[tuple]) -> List[float]:
@@ -385,10 +397,10 @@ class SageServeEnv(gym.Env):
         billed = np.add.reduce(gpu_s[:, :, :3], axis=(1, 2))  # ndarray.sum, without its Python wrapper
         return float(np.add.reduce(billed / 3600.0 * self.sim.cost_per_gpu_hour))
 
-    def _reward_terms(self, diff: np.ndarray, gpu_s: np.ndarray) -> Dict[str, float]:
-        """Reward terms from the counters' change over the interval and the GPU-seconds now."""
+    def _reward_terms(self, d: List[float], gpu_s: np.ndarray) -> Dict[str, float]:
+        """Reward terms from the counters' change over the interval (``_sum_counters`` of the
+        endpoints' changes) and the GPU-seconds now."""
         w = self.weights
-        d = np.add.reduce(diff, axis=(0, 1)).tolist()
         cost = self._billed_cost(gpu_s)
         spent, self._last_gpu_cost = cost - self._last_gpu_cost, cost
         s = w["scale"]
@@ -416,7 +428,7 @@ class SageServeEnv(gym.Env):
         rows, free = self._view.rows()
         now = self.sim.now
         n_m = self.n_models
-        src = [x for row in rows for x in row]
+        src = list(chain.from_iterable(rows))
         # arrival rates per window, from the snapshot at or just after its start
         times = self._snapshot_times
         arrived = self._arrivals(after)
@@ -487,7 +499,7 @@ class SageServeEnv(gym.Env):
         """Running totals under the names ``summary.json`` uses (``gpu_s``: the simulator's
         ``gpu_seconds_by_state()`` now, when the caller has it)."""
         sim = self.sim
-        c = np.add.reduce(self._last_counters, axis=(0, 1)).tolist()
+        c = self._last_totals
         if gpu_s is None:
             gpu_s = sim.gpu_seconds_by_state()
         gpu_h = (np.add.reduce(gpu_s, axis=(0, 1)) / 3600.0).tolist()

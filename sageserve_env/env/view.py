@@ -135,9 +135,10 @@ class SimView:
             util_max = 1.0 if not n else -math.inf
             for i in active:
                 queued_iw += i.waiting_tokens
-                if i.pending_tokens:
+                pending = i.pending_tokens
+                if pending:
                     busy += 1
-                u = i.utilization
+                u = pending / i.capacity if i.capacity else 0.0  # i.utilization
                 if u > util_max:
                     util_max = u
             for i in draining:
