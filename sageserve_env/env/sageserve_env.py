@@ -262,7 +262,6 @@ class SageServeEnv(gym.Env):
         self._forecast_hour = -1
         self._last_gpu_cost = 0.0
         self._last_rows = self._counters()
-        self._last_totals = self._sum_counters(self._last_rows)
         # arrivals per endpoint at past decision points, for the arrival rates
         self._snapshots: deque = deque(maxlen=int(math.ceil(max(RATE_WINDOWS_S) / self.interval)) + 1)
         self._snapshot_times: deque = deque(maxlen=self._snapshots.maxlen)
@@ -310,7 +309,7 @@ class SageServeEnv(gym.Env):
         obs = self._observation(self._last_rows, rows)
         self._snapshots.append(self._arrivals(rows))
         self._snapshot_times.append(t_end)
-        self._last_rows, self._last_totals = rows, self._sum_counters(rows)
+        self._last_rows = rows
         if int(t_end // 3600) != self._forecast_hour:
             self._update_forecast()
         if truncated:
@@ -499,7 +498,7 @@ class SageServeEnv(gym.Env):
         """Running totals under the names ``summary.json`` uses (``gpu_s``: the simulator's
         ``gpu_seconds_by_state()`` now, when the caller has it)."""
         sim = self.sim
-        c = self._last_totals
+        c = self._sum_counters(self._last_rows)
         if gpu_s is None:
             gpu_s = sim.gpu_seconds_by_state()
         gpu_h = (np.add.reduce(gpu_s, axis=(0, 1)) / 3600.0).tolist()

@@ -135,10 +135,9 @@ class SimView:
             util_max = 1.0 if not n else -math.inf
             for i in active:
                 queued_iw += i.waiting_tokens
-                pending = i.pending_tokens
-                if pending:
+                if i.pending_tokens:
                     busy += 1
-                u = pending / i.capacity if i.capacity else 0.0  # i.utilization
+                u = i.utilization
                 if u > util_max:
                     util_max = u
             for i in draining:

@@ -365,11 +365,9 @@ class Simulator:
     def _set_state(self, inst: Instance, state: int, model: int) -> None:
         self._flush_state_time()
         counts = self._counts
-        cols = self._shape[1]
-        row = inst.region * cols  # the cells of ``_cell``, inline
-        counts[(row + inst.model % cols) * len(STATE_NAMES) + inst.state] -= 1
+        counts[self._cell(inst.region, inst.model, inst.state)] -= 1
         inst.state, inst.model = state, model
-        counts[(row + model % cols) * len(STATE_NAMES) + state] += 1
+        counts[self._cell(inst.region, model, state)] += 1
 
     def _logged(self, r: int, m: int, kind: str) -> str:
         self.scale_log.append((self.now, r, m, kind))
