@@ -17,6 +17,7 @@ import numpy as np
 from agents.base import Policy, deltas_to_action
 from agents.reactive import can_scale_down, scale_up_delays
 from agents.throughput import TokenSizes, endpoint_capacities
+from sageserve_env.workload.forecast import FORECASTERS, EndpointForecasters
 
 MODES = ("lt_i", "lt_u", "lt_ua", "oracle")
 STRATEGIES = ("immediate", "delay_changes", "keep_maximum_instances", "keep_minimum_instances")
@@ -93,7 +94,7 @@ class LongTermPolicy(Policy):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; known: {list(MODES)}")
         post_process(post_processing, np.zeros(1), np.zeros(1))  # validates the name
-        if forecaster not in ("arima", "seasonal_naive"):
+        if forecaster not in FORECASTERS:
             raise ValueError(f"forecaster must be arima or seasonal_naive, got {forecaster!r}")
         self.name = mode
         self.mode = mode
@@ -113,7 +114,7 @@ class LongTermPolicy(Policy):
         shape = (env.n_regions, env.n_models)
         self._view = env.view()
         self._sizes = TokenSizes(env)
-        self._forecasters = {}
+        self._forecasters = EndpointForecasters(self.forecaster, (3, 1, 2), self.refit_every_minutes)
         self._hour: Optional[int] = None
         self._last_plan: Optional[np.ndarray] = None
         self._targets: Optional[Targets] = None
@@ -185,16 +186,7 @@ class LongTermPolicy(Policy):
         if len(history) < self.min_history_minutes:
             self._forecast = None
             return None
-        from sageserve_env.workload.forecast import ArimaForecaster, SeasonalNaiveForecaster
-
-        fc = np.zeros((60,) + history.shape[1:])
-        for r, m in np.ndindex(history.shape[1:]):
-            model = self._forecasters.get((r, m))
-            if model is None:
-                model = (ArimaForecaster((3, 1, 2), self.refit_every_minutes) if self.forecaster == "arima"
-                         else SeasonalNaiveForecaster())
-                self._forecasters[(r, m)] = model
-            fc[:, r, m] = np.maximum(np.asarray(model.forecast(history[:, r, m], 60), dtype=float), 0.0)
+        fc = self._forecasters.forecast(history, 60)
         self._forecast = fc
         self._to_score.append((self._plan_minute, fc))
         return fc
@@ -259,5 +251,5 @@ class LongTermPolicy(Policy):
             "ilp_solve_s_max": float(solves.max()) if len(solves) else 0.0,
             "forecast_nmae": float(np.mean(self._errors)) if self._errors else float("nan"),
             "forecast_series_scored": len(self._errors),
-            "arima_fallbacks": sum(getattr(f, "fallbacks", 0) for f in self._forecasters.values()),
+            "arima_fallbacks": sum(getattr(f, "fallbacks", 0) for f in self._forecasters.models.values()),
         }

@@ -70,7 +70,7 @@ class TokenSizes:
     model) has received so far, updated incrementally from the arrivals of the past only."""
 
     def __init__(self, env) -> None:
-        self._sim = env.sim
+        self._view = env.view()
         shape = (env.n_regions, env.n_models)
         self._seen = 0
         self._count = np.zeros(shape)
@@ -80,17 +80,14 @@ class TokenSizes:
     def means(self) -> Tuple[np.ndarray, np.ndarray]:
         """(prompt, output) mean tokens per endpoint, with the Azure-trace defaults where none
         arrived yet."""
-        sim = self._sim
-        lo, hi = self._seen, sim.arrived
-        if hi > lo:
-            w = sim.workload
-            iw = w.tier[lo:hi] == IW
-            flat = (np.asarray(sim.req_region[lo:hi])[iw] * self._count.shape[1]
-                    + np.asarray(sim.req_model[lo:hi])[iw])
+        hi, new = self._view.arrived_since(self._seen)
+        if hi > self._seen:
+            iw = new["tier"] == IW
+            flat = new["region"][iw] * self._count.shape[1] + new["model"][iw]
             n = self._count.size
             self._count += np.bincount(flat, minlength=n).reshape(self._count.shape)
-            self._prompt += np.bincount(flat, w.prompt_tokens[lo:hi][iw], minlength=n).reshape(self._count.shape)
-            self._output += np.bincount(flat, w.output_tokens[lo:hi][iw], minlength=n).reshape(self._count.shape)
+            self._prompt += np.bincount(flat, new["prompt_tokens"][iw], minlength=n).reshape(self._count.shape)
+            self._output += np.bincount(flat, new["output_tokens"][iw], minlength=n).reshape(self._count.shape)
             self._seen = hi
         seen = self._count > 0
         count = np.maximum(self._count, 1)

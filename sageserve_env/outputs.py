@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sageserve_env.config import SimConfig, to_yaml
-from sageserve_env.sim.metrics import PERCENTILES, arrived_records
-from sageserve_env.sim.simulator import DROP_REASONS, Simulator
+from sageserve_env.sim.metrics import PERCENTILES
+from sageserve_env.sim.requests import DROP_REASONS
 from sageserve_env.workload.workload import TIER_NAMES
 
 TIMELINE_COLUMNS = ("time_s", "region", "model", "active", "starting", "draining", "spot")
@@ -62,8 +62,8 @@ def _names(codes: np.ndarray, names: Iterable[str]) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), pa.array(list(names), pa.string()))
 
 
-def records_table(sim: Simulator, rec: Dict[str, np.ndarray]) -> pa.Table:
-    """The per-request records ``rec`` (``arrived_records(sim)``), with names for indices.
+def records_table(sim, rec: Dict[str, np.ndarray]) -> pa.Table:
+    """The per-request records ``rec`` (``sim.records()``), with names for indices.
 
     ``served_region`` is null until a request completes; ``drop_reason`` is "" unless dropped.
     """
@@ -88,7 +88,7 @@ def records_table(sim: Simulator, rec: Dict[str, np.ndarray]) -> pa.Table:
     })
 
 
-def write_run(out_dir: Path | str, sim: Simulator, summary: Dict[str, Any], config: SimConfig, *,
+def write_run(out_dir: Path | str, sim, summary: Dict[str, Any], config: SimConfig, *,
               csv_records: bool = False, plots: bool = True) -> List[Path]:
     """Write a run's outputs into ``out_dir`` (created) and return the paths written.
 
@@ -110,17 +110,17 @@ def write_run(out_dir: Path | str, sim: Simulator, summary: Dict[str, Any], conf
     _dicts_to_csv(paths[3], summary.get("per_region", []))
     regions, models = sim.region_names, sim.model_names
     _write_csv(paths[4], TIMELINE_COLUMNS,
-               ((t, regions[r], models[m], a, s, d, p) for t, r, m, a, s, d, p in sim.timeline))
+               ((t, regions[r], models[m], a, s, d, p) for t, r, m, a, s, d, p in sim.fleet.timeline))
     _write_csv(paths[5], ("time_s", "region", "model", "kind"),
-               ((t, regions[r], models[m], kind) for t, r, m, kind in sim.scale_log))
+               ((t, regions[r], models[m], kind.value) for t, r, m, kind in sim.fleet.scale_log))
     paths[6].write_text(to_yaml(config))
     if plots:
         from sageserve_env.plots import plot_gpu_hours
 
         paths.append(plot_gpu_hours(sim, out / "gpu_hours_by_state.png"))
-    if not sim.keeps_records:  # the fast fidelity: no per-request records, so no Parquet or CDFs
+    rec = sim.records()
+    if rec is None:  # the fast fidelity: no per-request records, so no Parquet or CDFs
         return paths
-    rec = arrived_records(sim)
     table = records_table(sim, rec)
     paths.append(out / "requests.parquet")
     pq.write_table(table, paths[-1])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Dict
 import numpy as np
 from matplotlib.figure import Figure
 
-from sageserve_env.sim.instance import STATE_NAMES
+from sageserve_env.sim.fleet import STATE_NAMES
 from sageserve_env.workload.workload import IW, NIW
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: P
     fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.8 / fig.get_figwidth(), bottom=0.55 / fig.get_figheight(),
                         top=1 - 0.6 / fig.get_figheight(), wspace=0.45, hspace=0.35)
     axes = fig.subplots(n_r, n_m, squeeze=False, sharex=True)
-    tl = np.asarray(sim.timeline, dtype=float).reshape(-1, 7)
+    tl = np.asarray(sim.fleet.timeline, dtype=float).reshape(-1, 7)
     n_minutes = max(1, math.ceil(sim.now / 60))
     minute = np.minimum(rec["arrival_s"] // 60, n_minutes - 1).astype(np.int64)
     for r, region in enumerate(sim.region_names):

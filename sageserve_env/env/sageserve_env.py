@@ -5,10 +5,8 @@ from __future__ import annotations
 import bisect
 import copy
 import math
-import operator
 from collections import deque
-from itertools import chain
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -16,18 +14,15 @@ import yaml
 from gymnasium import spaces
 
 from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
-from sageserve_env.env.view import SimView, demand_per_minute
-from sageserve_env.sim.flow import FlowSimulator
-from sageserve_env.sim.simulator import Simulator
+from sageserve_env.env.view import SimView
+from sageserve_env.sim import FIDELITIES, make_simulator
+from sageserve_env.sim.fleet import BILLED_STATES, DRAINING, FREE, NO_MODEL, SPOT, STARTING
+from sageserve_env.sim.stats import Stat
+from sageserve_env.workload.forecast import FORECASTERS, EndpointForecasters
 from sageserve_env.workload.workload import Workload
 
 REWARD_TERMS = ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")
 RATE_WINDOWS_S = (60.0, 300.0, 900.0)
-# running totals per endpoint that observations and rewards difference between steps
-_COUNTERS = ("arrived", "arrived_prompt_tokens", "iw_first_tokens", "iw_ttft_sum", "iw_slo_misses",
-             "iw_e2e_misses", "niw_deadline_misses", "dropped", "completed")
-_C = {k: i for i, k in enumerate(_COUNTERS)}
-_get_counters = operator.attrgetter(*_COUNTERS)
 
 
 def reward_presets() -> Dict[str, Dict[str, float]]:
@@ -112,7 +107,7 @@ class SageServeEnv(gym.Env):
         self._configure(kwargs)
         self.render_mode = render_mode
         self._setup()
-        self.sim: Optional[Simulator] = None
+        self.sim = None  # the episode's simulator (``Simulator`` or ``FlowSimulator``), from reset()
 
     # -- configuration --------------------------------------------------------------------
     def _configure(self, updates: Dict[str, Any]) -> None:
@@ -126,7 +121,7 @@ class SageServeEnv(gym.Env):
         c = self.config
         overrides = c["sim_overrides"]
         self.sim_config: SimConfig = load_config(c["scenario"], overrides if isinstance(overrides, dict) else list(overrides))
-        if c["fidelity"] not in ("detailed", "fast"):
+        if c["fidelity"] not in FIDELITIES:
             raise ValueError(f"fidelity must be 'detailed' or 'fast', got {c['fidelity']!r}")
         if not (isinstance(c["fidelity_tick_s"], (int, float)) and c["fidelity_tick_s"] > 0):
             raise ValueError(f"fidelity_tick_s must be > 0, got {c['fidelity_tick_s']!r}")
@@ -137,7 +132,7 @@ class SageServeEnv(gym.Env):
         if not self.horizon >= self.interval:
             raise ValueError(f"horizon_s={self.horizon} must be at least decision_interval_s={self.interval}")
         self.weights = self._reward_weights(c["reward"])
-        if c["forecaster"] not in ("none", "seasonal_naive", "arima"):
+        if c["forecaster"] not in ("none",) + FORECASTERS:
             raise ValueError(f"forecaster must be none, seasonal_naive or arima, got {c['forecaster']!r}")
         if c["trace_window"] not in ("random", "start"):
             raise ValueError(f"trace_window must be random or start, got {c['trace_window']!r}")
@@ -162,63 +157,7 @@ class SageServeEnv(gym.Env):
             "region": box(self.n_regions, 2),
             "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
         })
-        self._plan_observation()
-        self._mask_offsets = np.arange(2 * self.max_delta + 1) - self.max_delta
         self._trace: Optional[Workload] = None
-
-    def _plan_observation(self) -> None:
-        """Where each observation entry comes from, so that a step builds it with a few numpy calls.
-
-        A step lists the raw values as Python numbers (``_observation``): per endpoint the
-        ``SimView.rows()`` fields, then per endpoint the log1p inputs (queued IW and NIW tokens,
-        arrival rates per window, forecast), then per endpoint mean TTFT and SLO-miss share, then
-        per region free and spot servers, then the time features. The observation is
-        ``clip(src[perm] / den)`` cast to float32 and split into the Dict's entries; ``den`` holds
-        each entry's divisor (servers of its region, 16, 8, the SLO or 1).
-        """
-        R, M = self.n_regions, self.n_models
-        E = R * M
-        W = len(RATE_WINDOWS_S)
-        logs, pair, region, time = 10 * E, 16 * E, 18 * E, 18 * E + 2 * R
-        self._obs_logs = slice(logs, pair)
-        e = np.arange(E).reshape(R, M)
-        r = np.arange(R)
-        slo = self.sim_config.slo.iw_ttft_s
-        # (entry, source indices in the entry's shape, divisor; None: the servers of the region)
-        parts = {
-            "instances": (np.stack([10 * e + f for f in range(4)], axis=-1), None),
-            "utilization": (np.stack([10 * e + f for f in (4, 5)], axis=-1), 1.0),
-            "queued": (np.stack([logs + 6 * e + f for f in range(2)], axis=-1), 16.0),
-            "arrival_rate": (np.stack([logs + 6 * e + 2 + j for j in range(W)], axis=-1), 8.0),
-            "forecast": (logs + 6 * e + 2 + W, 16.0),
-            "ttft": (pair + 2 * e, slo),
-            "slo_miss": (pair + 2 * e + 1, 1.0),
-            "region": (np.stack([region + 2 * r, region + 2 * r + 1], axis=-1), None),
-            "time": (time + np.arange(4), 1.0),
-        }
-        perm, den, fleet_slots, fleet_region, layout, low, high = [], [], [], [], [], [], []
-        offset = 0
-        for k, space in self.observation_space.spaces.items():
-            idx, divisor = parts[k]
-            assert idx.shape == space.shape, (k, idx.shape, space.shape)
-            n = idx.size
-            perm.append(idx.ravel())
-            den.append(np.full(n, 1.0 if divisor is None else divisor))
-            if divisor is None:  # the first axis is the region
-                fleet_slots.append(offset + np.arange(n))
-                fleet_region.append(np.repeat(r, n // R))
-            layout.append((k, offset, offset + n, space.shape))
-            low.append(space.low.ravel())
-            high.append(space.high.ravel())
-            offset += n
-        self._obs_perm = np.concatenate(perm)
-        self._obs_den_base = np.concatenate(den)
-        self._obs_den = self._obs_den_base.copy()
-        self._obs_fleet_slots = np.concatenate(fleet_slots)
-        self._obs_fleet_region = np.concatenate(fleet_region)
-        self._obs_layout = layout
-        self._obs_low = np.concatenate(low).astype(float)
-        self._obs_high = np.concatenate(high).astype(float)
 
     @staticmethod
     def _reward_weights(reward: Any) -> Dict[str, float]:
@@ -248,29 +187,24 @@ class SageServeEnv(gym.Env):
             raise ValueError(f"unknown reset option(s) {sorted(options)}; known: config, workload")
         if workload is None:
             workload = self._draw_workload()
-        if self.config["fidelity"] == "fast":
-            self.sim = FlowSimulator(self.sim_config, workload, tick_s=float(self.config["fidelity_tick_s"]))
-        else:
-            self.sim = Simulator(self.sim_config, workload)
-        minutes = int(math.ceil(self.horizon / 60.0)) + 61
-        self._view = SimView(self.sim, demand_per_minute(self.sim, minutes))
-        fleet = np.maximum(np.array([len(f) for f in self.sim.servers], dtype=float), 1.0)
-        self._obs_den = self._obs_den_base.copy()
-        self._obs_den[self._obs_fleet_slots] = fleet[self._obs_fleet_region]
+        self.sim = make_simulator(self.sim_config, workload, self.config["fidelity"], float(self.config["fidelity_tick_s"]))
+        self._view = SimView(self.sim, int(math.ceil(self.horizon / 60.0)) + 61)
+        self._servers = np.maximum(self.sim.fleet.servers.astype(float), 1.0)  # per region, the divisor of counts
         self._forecasts = np.zeros((self.n_regions, self.n_models))
-        self._forecaster_state: Dict[Tuple[int, int], Any] = {}
+        kind = self.config["forecaster"]
+        self._forecasters = EndpointForecasters(kind) if kind != "none" else None
         self._forecast_hour = -1
         self._last_gpu_cost = 0.0
-        self._last_rows = self._counters()
+        self._last_stats = self._view.statistics()
         # arrivals per endpoint at past decision points, for the arrival rates
         self._snapshots: deque = deque(maxlen=int(math.ceil(max(RATE_WINDOWS_S) / self.interval)) + 1)
         self._snapshot_times: deque = deque(maxlen=self._snapshots.maxlen)
-        self._snapshots.append(self._arrivals(self._last_rows))
+        self._snapshots.append(self._last_stats[:, Stat.ARRIVED])
         self._snapshot_times.append(0.0)
         self._totals = {k: 0.0 for k in REWARD_TERMS}
         self._refused_total = 0
         self._update_forecast()
-        return self._observation(self._last_rows, self._last_rows), self._info({}, [])
+        return self._observation(self._last_stats, self._last_stats), self._info({}, [])
 
     def _draw_workload(self) -> Workload:
         """A generated day seeded from the env's generator, or a window of the trace."""
@@ -292,31 +226,31 @@ class SageServeEnv(gym.Env):
     def step(self, action):
         if self.sim is None:
             raise RuntimeError("call reset() before step()")
-        results = self._scale(self._decode_action(action), self.n_models)
+        results = self._scale(self._decode_action(action))
         t_end = min(self.sim.now + self.interval, self.horizon)
         self.sim.run_until(t_end)
         truncated = t_end >= self.horizon - 1e-9
-        rows = self._counters()
-        changes = [[a - b for a, b in zip(now, before)] for now, before in zip(rows, self._last_rows)]
+        stats = self._view.statistics()
         gpu_s = self.sim.gpu_seconds_by_state()
-        terms = self._reward_terms(self._sum_counters(changes), gpu_s)
+        terms = self._reward_terms(stats[:, : Stat.DROPPED + 1].sum(0) - self._last_stats[:, : Stat.DROPPED + 1].sum(0),
+                                   gpu_s)
         if truncated:
             for k, v in self._overdue_terms().items():
                 terms[k] += v
         reward = float(sum(terms.values()))
         for k, v in terms.items():
             self._totals[k] += v
-        obs = self._observation(self._last_rows, rows)
-        self._snapshots.append(self._arrivals(rows))
+        obs = self._observation(self._last_stats, stats)
+        self._snapshots.append(stats[:, Stat.ARRIVED])
         self._snapshot_times.append(t_end)
-        self._last_rows = rows
+        self._last_stats = stats
         if int(t_end // 3600) != self._forecast_hour:
             self._update_forecast()
         if truncated:
             self.sim.check_invariants()
         return obs, reward, False, truncated, self._info(terms, results, gpu_s)
 
-    def _decode_action(self, action) -> List[int]:
+    def _decode_action(self, action) -> np.ndarray:
         """The instance change per endpoint, in endpoint order, that a valid ``action`` asks for."""
         a = np.asarray(action)
         if a.shape != (self.n_endpoints,):
@@ -325,22 +259,17 @@ class SageServeEnv(gym.Env):
             if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
                 raise ValueError(f"action entries must be integers, got {a.tolist()}")
             a = a.astype(np.int64)
-        values = a.tolist()
-        if min(values) < 0 or max(values) > 2 * self.max_delta:
+        if (a < 0).any() or (a > 2 * self.max_delta).any():
             e = int(np.flatnonzero((a < 0) | (a > 2 * self.max_delta))[0])
             raise ValueError(f"action[{e}] = {int(a[e])} (endpoint {self._endpoint_name(e)}) is outside "
                              f"0..{2 * self.max_delta}")
-        md = self.max_delta
-        return [v - md for v in values]
+        return a.astype(np.int64) - self.max_delta
 
-    def apply_deltas(self, deltas: np.ndarray) -> List[Any]:
-        """Apply instance changes per (region, model): scale-downs first, so their servers count."""
-        return self._scale(np.asarray(deltas).reshape(-1).tolist(), deltas.shape[1])
-
-    def _scale(self, flat: List[int], n_m: int) -> List[Any]:
-        """``apply_deltas`` of the changes listed in endpoint order, ``n_m`` models per region."""
-        order = sorted(range(len(flat)), key=flat.__getitem__)  # a stable sort, as numpy's "stable" argsort
-        return [self.sim.scale(e // n_m, e % n_m, int(flat[e])) for e in order if flat[e]]
+    def _scale(self, deltas: np.ndarray) -> List[Any]:
+        """Apply the changes per endpoint, scale-downs first, so that their servers count."""
+        n_m = self.n_models
+        return [self.sim.scale(int(e) // n_m, int(e) % n_m, int(deltas[e]))
+                for e in np.argsort(deltas, kind="stable") if deltas[e]]
 
     def _endpoint_name(self, e: int) -> str:
         cfg = self.sim_config
@@ -356,59 +285,38 @@ class SageServeEnv(gym.Env):
         individually valid changes can still be partly refused.
         """
         md = self.max_delta
-        if self.sim is None or self.sim.scaling_level == 0:
-            masks = np.zeros((self.n_regions, self.n_models, 2 * md + 1), dtype=bool)
-            masks[..., md] = True
-            return masks.reshape(-1)
-        rows, free = self._view.rows()  # active, starting, draining, spot_own, ... per endpoint
-        n_m, k, mi = self.n_models, 2 * md + 1, self.sim.min_instances
-        spot = [sum(row[3] for row in rows[r * n_m:(r + 1) * n_m]) for r in range(self.n_regions)]
-        level2 = self.sim.scaling_level >= 2
-        masks = bytearray(self.n_endpoints * k)
-        for e, (active, starting, draining, spot_own, *_) in enumerate(rows):
-            r = e // n_m
-            up = draining + spot_own + free[r] + (spot[r] - spot_own if level2 else 0)
-            down = min(active, active + starting - mi)
-            hi, lo = min(md, up), min(md, max(down, 0))
-            masks[e * k + md - lo:e * k + md + hi + 1] = b"\x01" * (lo + hi + 1)
-        return np.frombuffer(masks, dtype=bool)
+        offsets = np.arange(-md, md + 1)
+        if self.sim is None or self.sim.fleet.level == 0:
+            return np.broadcast_to(offsets == 0, (self.n_endpoints, 2 * md + 1)).reshape(-1).copy()
+        fleet = self.sim.fleet
+        counts = fleet.counts[:, :-1].reshape(self.n_endpoints, -1)  # (endpoints, states)
+        region = np.arange(self.n_endpoints) // self.n_models
+        spot = fleet.counts[:, :-1, SPOT]
+        others = (spot.sum(1, keepdims=True) - spot).reshape(-1) if fleet.level >= 2 else 0
+        up = counts[:, DRAINING] + counts[:, SPOT] + fleet.counts[region, NO_MODEL, FREE] + others
+        down = np.minimum(counts[:, 0], counts[:, 0] + counts[:, STARTING] - fleet.min_instances)
+        hi, lo = np.minimum(md, up), np.minimum(md, np.maximum(down, 0))
+        return ((offsets >= -lo[:, None]) & (offsets <= hi[:, None])).reshape(-1)
 
     # -- observation, reward, info --------------------------------------------------------
-    def _counters(self) -> List[tuple]:
-        """Running totals per endpoint: a tuple of Python numbers in ``_COUNTERS`` order each."""
-        return [_get_counters(ep) for ep in self.sim.all_endpoints]
-
-    @staticmethod
-    def _sum_counters(rows: List[tuple]) -> List[float]:
-        """Each counter summed over the endpoints in float64, one endpoint after the other (the
-        additions numpy makes reducing the rows over the endpoints)."""
-        totals = [float(x) for x in rows[0]]
-        for row in rows[1:]:
-            totals = [t + x for t, x in zip(totals, row)]
-        return totals
-
-    @staticmethod
-    def _arrivals(rows: List[tuple]) -> List[float]:
-        return [float(row[_C["arrived"]]) for row in rows]
-
     def _billed_cost(self, gpu_s: np.ndarray) -> float:
         """Cost so far of the active, starting and draining servers, from ``gpu_seconds_by_state()``."""
-        billed = np.add.reduce(gpu_s[:, :, :3], axis=(1, 2))  # ndarray.sum, without its Python wrapper
-        return float(np.add.reduce(billed / 3600.0 * self.sim.cost_per_gpu_hour))
+        billed = gpu_s[:, :, list(BILLED_STATES)].sum(axis=(1, 2))
+        return float((billed / 3600.0 * self.sim.fleet.cost_per_gpu_hour).sum())
 
-    def _reward_terms(self, d: List[float], gpu_s: np.ndarray) -> Dict[str, float]:
-        """Reward terms from the counters' change over the interval (``_sum_counters`` of the
-        endpoints' changes) and the GPU-seconds now."""
+    def _reward_terms(self, d: np.ndarray, gpu_s: np.ndarray) -> Dict[str, float]:
+        """Reward terms from the running totals' change over the interval (summed over the
+        endpoints, ``Stat`` columns) and the GPU-seconds now."""
         w = self.weights
         cost = self._billed_cost(gpu_s)
         spent, self._last_gpu_cost = cost - self._last_gpu_cost, cost
         s = w["scale"]
         return {
             "cost": -spent * w["cost"] * s,
-            "iw_slo_miss": -d[_C["iw_slo_misses"]] * w["iw_slo_miss"] * s,
-            "iw_e2e_miss": -d[_C["iw_e2e_misses"]] * w["iw_e2e_miss"] * s,
-            "niw_deadline_miss": -d[_C["niw_deadline_misses"]] * w["niw_deadline_miss"] * s,
-            "drop": -d[_C["dropped"]] * w["drop"] * s,
+            "iw_slo_miss": -float(d[Stat.IW_SLO_MISSES]) * w["iw_slo_miss"] * s,
+            "iw_e2e_miss": -float(d[Stat.IW_E2E_MISSES]) * w["iw_e2e_miss"] * s,
+            "niw_deadline_miss": -float(d[Stat.NIW_DEADLINE_MISSES]) * w["niw_deadline_miss"] * s,
+            "drop": -float(d[Stat.DROPPED]) * w["drop"] * s,
         }
 
     def _overdue_terms(self) -> Dict[str, float]:
@@ -418,70 +326,55 @@ class SageServeEnv(gym.Env):
         return {"cost": 0.0, "iw_slo_miss": -iw * self.weights["iw_slo_miss"] * s, "iw_e2e_miss": 0.0,
                 "niw_deadline_miss": -niw * self.weights["niw_deadline_miss"] * s, "drop": 0.0}
 
-    def _observation(self, before: List[tuple], after: List[tuple]) -> Dict[str, np.ndarray]:
-        """The observation from the counters (``_counters`` rows) at the interval's start and end.
-
-        The raw values are Python floats (the same IEEE operations numpy would do on float64); log1p,
-        the divisions by ``den``, the clip and the cast are numpy calls on all entries at once
-        (see ``_plan_observation``)."""
-        rows, free = self._view.rows()
+    def _observation(self, before: np.ndarray, after: np.ndarray) -> Dict[str, np.ndarray]:
+        """The observation from the statistics array at the interval's start and end."""
+        shape = (self.n_regions, self.n_models)
         now = self.sim.now
-        n_m = self.n_models
-        src = list(chain.from_iterable(rows))
-        # arrival rates per window, from the snapshot at or just after its start
+        servers = self._servers[:, None, None]
+        firsts = after[:, Stat.IW_FIRST_TOKENS] - before[:, Stat.IW_FIRST_TOKENS]
+        served = firsts > 0
+        per_first = np.where(served, 1.0 / np.maximum(firsts, 1.0), 0.0)
+        ttft = (after[:, Stat.IW_TTFT_SUM] - before[:, Stat.IW_TTFT_SUM]) * per_first
+        missed = (after[:, Stat.IW_SLO_MISSES] - before[:, Stat.IW_SLO_MISSES]) * per_first
+        spot = after[:, Stat.SPOT_OWN].reshape(shape).sum(1)
+        free = self.sim.fleet.counts[:, NO_MODEL, FREE]
+        day = 2 * math.pi * (now % 86400.0) / 86400.0
+        week = 2 * math.pi * ((now + 86400.0 * self.sim_config.workload.start_day) % 604800.0) / 604800.0
+        obs = {
+            "instances": after[:, Stat.ACTIVE:Stat.SPOT_OWN + 1].reshape(*shape, 4) / servers,
+            "utilization": after[:, [Stat.UTILIZATION, Stat.UTILIZATION_MAX]].reshape(*shape, 2),
+            "queued": np.log1p(after[:, [Stat.QUEUED_IW_TOKENS, Stat.QUEUED_NIW_TOKENS]]).reshape(*shape, 2) / 16.0,
+            "arrival_rate": np.log1p(self._arrival_rates(after[:, Stat.ARRIVED], now)).reshape(*shape, -1) / 8.0,
+            "forecast": np.log1p(self._forecasts) / 16.0,
+            "ttft": ttft.reshape(shape) / self.sim_config.slo.iw_ttft_s,
+            "slo_miss": missed.reshape(shape),
+            "region": np.stack([free, spot], axis=1) / self._servers[:, None],
+            "time": np.array([math.sin(day), math.cos(day), math.sin(week), math.cos(week)]),
+        }
+        return {k: np.clip(obs[k], space.low, space.high).astype(np.float32)
+                for k, space in self.observation_space.spaces.items()}
+
+    def _arrival_rates(self, arrived: np.ndarray, now: float) -> np.ndarray:
+        """Requests per second per endpoint over each of RATE_WINDOWS_S, (endpoints, windows),
+        from the snapshot at or just after the window's start (0 at the episode's start)."""
         times = self._snapshot_times
-        arrived = self._arrivals(after)
-        windows = []
-        for window in RATE_WINDOWS_S:
+        rates = np.zeros((len(arrived), len(RATE_WINDOWS_S)))
+        for j, window in enumerate(RATE_WINDOWS_S):
             i = bisect.bisect_left(times, now - window - 1e-9)
             if i == len(times):
                 i = 0
-            t0 = times[i]
-            windows.append((self._snapshots[i], max(now - t0, 1e-9)) if now > t0 else None)
-        forecast = self._forecasts.ravel().tolist()
-        for e, row in enumerate(rows):
-            src += (row[7], row[8])  # queued IW and NIW tokens
-            for w in windows:
-                src.append((arrived[e] - w[0][e]) / w[1] if w else 0.0)
-            src.append(forecast[e])
-        # mean TTFT and SLO-miss share of the interval's IW first tokens (0 without any)
-        first, ttft, miss = _C["iw_first_tokens"], _C["iw_ttft_sum"], _C["iw_slo_misses"]
-        for b, a in zip(before, after):
-            firsts = float(a[first]) - float(b[first])
-            if firsts > 0:
-                src += ((float(a[ttft]) - float(b[ttft])) / firsts, (float(a[miss]) - float(b[miss])) / firsts)
-            else:
-                src += (0.0, 0.0)
-        for r, n_free in enumerate(free):
-            src += (n_free, sum(row[3] for row in rows[r * n_m:(r + 1) * n_m]))  # free and spot servers
-        day = 2 * math.pi * (now % 86400.0) / 86400.0
-        week = 2 * math.pi * ((now + 86400.0 * self.sim_config.workload.start_day) % 604800.0) / 604800.0
-        src += (math.sin(day), math.cos(day), math.sin(week), math.cos(week))
-        values = np.array(src, dtype=float)
-        logs = values[self._obs_logs]
-        np.log1p(logs, out=logs)
-        flat = values.take(self._obs_perm)
-        flat /= self._obs_den
-        flat.clip(self._obs_low, self._obs_high, out=flat)
-        flat = flat.astype(np.float32)
-        return {k: flat[a:b].reshape(shape) for k, a, b, shape in self._obs_layout}
+            if now > times[i]:
+                rates[:, j] = (arrived - self._snapshots[i]) / max(now - times[i], 1e-9)
+        return rates
 
     def _update_forecast(self) -> None:
         """Refresh the coming hour's forecast of IW prompt tokens per minute (hourly)."""
         self._forecast_hour = int(self.sim.now // 3600)
-        kind = self.config["forecaster"]
-        if kind == "none":
+        if self._forecasters is None:
             return
-        from sageserve_env.workload.forecast import ArimaForecaster, SeasonalNaiveForecaster
-
         history = self._view.demand_history()
-        for r in range(self.n_regions):
-            for m in range(self.n_models):
-                fc = self._forecaster_state.get((r, m))
-                if fc is None:
-                    fc = ArimaForecaster() if kind == "arima" else SeasonalNaiveForecaster()
-                    self._forecaster_state[(r, m)] = fc
-                self._forecasts[r, m] = float(np.mean(fc.forecast(history[:, r, m], 60))) if len(history) else 0.0
+        if len(history):
+            self._forecasts = self._forecasters.forecast(history, 60).mean(axis=0)
 
     def _info(self, terms: Dict[str, float], results: List[Any], gpu_s: Optional[np.ndarray] = None) -> Dict[str, Any]:
         refused = [f"{res.region}/{res.model}: {res.refused} of {res.requested} refused ({res.refused_reason})"
@@ -498,25 +391,25 @@ class SageServeEnv(gym.Env):
         """Running totals under the names ``summary.json`` uses (``gpu_s``: the simulator's
         ``gpu_seconds_by_state()`` now, when the caller has it)."""
         sim = self.sim
-        c = self._sum_counters(self._last_rows)
+        c = self._last_stats.sum(0)
         if gpu_s is None:
             gpu_s = sim.gpu_seconds_by_state()
-        gpu_h = (np.add.reduce(gpu_s, axis=(0, 1)) / 3600.0).tolist()
-        ups = len(sim.scale_log) - sim.n_scale_downs
-        iw_first = c[_C["iw_first_tokens"]]
+        gpu_h = gpu_s.sum(axis=(0, 1)) / 3600.0
+        ups = len(sim.fleet.scale_log) - sim.fleet.n_scale_downs
+        iw_first = c[Stat.IW_FIRST_TOKENS]
         return {
             "requests_total": float(sim.arrived),
-            "requests_completed": float(sim.n_completed),
-            "requests_dropped": float(sim.n_dropped),
-            "iw_slo_attainment_served": float(1.0 - c[_C["iw_slo_misses"]] / iw_first) if iw_first else 1.0,
-            "iw_ttft_mean": float(c[_C["iw_ttft_sum"]] / iw_first) if iw_first else 0.0,
-            "niw_deadline_misses": float(c[_C["niw_deadline_misses"]]),
-            "billed_gpu_hours": float(gpu_h[0] + gpu_h[1] + gpu_h[2]),
-            "donated_gpu_hours": float(gpu_h[3]),
-            "wastage_gpu_hours": float(gpu_h[1]),
+            "requests_completed": float(c[Stat.COMPLETED]),
+            "requests_dropped": float(c[Stat.DROPPED]),
+            "iw_slo_attainment_served": float(1.0 - c[Stat.IW_SLO_MISSES] / iw_first) if iw_first else 1.0,
+            "iw_ttft_mean": float(c[Stat.IW_TTFT_SUM] / iw_first) if iw_first else 0.0,
+            "niw_deadline_misses": float(c[Stat.NIW_DEADLINE_MISSES]),
+            "billed_gpu_hours": float(gpu_h[list(BILLED_STATES)].sum()),
+            "donated_gpu_hours": float(gpu_h[SPOT]),
+            "wastage_gpu_hours": float(gpu_h[STARTING]),
             "cost_usd": float(self._last_gpu_cost),
             "scale_ups": float(ups),
-            "scale_downs": float(sim.n_scale_downs),
+            "scale_downs": float(sim.fleet.n_scale_downs),
             "refused_changes": float(self._refused_total),
             "reward": float(sum(self._totals.values())),
             "sim_seconds": float(sim.now),

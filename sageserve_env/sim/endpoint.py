@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, List
+from typing import List
 
-if TYPE_CHECKING:
-    from sageserve_env.sim.instance import Instance
-    from sageserve_env.sim.simulator import Simulator
+from sageserve_env.sim.host import Host
+from sageserve_env.sim.requests import DropReason
+from sageserve_env.sim.stats import N_TOTALS, Stat
+
+_DROPPED = int(Stat.DROPPED)
 
 
 class Endpoint:
@@ -21,39 +23,31 @@ class Endpoint:
     70B model's KV pool cannot fill at ``max_batch_size`` 512, so reserved memory alone would
     never show overload. Interactive requests that arrive while no instance is active wait in
     ``backlog`` until one is.
+
+    ``stats`` holds the endpoint's running totals (the first ``N_TOTALS`` columns of the
+    statistics array, ``sageserve_env.sim.stats``).
     """
 
     __slots__ = (
-        "sim", "index", "region", "model", "capacity", "active", "starting", "draining",
-        "backlog", "niw_queue", "niw_queue_tokens", "committed",
-        "arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens", "iw_ttft_sum",
-        "iw_slo_misses", "iw_e2e_misses", "niw_completed", "niw_deadline_misses", "dropped",
+        "host", "requests", "index", "region", "model", "capacity", "active", "starting", "draining",
+        "backlog", "niw_queue", "niw_queue_tokens", "committed", "stats",
     )
 
-    def __init__(self, sim: "Simulator", index: int, region: int, model: int, capacity: int) -> None:
-        self.sim = sim
+    def __init__(self, host: Host, index: int, region: int, model: int, capacity: int) -> None:
+        self.host = host
+        self.requests = host.requests
         self.index = index
         self.region = region
         self.model = model
         self.capacity = capacity  # KV tokens per instance
-        self.active: List["Instance"] = []
-        self.starting: List["Instance"] = []
-        self.draining: List["Instance"] = []
+        self.active: List = []  # Instance objects, in the order they became active
+        self.starting: List = []
+        self.draining: List = []
         self.backlog: deque = deque()
         self.niw_queue: deque = deque()
         self.niw_queue_tokens = 0
         self.committed = 0  # pending tokens of the active instances
-        # running totals (the env differences them per step)
-        self.arrived = 0
-        self.arrived_prompt_tokens = 0
-        self.completed = 0
-        self.iw_first_tokens = 0
-        self.iw_ttft_sum = 0.0
-        self.iw_slo_misses = 0
-        self.iw_e2e_misses = 0
-        self.niw_completed = 0
-        self.niw_deadline_misses = 0
-        self.dropped = 0
+        self.stats: List[float] = [0] * N_TOTALS
 
     def utilization(self) -> float:
         """Mean memory utilization of the active instances; 1.0 when none is active."""
@@ -62,10 +56,11 @@ class Endpoint:
 
     def route(self, rid: int, now: float) -> None:
         """Send a request to the active instance with the fewest pending tokens."""
-        sim = self.sim
-        need = sim.prompt[rid] + sim.output[rid]
+        req = self.requests
+        need = req.prompt[rid] + req.output[rid]
         if need > self.capacity:
-            sim.drop(rid, "too_large", self)
+            req.drop_reason[rid] = int(DropReason.TOO_LARGE)
+            self.stats[_DROPPED] += 1
             return
         best = None
         least = 1 << 62
@@ -81,26 +76,28 @@ class Endpoint:
 
     def enqueue_niw(self, rid: int, now: float) -> None:
         """Hold a non-interactive request until utilization lets it in."""
+        req = self.requests
         self.niw_queue.append(rid)
-        self.niw_queue_tokens += self.sim.prompt[rid] + self.sim.output[rid]
+        self.niw_queue_tokens += req.prompt[rid] + req.output[rid]
         self.feed(now)
 
     def feed(self, now: float) -> None:
         """SageServe ``feed_async``: g requests at utilization <= low, 2g up to high, none above."""
         if not self.active:
             return
-        sim = self.sim
+        host = self.host
         util = self.committed / (len(self.active) * self.capacity)
-        if util <= sim.niw_low_util:
-            n = sim.niw_granularity
-        elif util <= sim.niw_high_util:
-            n = 2 * sim.niw_granularity
+        if util <= host.niw_low_util:
+            n = host.niw_granularity
+        elif util <= host.niw_high_util:
+            n = 2 * host.niw_granularity
         else:
             return
+        req = self.requests
         queue = self.niw_queue
         while queue and n:
             rid = queue.popleft()
-            self.niw_queue_tokens -= sim.prompt[rid] + sim.output[rid]
+            self.niw_queue_tokens -= req.prompt[rid] + req.output[rid]
             n -= 1
             self.route(rid, now)
 
@@ -117,3 +114,8 @@ class Endpoint:
         """Requests waiting anywhere in the endpoint (not admitted to a batch)."""
         waiting = sum(len(i.wait_iw) + len(i.wait_niw) for i in self.active + self.draining)
         return waiting + len(self.backlog) + len(self.niw_queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted to a batch of one of its instances."""
+        return sum(i.in_flight for i in self.active + self.draining)

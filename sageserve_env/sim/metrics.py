@@ -1,9 +1,10 @@
 """Run summary: latency percentiles, SLO attainment, GPU-hours and scaling counts of a simulation.
 
-``summarize(sim, wall_seconds)`` reads the simulator's per-request records, state accounting,
-instance timeline and scaling log once, after (or during) a run; nothing here runs in the event
-loop. Every request-level figure is recomputable from the per-request records that
-``outputs.write_run`` writes (the first ``sim.arrived`` rows of ``sim.records()``).
+``summarize(sim, wall_seconds)`` reads the simulator's request metrics (``RecordMetrics`` over
+the per-request records in the detailed fidelity, their per-endpoint estimates in the fast one),
+its fleet's GPU-seconds, instance timeline and scaling log once, after (or during) a run;
+nothing here runs in the event loop. In the detailed fidelity every request-level figure is
+recomputable from the per-request records that ``outputs.write_run`` writes (``sim.records()``).
 
 Definitions (``now`` = simulated time reached):
 
@@ -29,19 +30,15 @@ Definitions (``now`` = simulated time reached):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from sageserve_env.sim.instance import ACTIVE, DRAINING, FREE, SPOT, STARTING
+from sageserve_env.sim.fleet import BILLED_STATES, FREE, SCALE_UPS, SPOT, STARTING, ScaleKind
 from sageserve_env.workload.workload import IW
 
-if TYPE_CHECKING:
-    from sageserve_env.sim.simulator import Simulator
-
 PERCENTILES = (50, 90, 95, 99)
-SCALE_KINDS = ("undrain", "reclaim", "load_free", "load_other", "drain")  # "drain" scales down
-BILLED_STATES = (ACTIVE, STARTING, DRAINING)
+SCALE_KINDS = tuple(ScaleKind)  # the last, DRAIN, scales down
 QUARTER_HOUR_S = 900.0
 
 
@@ -66,23 +63,17 @@ def quarter_hour_peak_hours(times: Sequence[float], billed: Sequence[int], end_s
     return float(peak.sum()) * bin_s / 3600.0
 
 
-def arrived_records(sim: "Simulator") -> Dict[str, np.ndarray]:
-    """``sim.records()`` restricted to the requests that have arrived (the first ``sim.arrived``)."""
-    n = sim.arrived
-    return {k: v[:n] for k, v in sim.records().items()}
-
-
 def _percentiles(prefix: str, values: np.ndarray) -> Dict[str, Optional[float]]:
     if not len(values):
         return {f"{prefix}_p{p}": None for p in PERCENTILES}
     return {f"{prefix}_p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
 
 
-class _Requests:
-    """Derived per-request columns of the arrived requests, computed once per summary."""
+class RecordMetrics:
+    """Request metrics from per-request records (``Simulator.records()``) as of ``now``; rows
+    are requests, ``region`` and ``model`` the endpoint each counts for."""
 
-    def __init__(self, sim: "Simulator") -> None:
-        rec = arrived_records(sim)
+    def __init__(self, rec: Dict[str, np.ndarray], now: float) -> None:
         arrival, sla, first, done = rec["arrival_s"], rec["sla_s"], rec["first_token_s"], rec["completion_s"]
         out = rec["output_tokens"].astype(np.int64)
         self.iw = rec["tier"] == IW
@@ -92,7 +83,7 @@ class _Requests:
         self.e2e = done - arrival
         with np.errstate(invalid="ignore", divide="ignore"):
             self.tpot = np.where(self.completed & (out > 1), (done - first) / (out - 1), np.nan)
-        overdue = ~self.dropped & (arrival + sla < sim.now)
+        overdue = ~self.dropped & (arrival + sla < now)
         self.iw_met = self.iw & (self.ttft <= sla)
         self.iw_missed = self.iw & ~self.iw_met & (np.isfinite(self.ttft) | self.dropped | overdue)
         niw = ~self.iw
@@ -127,7 +118,7 @@ class _Requests:
         return m
 
 
-def _accounting(sim: "Simulator", gpu_s: np.ndarray, peaks: np.ndarray, scale_counts: np.ndarray,
+def _accounting(fleet, gpu_s: np.ndarray, peaks: np.ndarray, scale_counts: np.ndarray,
                 region: int, model: Optional[int]) -> Dict[str, Any]:
     """GPU-hours, cost, instance-hours and scaling counts of one endpoint, or of a whole region
     (``model`` None; then with the GPU-hours of servers holding no model)."""
@@ -141,27 +132,27 @@ def _accounting(sim: "Simulator", gpu_s: np.ndarray, peaks: np.ndarray, scale_co
     }
     if model is None:
         m["free_gpu_hours"] = float(g[FREE])
-    m["billed_instance_hours"] = billed / float(sim.gpus_per_server[region])
+    m["billed_instance_hours"] = billed / float(fleet.gpus_per_server[region])
     m["instance_hours_15min_peak"] = float(peaks[region, models].sum())
-    m["cost_usd"] = billed * float(sim.cost_per_gpu_hour[region])
+    m["cost_usd"] = billed * float(fleet.cost_per_gpu_hour[region])
     kinds = scale_counts[region, models].sum(axis=0)
-    m["scale_ups"] = int(kinds[:-1].sum())
-    m["scale_downs"] = int(kinds[-1])
-    m.update({f"scale_{k}": int(v) for k, v in zip(SCALE_KINDS, kinds)})
+    m["scale_ups"] = int(kinds[:len(SCALE_UPS)].sum())
+    m["scale_downs"] = int(kinds[SCALE_KINDS.index(ScaleKind.DRAIN)])
+    m.update({f"scale_{k.value}": int(v) for k, v in zip(SCALE_KINDS, kinds)})
     return m
 
 
-def summarize(sim: "Simulator", wall_seconds: float) -> Dict[str, Any]:
+def summarize(sim, wall_seconds: float) -> Dict[str, Any]:
     """Global metrics plus ``per_endpoint`` and ``per_region`` lists of the same metrics.
 
     Values are plain Python numbers or ``None`` (never NaN), so the dict dumps to valid JSON.
     """
     n_r, n_m = len(sim.region_names), len(sim.model_names)
-    # the fast fidelity keeps no per-request records: it provides the same metrics per endpoint
-    req = sim.request_metrics() if hasattr(sim, "request_metrics") else _Requests(sim)
+    req = sim.request_metrics()
     gpu_s = sim.gpu_seconds_by_state()
+    fleet = sim.fleet
 
-    tl = np.asarray(sim.timeline, dtype=float).reshape(-1, 7)
+    tl = np.asarray(fleet.timeline, dtype=float).reshape(-1, 7)
     peaks = np.zeros((n_r, n_m))
     for r in range(n_r):
         for m in range(n_m):
@@ -169,7 +160,7 @@ def summarize(sim: "Simulator", wall_seconds: float) -> Dict[str, Any]:
             peaks[r, m] = quarter_hour_peak_hours(rows[:, 0], rows[:, 3:6].sum(axis=1), sim.now)
 
     scale_counts = np.zeros((n_r, n_m, len(SCALE_KINDS)), dtype=np.int64)
-    for _, r, m, kind in sim.scale_log:
+    for _, r, m, kind in fleet.scale_log:
         scale_counts[r, m, SCALE_KINDS.index(kind)] += 1
 
     per_endpoint: List[Dict[str, Any]] = []
@@ -178,10 +169,10 @@ def summarize(sim: "Simulator", wall_seconds: float) -> Dict[str, Any]:
         in_region = req.region == r
         for m, model in enumerate(sim.model_names):
             row = {"region": region, "model": model, **req.metrics(in_region & (req.model == m))}
-            row.update(_accounting(sim, gpu_s, peaks, scale_counts, r, m))
+            row.update(_accounting(fleet, gpu_s, peaks, scale_counts, r, m))
             per_endpoint.append(row)
         row = {"region": region, **req.metrics(in_region)}
-        row.update(_accounting(sim, gpu_s, peaks, scale_counts, r, None))
+        row.update(_accounting(fleet, gpu_s, peaks, scale_counts, r, None))
         per_region.append(row)
 
     summary: Dict[str, Any] = req.metrics()

@@ -58,6 +58,13 @@ class PerfModel:
         """One decode iteration of ``batch`` sequences holding ``kv_tokens`` KV tokens in all."""
         return self.decode_base_s + self.decode_per_seq_s * batch + self.decode_per_kv_token_s * kv_tokens
 
+    def decode_run(self, batch: int, kv_tokens: int) -> Tuple[float, float]:
+        """``(a, cb)`` of a run of decode iterations of a fixed batch: the first takes ``a``
+        (``decode_time``) and each one more ``cb`` than the last, as every sequence adds a KV
+        token; ``run_time(a, cb, k)`` is the duration of ``k`` of them."""
+        c = self.decode_per_kv_token_s
+        return self.decode_base_s + self.decode_per_seq_s * batch + c * kv_tokens, c * batch
+
     def iteration_time(self, prefill_tokens: int, batch: int, kv_tokens: int) -> float:
         """One continuous-batching iteration: ``prefill_tokens`` prompt tokens plus ``batch``
         sequences decoding one token each, the batch holding ``kv_tokens`` KV tokens.
@@ -76,6 +83,11 @@ class PerfModel:
             overhead = self.iteration_overhead_s
             prefill = self.mixed_prefill_factor * (prefill - overhead) + overhead
         return max(prefill, self.decode_time(batch, kv_tokens))
+
+
+def run_time(a: float, cb: float, k: int) -> float:
+    """Seconds of ``k`` decode iterations of a run with ``PerfModel.decode_run`` coefficients."""
+    return k * a + cb * (k * (k - 1) // 2)
 
 
 @dataclass(frozen=True)

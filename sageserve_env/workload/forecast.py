@@ -18,17 +18,11 @@ evaluation workers) a multi-threaded OpenBLAS slows it about tenfold: run such p
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Protocol, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, EstimationWarning
 from statsmodels.tsa.arima.model import ARIMA
-
-
-class Forecaster(Protocol):
-    def forecast(self, history: np.ndarray, horizon: int) -> np.ndarray:
-        """``horizon`` non-negative values for the minutes following ``history``."""
-        ...
 
 
 def normalized_mae(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -145,3 +139,32 @@ class ArimaForecaster:
         self._results = self._results.extend(h[self._seen:] / self._scale)
         self._seen = len(h)
         self._last = h[-1]
+
+
+FORECASTERS = ("arima", "seasonal_naive")
+
+
+class EndpointForecasters:
+    """One forecaster per endpoint for per-minute series shaped (minutes, regions, models):
+    ``arima`` (``ArimaForecaster(order, refit_every)``) or ``seasonal_naive``. Each keeps the
+    state of its own series across the calls of an episode."""
+
+    def __init__(self, kind: str, order: Tuple[int, int, int] = (3, 1, 2), refit_every: int = 60) -> None:
+        if kind not in FORECASTERS:
+            raise ValueError(f"forecaster must be one of {list(FORECASTERS)}, got {kind!r}")
+        self.kind = kind
+        self.order = tuple(order)
+        self.refit_every = refit_every
+        self.models: Dict[Tuple[int, int], object] = {}
+
+    def forecast(self, history: np.ndarray, horizon: int) -> np.ndarray:
+        """``horizon`` non-negative values per endpoint following ``history``, (horizon, R, M)."""
+        out = np.zeros((horizon,) + history.shape[1:])
+        for r, m in np.ndindex(history.shape[1:]):
+            model = self.models.get((r, m))
+            if model is None:
+                model = (ArimaForecaster(self.order, self.refit_every) if self.kind == "arima"
+                         else SeasonalNaiveForecaster())
+                self.models[(r, m)] = model
+            out[:, r, m] = model.forecast(history[:, r, m], horizon)
+        return out

@@ -7,7 +7,7 @@ order. Columns are validated once here, so nothing downstream re-checks them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -74,6 +74,14 @@ class Workload:
     def duration_s(self) -> float:
         return float(self.arrival_s[-1]) if len(self) else 0.0
 
+    def indexed(self, region_names: Sequence[str], model_names: Sequence[str]) -> "Indexed":
+        """Home region, model and priority orders of every request as indices into a config's
+        ``region_names`` and ``model_names``; a name the config lacks is a ``WorkloadError``."""
+        region_map = _remap(self, self.regions, region_names, "region")
+        model_map = _remap(self, self.models, model_names, "model")
+        orders = tuple(tuple(int(region_map[r]) for r in order) for order in self.priority_orders)
+        return Indexed(region_map[self.region], model_map[self.model], orders)
+
     def slice_time(self, start_s: float, end_s: float) -> "Workload":
         """Requests arriving in [start_s, end_s), with times shifted so that start_s becomes 0."""
         lo, hi = np.searchsorted(self.arrival_s, [start_s, end_s], side="left")
@@ -81,6 +89,22 @@ class Workload:
                 ("region", "priority", "model", "tier", "prompt_tokens", "output_tokens", "sla_s", "batch_id")}
         return Workload(self.regions, self.models, self.arrival_s[lo:hi] - start_s, priority_orders=self.priority_orders,
                         source=f"{self.source}[{start_s:g}s:{end_s:g}s]", meta=dict(self.meta), **cols)
+
+
+class Indexed(NamedTuple):
+    """``Workload.indexed``: per request, the config's indices of its home region and model;
+    the priority orders as tuples of the config's region indices."""
+
+    region: np.ndarray
+    model: np.ndarray
+    priority_orders: Tuple[Tuple[int, ...], ...]
+
+
+def _remap(w: Workload, names: Sequence[str], known: Sequence[str], what: str) -> np.ndarray:
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise WorkloadError(f"{w.source}: {what} {missing} not in the config's {what}s {list(known)}")
+    return np.array([list(known).index(n) for n in names], dtype=np.int64)
 
 
 def _first_bad(w: Workload, column: str, bad: np.ndarray, why: str) -> None:
