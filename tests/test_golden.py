@@ -8,6 +8,7 @@ version instead.
 import numpy as np
 import pytest
 
+from sageserve_env.env.view import EndpointState
 from golden import DAY_CASES, ENV_CASES, GOLDEN_FILE, day_case, env_case
 
 
@@ -20,6 +21,11 @@ def golden():
 def _same(golden, prefix, case):
     for k, v in case.items():
         want = golden[f"{prefix}/{k}"]
+        if k == "view" and "-fast-" in prefix:
+            # the last field, niw_queue_requests, read 0 in the fast fidelity until it was fixed;
+            # no observation, reward or policy reads it
+            n_endpoints = v.shape[1] // len(EndpointState.__dataclass_fields__)
+            v, want = v[:, :-n_endpoints], want[:, :-n_endpoints]
         assert v.shape == want.shape, f"{prefix}/{k}: shape {v.shape} != {want.shape}"
         if v.dtype.kind in "US":
             assert (v == want).all(), f"{prefix}/{k} differs"

@@ -36,25 +36,30 @@ One tick, with A active instances of ``cap`` KV tokens each (equations in ``docs
    TTFT > SLO (fractional). NIW deadline misses: NIW completions (FIFO) past the workload's
    mean NIW deadline.
 
-Request counts are integers and conserved exactly; misses are expected values. The server
-objects live on: after every ``run_until`` and ``scale`` their ``reserved``, ``waiting_tokens``
-and ``pending_tokens`` are set from the flows (an endpoint's work spread evenly over as many of
-its active instances as it holds requests, as join-shortest-queue would), so ``SimView`` and
-the utilization-driven policies read the same quantities as in the detailed mode.
+Request counts are integers and conserved exactly; misses are expected values. The fleet is
+the detailed simulator's ``Fleet`` (the same rules, delays and refusals); an instance here is a
+position in its endpoint's list, its share of the endpoint's work spread evenly over as many of
+the active instances as the endpoint holds requests, as join-shortest-queue would (``_spread``).
+The statistics array (``statistics()``) is written from the flows and that spread, so
+``SimView``, the env and the utilization-driven policies read the same quantities as in the
+detailed fidelity.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from sageserve_env.config import SimConfig
-from sageserve_env.sim.instance import Instance
-from sageserve_env.sim.simulator import InvariantError, Simulator
-from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
+from sageserve_env.sim.events import EventQueue
+from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, Fleet, ScaleResult
+from sageserve_env.sim.metrics import PERCENTILES
+from sageserve_env.sim.simulator import InvariantError, build_perf_models, kv_capacity
+from sageserve_env.sim.stats import Stat
+from sageserve_env.workload.workload import IW, NIW, Workload
 
 SIZE_SAMPLE = 100_000  # requests per model the size constants are taken from (evenly spaced)
 # Quantile bins of token sizes, dense in the tail so that p95 and p99 latencies are resolved.
@@ -64,13 +69,13 @@ BOUNDARY_WAIT = 0.5  # iterations an arriving request waits for the next boundar
 LOAD_SMOOTHING_S = 60.0  # time constant of the prefill load behind the stochastic wait
 RHO_MAX = 0.98  # load beyond which the stochastic wait stops growing (the fluid queue takes over)
 HIST_EDGES_S = np.logspace(-3, 6, 901)  # latency histogram bins (1 ms .. 11.6 days), 1% wide
-PERCENTILES = (50, 90, 95, 99)
 WAIT_LEVELS = (0.3, 0.75, 0.94, 0.99)  # quantiles standing for the exponential stochastic wait
 W, P, D = range(3)  # request pools: waiting for a slot, prefilling, decoding
 HOME_COLS = 6  # per endpoint and tick: NIW requests, NIW tokens, dropped IW, NIW, tokens, IW prompt
-# Endpoint running totals the flows set: counts, and expected values (rows of ``_expected``)
-COUNTERS = ("arrived", "arrived_prompt_tokens", "completed", "iw_first_tokens", "niw_completed", "dropped")
-EXPECTED = ("iw_slo_misses", "iw_e2e_misses", "niw_deadline_misses", "iw_ttft_sum")
+# statistics columns of the running totals, from ``_totals()`` (counts) and rows of ``_expected``
+COUNTED = {Stat.ARRIVED: "arrived", Stat.ARRIVED_PROMPT_TOKENS: "arrived_prompt_tokens", Stat.COMPLETED: "completed",
+           Stat.IW_FIRST_TOKENS: "iw_first_tokens", Stat.NIW_COMPLETED: "niw_completed", Stat.DROPPED: "dropped"}
+EXPECTED = (Stat.IW_SLO_MISSES, Stat.IW_E2E_MISSES, Stat.NIW_DEADLINE_MISSES, Stat.IW_TTFT_SUM)
 
 
 @dataclass(frozen=True)
@@ -91,50 +96,86 @@ class _Sizes:
     output_q: np.ndarray  # (E, K) output tokens at each bin's middle quantile
 
 
-class FlowSimulator(Simulator):
-    """``Simulator`` with token flows per tick instead of requests (see the module docstring)."""
+class _StartUp:
+    """A starting instance of endpoint (r, m) in the event queue: activated when it fires."""
 
-    keeps_records = False
+    __slots__ = ("sim", "r", "m", "version")
+
+    def __init__(self, sim: "FlowSimulator", r: int, m: int) -> None:
+        self.sim, self.r, self.m, self.version = sim, r, m, 0
+
+    def on_event(self, now: float) -> None:
+        self.sim.activate(self.r, self.m, now)
+
+
+class _Drain:
+    """A draining instance: the decoding requests and KV tokens it took along, per tier, and
+    the fractional outflow carried between ticks; rows (requests, tokens, carry)."""
+
+    __slots__ = ("endpoint", "held")
+
+    def __init__(self, endpoint: int, held: np.ndarray) -> None:
+        self.endpoint, self.held = endpoint, held
+
+
+class FlowSimulator:
+    """The fast fidelity: token flows per tick on the detailed simulator's ``Fleet`` (see the
+    module docstring); the same interface as ``Simulator`` but per-request records."""
+
+    fidelity = "fast"
 
     def __init__(self, config: SimConfig, workload: Workload, tick_s: float = 5.0) -> None:
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
         self.tick_s = float(tick_s)
-        super().__init__(config, workload)
+        self.config = config
+        self.workload = workload
+        self.region_names = config.region_names
+        self.model_names = config.model_names
+        self.now = 0.0
+        self.changes = 0  # calls of run_until and scale: views taken at the same count are current
+        self.events = EventQueue()  # start-ups
+        self.max_batch_size = config.batching.max_batch_size
+        self.max_batch_tokens = config.batching.max_batch_tokens
+        self.drop_iw_after_s = config.slo.drop_iw_after_s
+        self.iw_e2e_s = config.slo.iw_e2e_s
+        self.feed_async = config.niw.feed_async
+        self.niw_granularity = config.niw.granularity
+        self.niw_low_util = config.niw.low_util
+        self.niw_high_util = config.niw.high_util
+        self.util_threshold = config.routing.util_threshold
+        self.no_reroute = config.routing.no_reroute
+        self.fleet = Fleet(config)
+        self.perf = build_perf_models(config)
+        n_r, n_m = len(self.region_names), len(self.model_names)
+        self.kv_capacity = np.array([kv_capacity(config, r, m) for r in range(n_r) for m in range(n_m)], dtype=np.int64)
+        self._load_requests(workload)
         self._build_constants()
         self._build_table()
         self._build_state()
-        self._sync()
 
     # -- construction -------------------------------------------------------------------
     def _load_requests(self, w: Workload) -> None:
         """Numpy columns only: the flows never look at a single request."""
-        def remap(names, known, what):
-            missing = [n for n in names if n not in known]
-            if missing:
-                raise WorkloadError(f"{w.source}: {what} {missing} not in the config's {what}s {known}")
-            return np.array([known.index(n) for n in names], dtype=np.int64)
-
-        regions = remap(w.regions, self.region_names, "region")
+        idx = w.indexed(self.region_names, self.model_names)
         self.n_requests = len(w)
-        self.req_region = regions[w.region]
-        self.req_model = remap(w.models, self.model_names, "model")[w.model]
-        self._orders = [tuple(int(regions[r]) for r in o) for o in w.priority_orders]
+        self.req_region, self.req_model, self._orders = idx
         self._stream = w.arrival_s + self.config.routing.delay_s
         self._next_arrival = 0
 
     def _build_constants(self) -> None:
         """Per-endpoint arrays of what does not change: KV capacity, perf coefficients, sizes."""
         w = self.workload
-        self._E = len(self.all_endpoints)
-        self._cap = np.array([ep.capacity for ep in self.all_endpoints], dtype=float)
-        perf = [self.perf[ep.region][ep.model] for ep in self.all_endpoints]
+        n_m = len(self.model_names)
+        self._E = len(self.kv_capacity)
+        self._cap = self.kv_capacity.astype(float)
+        perf = [self.perf[e // n_m][e % n_m] for e in range(self._E)]
         coef = lambda k: np.array([getattr(p, k) for p in perf], dtype=float)  # noqa: E731
         self._db, self._ds, self._dk = coef("decode_base_s"), coef("decode_per_seq_s"), coef("decode_per_kv_token_s")
         self._pb, self._pt = coef("prefill_base_s"), coef("prefill_per_token_s")
         self._pq = coef("prefill_per_token_sq_s")
         self._mixed = self.config.perf.mixed_prefill_factor or 1.0
-        self._sizes = self._size_constants(np.array([ep.model for ep in self.all_endpoints]))
+        self._sizes = self._size_constants(np.arange(self._E) % n_m)
         niw = w.tier == NIW
         self._niw_sla = float(w.sla_s[niw].mean()) if niw.any() else self.config.niw.deadline_s
         self._iw_sla = float(w.sla_s[~niw].mean()) if (~niw).any() else self.config.slo.iw_ttft_s
@@ -240,7 +281,8 @@ class FlowSimulator(Simulator):
         self._served = np.zeros((2, E))  # FIFO departures: IW first tokens and drops, NIW completions
         self._wait = np.zeros(E)  # FIFO wait of the last IW departure
         self._stale = np.zeros((2, E))  # IW dropped by drop_iw_after_s: requests, tokens
-        self._drains: Dict[Instance, np.ndarray] = {}  # draining instance -> (requests, tokens, carry) x tier
+        self._drains: List[_Drain] = []  # every draining instance, in the order they began
+        self._draining: List[List[_Drain]] = [[] for _ in range(E)]  # per endpoint, in that order
         # per tick: first tokens, FIFO wait, decode marginal, boundary wait, iteration, P(queue), mean queue
         self._log = np.zeros((self._n_bins + 1, 7, E))
         self._n_log = 0
@@ -257,12 +299,13 @@ class FlowSimulator(Simulator):
         self._prefill_sq = np.stack([sz.prefill ** 2 @ sz.weights, 2 * (sz.prefill * sz.chunks) @ sz.weights,
                                      sz.chunks ** 2 @ sz.weights])
         self._no_wait = np.zeros(E)
-        self._synced = [0] * E  # leading active instances of each endpoint that may hold tokens
         self._fleet_changed = True  # active counts to recount at the next tick
 
     # -- the tick loop ------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         """Advance tick by tick to ``t_end`` (a partial tick where ``t_end`` is off the grid)."""
+        if not math.isfinite(t_end):
+            raise ValueError(f"run_until({t_end}): the time must be finite")
         if t_end < self.now:
             raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
         self.changes += 1
@@ -278,22 +321,11 @@ class FlowSimulator(Simulator):
                 lo = self._next_arrival
                 hi = int(np.searchsorted(self._stream, t1, side="right"))
                 row = self._aggregate(lo, hi, np.zeros(hi - lo, dtype=np.int64), 1)[0]
-            self._start_instances(t1)
+            self.events.run_through(t1)  # start-ups, each at its own time; they serve from the tick's start
             self.now = t1
             self._next_arrival = hi
             self._tick(t1 - t0, row)
         self.now = t_end
-        self._sync()
-
-    def _start_instances(self, t1: float) -> None:
-        """The parent's start-up events up to ``t1`` (starting -> active), each at its own time;
-        the new instances serve from the start of the tick."""
-        events = self._events
-        while events and events[0][0] <= t1:
-            t, _, inst, version = events.pop(0)
-            if version == inst.version:
-                self.now = t
-                inst.on_event(t)
 
     def _tick(self, dt: float, row: np.ndarray) -> None:
         """One tick of ``dt`` seconds ending at ``now``, ``row`` its arrivals (see the module
@@ -318,7 +350,7 @@ class FlowSimulator(Simulator):
     def _recount(self) -> None:
         """Per-endpoint figures that change only with the active instances."""
         self._fleet_changed = False
-        self._A = A = np.array([len(ep.active) for ep in self.all_endpoints], dtype=float)
+        self._A = A = self.fleet.counts[:, :-1, ACTIVE].reshape(-1).astype(float)
         self._has = A > 0
         self._A1 = np.maximum(A, 1.0)
         self._limits = A * self._per_instance  # (requests, KV tokens) the active instances can batch
@@ -585,58 +617,64 @@ class FlowSimulator(Simulator):
         frac = (t - times[j - 1]) / (times[j] - times[j - 1])
         return self._hist[j - 1] + frac * (self._hist[j] - self._hist[j - 1])
 
-    # -- draining -------------------------------------------------------------------------
-    def drained(self, inst: Instance, now: float) -> None:
-        """Called by the parent's scale-down (a server object holds no request of its own): the
-        instance takes its share of the endpoint's decoding requests and goes to spot once they
-        are done, at once if it has none."""
-        e = inst.endpoint.index
-        dec = self._Q[D, :, :, e]  # (requests, tokens) x tier
-        held = self._Q[P:, 1, :, e].sum()
-        share = inst.reserved / held if held > 0 and inst.endpoint.active else 1.0  # the last one takes all
-        req = np.floor(dec[0] * share)
-        if not req.any():
-            self._release(inst, now)
-            return
-        tok = np.where(req == dec[0], dec[1], np.maximum(np.floor(dec[1] * share), req))
-        dec -= np.stack([req, tok])
-        self._drains[inst] = np.stack([req, tok, np.zeros(2)])
-        self._log_endpoint(inst.region, inst.model)
+    # -- scaling: the fleet's rules, this fidelity's traffic ------------------------------
+    def scale(self, region: int | str, model: int | str, delta: int) -> ScaleResult:
+        """Ask endpoint (region, model) for ``delta`` more (or fewer) instances (``Fleet.scale``).
+        An instance that drains takes its share of the endpoint's decoding requests along."""
+        self.changes += 1
+        r, m = self.fleet.endpoint(region, model)
+        self._shares = self._spread(r * len(self.model_names) + m)  # the instances' work as it stands
+        return self.fleet.scale(r, m, delta, self.now, self)
 
-    def _release(self, inst: Instance, now: float) -> None:
-        """The parent's end of a drain (to spot), with the server's token fields cleared."""
-        inst.reserved = inst.pending_tokens = inst.waiting_tokens = 0
-        super().drained(inst, now)
-
-    def _set_state(self, inst: Instance, state: int, model: int) -> None:
-        """The parent's state change; the active counts are recounted at the next tick."""
-        super()._set_state(inst, state, model)
+    def undrain(self, r: int, m: int, now: float) -> None:
+        """The last draining instance serves again: its requests go back to D."""
+        e = r * len(self.model_names) + m
+        drain = self._draining[e].pop()
+        self._drains.remove(drain)
+        self._Q[D, :, :, e] += drain.held[:2]
         self._fleet_changed = True
 
-    def _scale_up(self, r: int, m: int) -> str:
-        """The parent's scale-up; a draining instance kept instead brings its requests back."""
-        ep = self.endpoints[r][m]
-        inst = ep.draining[-1] if ep.draining else None
-        kind = super()._scale_up(r, m)
-        if kind == "undrain" and inst in self._drains:
-            self._Q[D, :, :, ep.index] += self._drains.pop(inst)[:2]
-        return kind
+    def start(self, r: int, m: int, ready_at: float) -> None:
+        self.events.push(ready_at, _StartUp(self, r, m))
+        self._fleet_changed = True
 
-    def scale(self, region, model, delta):
-        """The parent's ``scale``, then the server objects re-synced from the flows."""
-        result = super().scale(region, model, delta)
-        self._sync_servers(self.endpoints[self.region_names.index(result.region)][self.model_names.index(result.model)],
-                           everything=True)
-        return result
+    def activate(self, r: int, m: int, now: float) -> None:
+        """A starting instance finished loading."""
+        self.fleet.activate(r, m, now)
+        self._fleet_changed = True
+
+    def drain(self, r: int, m: int, now: float) -> bool:
+        """The active instance with the fewest pending tokens drains (of the spread as it stood
+        when the scale call began): it takes its share of the endpoint's KV-held requests'
+        decoding requests (all of them if it is the last active one)."""
+        self._fleet_changed = True
+        e = r * len(self.model_names) + m
+        pending, reserved = self._shares
+        i = int(np.argmin(pending))
+        share_tokens = reserved[i]
+        self._shares = np.delete(pending, i), np.delete(reserved, i)
+        dec = self._Q[D, :, :, e]  # (requests, tokens) x tier
+        held = self._Q[P:, 1, :, e].sum()
+        share = share_tokens / held if held > 0 and len(pending) > 1 else 1.0
+        req = np.floor(dec[0] * share)
+        if not req.any():
+            return False
+        tok = np.where(req == dec[0], dec[1], np.maximum(np.floor(dec[1] * share), req))
+        dec -= np.stack([req, tok])
+        drain = _Drain(e, np.stack([req, tok, np.zeros(2)]))
+        self._drains.append(drain)
+        self._draining[e].append(drain)
+        return True
 
     def _drain_tick(self, dt: float, done: np.ndarray, done_t: np.ndarray):
         """Advance every draining instance's batch like D; returns ``done`` and ``done_t`` (per
         tier and endpoint) with its completions added."""
         sz = self._sizes
         done, done_t = done.copy(), done_t.copy()
-        for inst in list(self._drains):
-            req, tok, carry = state = self._drains[inst]
-            e = inst.endpoint.index
+        n_m = len(self.model_names)
+        for drain in list(self._drains):
+            req, tok, carry = state = drain.held
+            e = drain.endpoint
             t = self._db[e] + self._ds[e] * req.sum() + self._dk[e] * tok.sum() * sz.context[e]
             out = self._integral(req * -math.expm1(-dt / (sz.output[e] * t)), req, carry)
             left = req - out
@@ -646,11 +684,17 @@ class FlowSimulator(Simulator):
             done[:, e] += out
             done_t[:, e] += gone
             if not left.any():
-                del self._drains[inst]
-                self._release(inst, self.now)
+                self._drains.remove(drain)
+                self._draining[e].remove(drain)
+                self.fleet.release(e // n_m, e % n_m, self.now)
+                self._fleet_changed = True
         return done, done_t
 
-    # -- server objects and endpoint counters from the flows -------------------------------
+    # -- statistics -----------------------------------------------------------------------
+    @property
+    def arrived(self) -> int:
+        return self._next_arrival
+
     @property
     def n_completed(self) -> int:
         return int(self._done[0].sum())
@@ -658,6 +702,10 @@ class FlowSimulator(Simulator):
     @property
     def n_dropped(self) -> int:
         return int(self._totals()["dropped"].sum())
+
+    def gpu_seconds_by_state(self) -> np.ndarray:
+        """GPU-seconds so far per (region, model or none, state); model column -1 is 'no model'."""
+        return self.fleet.gpu_seconds_by_state(self.now)
 
     def _totals(self) -> Dict[str, np.ndarray]:
         """Running totals per endpoint: arrivals (IW where routed, NIW and drops at home) and
@@ -680,85 +728,102 @@ class FlowSimulator(Simulator):
             "dropped_tokens": h[:, 4] + stale[1],
         }
 
-    def _sync(self) -> None:
-        """Write the flows into the endpoints' counters and their servers' token fields."""
-        totals = self._totals()
-        counts = {k: totals[k].astype(np.int64).tolist() for k in COUNTERS}
-        expected = dict(zip(EXPECTED, self._expected.tolist()))
-        feed = self._F[1].astype(np.int64).tolist()
+    def _endpoint_pools(self) -> np.ndarray:
+        """Requests held, KV tokens reserved (prefilling and decoding) and KV tokens waiting for
+        a batch slot, per endpoint, as whole numbers: (3, E)."""
         pools = self._Q.sum(axis=2)  # pool x (requests, tokens) x endpoint
-        requests = pools[:, 0].sum(0).tolist()
-        reserved = (pools[P, 1] + pools[D, 1]).astype(np.int64).tolist()
-        waiting = pools[W, 1].astype(np.int64).tolist()
-        for ep in self.all_endpoints:
-            e = ep.index
-            for k, v in counts.items():
-                setattr(ep, k, v[e])
-            for k, v in expected.items():
-                setattr(ep, k, v[e])
-            ep.niw_queue_tokens = feed[e]
-            self._spread(ep, requests[e], reserved[e], waiting[e], everything=False)
+        return np.stack([pools[:, 0].sum(0), np.trunc(pools[P, 1] + pools[D, 1]), np.trunc(pools[W, 1])])
 
-    def _sync_servers(self, ep, everything: bool) -> None:
-        """``_spread`` the endpoint's current tokens over its servers."""
-        pools = self._Q[:, :, :, ep.index].sum(axis=2)  # pool x (requests, tokens)
-        self._spread(ep, pools[:, 0].sum(), int(pools[P, 1] + pools[D, 1]), int(pools[W, 1]), everything)
+    def _spread(self, e: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Pending and reserved KV tokens of each active instance of endpoint ``e``, in order: its
+        tokens spread evenly over as many active instances as it holds requests (the first
+        ones; a token that does not divide goes to the first)."""
+        requests, reserved, waiting = self._endpoint_pools()[:, e]
+        n_m = len(self.model_names)
+        n = int(self.fleet.counts[e // n_m, e % n_m, ACTIVE])
+        busy = self._busy(requests, reserved, n, self._cap[e])
+        i = np.arange(n)
+        res = np.where(i < busy, reserved // max(busy, 1) + (i < reserved % max(busy, 1)), 0.0)
+        wait = np.where(i < busy, waiting // max(busy, 1) + (i < waiting % max(busy, 1)), 0.0)
+        return res + wait, np.minimum(res, self._cap[e])
 
-    def _spread(self, ep, requests: float, reserved: int, waiting: int, everything: bool) -> None:
-        """Set ``reserved``, ``waiting_tokens`` and ``pending_tokens`` of the endpoint's servers
-        and its ``committed``: the tokens spread evenly over as many active instances as it holds
-        requests (only those and the ones that held tokens at the last spread are rewritten,
-        unless ``everything``)."""
-        e, active = ep.index, ep.active
-        busy = min(len(active), max(int(requests + 0.5), -(-reserved // ep.capacity), 1 if requests else 0))
-        touch = len(active) if everything else min(len(active), max(busy, self._synced[e]))
-        res, res_extra = divmod(reserved, busy) if busy else (0, 0)
-        wait, wait_extra = divmod(waiting, busy) if busy else (0, 0)
-        for i in range(touch):
-            inst = active[i]
-            share, queued = (res + (i < res_extra), wait + (i < wait_extra)) if i < busy else (0, 0)
-            inst.reserved = min(share, inst.capacity)  # beyond it (after a drain) shows as waiting
-            inst.waiting_tokens = queued + share - inst.reserved
-            inst.pending_tokens = share + queued
-        self._synced[e] = busy
-        ep.committed = reserved + waiting if active else 0
-        for inst in ep.draining:
-            state = self._drains.get(inst)
-            inst.reserved = inst.pending_tokens = int(state[1].sum()) if state is not None else 0
-            inst.waiting_tokens = 0
-        if everything:
-            for inst in ep.starting:
-                inst.reserved = inst.pending_tokens = inst.waiting_tokens = 0
+    @staticmethod
+    def _busy(requests, reserved, active, cap):
+        """Active instances that hold the endpoint's work: as many as it has requests, at least
+        the KV tokens' worth, at most all of them."""
+        return np.minimum(active, np.maximum(np.maximum(np.floor(requests + 0.5), np.ceil(reserved / cap)),
+                                             (requests > 0).astype(float)))
 
-    # -- read-only views ------------------------------------------------------------------
+    def statistics(self) -> np.ndarray:
+        """The statistics array (endpoints, ``len(Stat)``), from the flows and the even spread
+        of every endpoint's work over its active instances (``_spread``)."""
+        E = self._E
+        out = np.zeros((E, len(Stat)))
+        totals = self._totals()
+        for col, key in COUNTED.items():
+            out[:, col] = np.trunc(totals[key])
+        for col, row in zip(EXPECTED, self._expected):
+            out[:, col] = row
+        counts = self.fleet.counts[:, :-1].reshape(E, -1)
+        out[:, Stat.ACTIVE] = n = counts[:, ACTIVE]
+        out[:, Stat.STARTING] = counts[:, STARTING]
+        out[:, Stat.DRAINING] = counts[:, DRAINING]
+        out[:, Stat.SPOT_OWN] = counts[:, SPOT]
+        requests, reserved, waiting = self._endpoint_pools()
+        busy = self._busy(requests, reserved, n, self._cap)
+        b = np.maximum(busy, 1.0)
+        res, res_extra = reserved // b, reserved % b
+        wait, wait_extra = waiting // b, waiting % b
+        has, n1 = n > 0, np.maximum(n, 1)
+        out[:, Stat.UTILIZATION] = np.where(has, (reserved + waiting) / (n1 * self._cap), 1.0)
+        first = np.where(busy > 0, res + wait + (res_extra > 0) + (wait_extra > 0), 0.0)  # the fullest instance
+        out[:, Stat.UTILIZATION_MAX] = np.where(has, first / self._cap, 1.0)
+        holding = np.where(res + wait > 0, busy, np.maximum(res_extra, wait_extra))
+        out[:, Stat.BUSY_FRACTION] = np.where(has, holding / n1, 1.0)
+        # what an instance's share holds beyond its KV capacity waits too; nothing shows without an instance
+        over = res_extra * np.maximum(res + 1 - self._cap, 0) + (busy - res_extra) * np.maximum(res - self._cap, 0)
+        out[:, Stat.QUEUED_IW_TOKENS] = np.where(busy > 0, waiting + over, 0.0)
+        out[:, Stat.QUEUED_NIW_TOKENS] = np.trunc(self._F[1])
+        out[:, Stat.NIW_QUEUE_REQUESTS] = self._F[0]
+        return out
+
     def in_flight(self) -> int:
         """Requests admitted to a batch (prefilling or decoding, draining instances included)."""
-        return int(self._Q[P:, 0].sum() + sum(s[0].sum() for s in self._drains.values()))
+        return int(self._Q[P:, 0].sum() + sum(d.held[0].sum() for d in self._drains))
 
     def queued(self) -> int:
         """Requests arrived and waiting: for a batch slot, in NIW feed queues."""
         return int(self._Q[W, 0].sum() + self._F[0].sum())
 
     def check_invariants(self) -> None:
-        """Flow-mode invariants: requests and tokens conserved per endpoint, no pool negative or
-        fractional; then the parent's checks (requests overall, fleet and states, KV fields of
-        the synced server objects)."""
-        self._sync()
-        for ep in self.all_endpoints:
-            self._sync_servers(ep, everything=True)
-        pools = [self._Q, self._F] + [s[:2] for s in self._drains.values()]
+        """Requests and tokens conserved per endpoint, no pool negative or fractional, the
+        requests overall, the fleet's counts and its draining instances."""
+        pools = [self._Q, self._F] + [d.held[:2] for d in self._drains]
         if any((p < 0).any() or (p != np.floor(p)).any() for p in pools):
             raise InvariantError("a flow pool is negative or fractional")
         held = self._Q.sum(axis=(0, 2)) + self._F
-        for inst, s in self._drains.items():
-            held[:, inst.endpoint.index] += s[:2].sum(1)
+        for d in self._drains:
+            held[:, d.endpoint] += d.held[:2].sum(1)
         c = self._totals()
         arrived = np.stack([c["arrived"], c["arrived_tokens"]])
         accounted = held + self._done.sum(1) + np.stack([c["dropped"], c["dropped_tokens"]])
         if not np.array_equal(arrived, accounted):
             raise InvariantError(f"requests or tokens not conserved: arrived {arrived} != "
                                  f"held + completed + dropped {accounted}")
-        super().check_invariants()
+        done, flight, queued, dropped = self.n_completed, self.in_flight(), self.queued(), self.n_dropped
+        if self.arrived != done + flight + queued + dropped:
+            raise InvariantError(f"arrived {self.arrived} != completed {done} + in flight {flight} + "
+                                 f"queued {queued} + dropped {dropped}")
+        problem = self.fleet.check(self.now)
+        if problem:
+            raise InvariantError(problem)
+        draining = self.fleet.counts[:, :-1, DRAINING].reshape(-1)
+        if [len(d) for d in self._draining] != draining.tolist():
+            raise InvariantError(f"draining instances {[len(d) for d in self._draining]} != the fleet's {draining}")
+
+    def records(self) -> None:
+        """None: the fast fidelity keeps no per-request records (see ``request_metrics``)."""
+        return None
 
     def overdue(self) -> Tuple[int, int]:
         """IW requests without a first token past their SLO, NIW requests unfinished past their
@@ -771,13 +836,11 @@ class FlowSimulator(Simulator):
                             self._arrivals_at(self.now - self._niw_sla)[NIW]])
         return np.floor(np.maximum(arrived - self._served, 0.0))
 
-    def records(self) -> Dict[str, np.ndarray]:
-        raise NotImplementedError("the fast fidelity keeps no per-request records; use request_metrics() "
-                                  "or the detailed Simulator")
-
     def request_metrics(self) -> "FlowRequests":
         """Latency percentiles and SLO figures per endpoint, for ``metrics.summarize``."""
-        return FlowRequests(self)
+        counts = {**self._totals(), "iw_misses": self._expected[0], "niw_misses": self._expected[2]}
+        return FlowRequests(len(self.model_names), self._sizes, self._log[: self._n_log], self._delay, counts,
+                            self._overdue())
 
 
 class FlowRequests:
@@ -795,13 +858,11 @@ class FlowRequests:
 
     _LOG_STEP = math.log(HIST_EDGES_S[1] / HIST_EDGES_S[0])
 
-    def __init__(self, sim: FlowSimulator) -> None:
-        n_m = len(sim.model_names)
-        E = sim._E
-        self.region = np.arange(E) // n_m
-        self.model = np.arange(E) % n_m
-        sz = sim._sizes
-        log = sim._log[: sim._n_log]
+    def __init__(self, n_models: int, sz: _Sizes, log: np.ndarray, delay_s: float, counts: Dict[str, np.ndarray],
+                 overdue: np.ndarray) -> None:
+        E = log.shape[2]
+        self.region = np.arange(E) // n_models
+        self.model = np.arange(E) % n_models
         ft, w1, marg, bnd, t, queue_p, queue_m = (log[:, i] for i in range(7))
         w0 = np.concatenate([np.zeros((1, E)), w1[:-1]])  # a tick starts with the last one's wait
         levels = np.array(WAIT_LEVELS)
@@ -814,14 +875,14 @@ class FlowRequests:
             extra_w = np.c_[1.0 - queue_p[:, e], queue_p[:, e, None] * level_w]
             wait = (fluid[:, :, None] + extra[:, None, :]).reshape(len(ft), -1)
             weight = np.tile(0.5 * ft[:, e, None] * extra_w, 2)  # the two fluid points, halved
-            base = sim._delay + bnd[:, e, None] + sz.prefill[e] + sz.chunks[e] * marg[:, e, None]  # (ticks, K)
+            base = delay_s + bnd[:, e, None] + sz.prefill[e] + sz.chunks[e] * marg[:, e, None]  # (ticks, K)
             self._add("ttft", e, wait[:, :, None] + base[:, None, :], weight[:, :, None] * sz.weights)
             decode = (sz.output_q[e] - 1) * t[:, e, None]
             mean_ttft = (wait + (base @ sz.weights)[:, None])
             self._add("e2e", e, mean_ttft[:, :, None] + decode[:, None, :], weight[:, :, None] * sz.weights)
             self._add("tpot", e, t[:, e], ft[:, e])
-        self._counts = {**sim._totals(), "iw_misses": sim._expected[0], "niw_misses": sim._expected[2]}
-        self._overdue = sim._overdue()
+        self._counts = counts
+        self._overdue = overdue
 
     def _add(self, kind: str, e: int, values: np.ndarray, weights: np.ndarray) -> None:
         n = len(HIST_EDGES_S) - 1

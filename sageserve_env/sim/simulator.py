@@ -20,6 +20,7 @@ from sageserve_env.sim.endpoint import Endpoint
 from sageserve_env.sim.events import EventQueue
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, STATE_NAMES, Fleet, ScaleResult
 from sageserve_env.sim.instance import Instance
+from sageserve_env.sim.metrics import RecordMetrics
 from sageserve_env.sim.perf_model import PerfModel, build_perf_model
 from sageserve_env.sim.requests import Requests
 from sageserve_env.sim.stats import N_TOTALS, Stat
@@ -241,8 +242,6 @@ class Simulator:
 
     def request_metrics(self):
         """Latency percentiles and SLO figures per endpoint and region, for ``metrics.summarize``."""
-        from sageserve_env.sim.metrics import RecordMetrics
-
         return RecordMetrics(self.records(), self.now)
 
     def check_invariants(self) -> None:
