@@ -23,6 +23,7 @@ from helpers import IW, NIW, capacity_memory_gb, make_workload, one_instance_con
 from sageserve_env.config import load_config
 from sageserve_env.sim import simulator as simulator_module
 from sageserve_env.sim.instance import Instance
+from sageserve_env.sim.perf_model import run_time
 from sageserve_env.sim.simulator import Simulator
 
 
@@ -119,8 +120,8 @@ def _config(capacity: Optional[int], max_batch_size: int, max_batch_tokens: int)
 def _compare(cfg, arrival, prompt, output, tier, step_s: Optional[float] = None) -> Simulator:
     w = make_workload(cfg, arrival, prompt, output, tier=tier)
     sim = Simulator(cfg, w)
-    inst = sim.servers[0][0]
-    assert sim.n_requests == len(arrival) and inst.state == 0
+    inst = sim.endpoints[0][0].active[0]
+    assert sim.requests.n == len(arrival) and inst.state == 0
     end = 10.0 * (max(arrival) + 1.0) + 1e6
     if step_s:  # run_until in slices must not change anything
         t = 0.0
@@ -212,7 +213,7 @@ class SteppingInstance(Instance):
         if self.busy and self.run_iters > 1:
             self.run_iters = 1
             self.version += 1
-            self.sim.schedule(now + self._run_time(1), self)
+            self.schedule(now + run_time(*self.perf.decode_run(len(self.decoders), self.batch_kv), 1), self)
 
 
 def _multi_run(monkeypatch, stepping: bool, seed: int):
@@ -240,7 +241,8 @@ def _multi_run(monkeypatch, stepping: bool, seed: int):
 def test_closed_form_runs_match_single_iterations(monkeypatch, seed):
     fast = _multi_run(monkeypatch, False, seed)
     slow = _multi_run(monkeypatch, True, seed)
-    assert isinstance(slow.servers[0][0], SteppingInstance) and not isinstance(fast.servers[0][0], SteppingInstance)
+    assert isinstance(slow.endpoints[0][0].active[0], SteppingInstance)
+    assert not isinstance(fast.endpoints[0][0].active[0], SteppingInstance)
     a, b = fast.records(), slow.records()
     assert (a["drop_reason"] == b["drop_reason"]).all()
     assert (a["served_region"] == b["served_region"]).all()

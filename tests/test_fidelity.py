@@ -48,7 +48,7 @@ def test_random_scaling_keeps_invariants_and_reward_terms(overrides):
         assert env.observation_space.contains(obs)
         assert sum(info["reward_terms"].values()) == pytest.approx(reward, abs=1e-9)
         env.sim.check_invariants()
-    assert env.sim.scale_log and info["kpis"]["requests_total"] == env.sim.arrived
+    assert env.sim.fleet.scale_log and info["kpis"]["requests_total"] == env.sim.arrived
 
 
 def _trajectory_hash(seed):

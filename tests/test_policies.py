@@ -46,7 +46,7 @@ def test_short_episode_keeps_invariants(name):
 
 
 def _actions(sim, r, m):
-    return [(t, kind) for t, rr, mm, kind in sim.scale_log if (rr, mm) == (r, m)]
+    return [(t, kind) for t, rr, mm, kind in sim.fleet.scale_log if (rr, mm) == (r, m)]
 
 
 def test_reactive_scales_up_under_overload_then_down_when_idle_with_cooldowns():

@@ -8,8 +8,9 @@ import pytest
 
 from helpers import IW, NIW, make_workload
 from sageserve_env.config import load_config
-from sageserve_env.sim.instance import ACTIVE, DRAINING, FREE, SPOT, STARTING
-from sageserve_env.sim.simulator import ScaleResult, Simulator
+from sageserve_env.sim.fleet import ACTIVE, DRAINING, FREE, SPOT, STARTING
+from sageserve_env.sim.fleet import ScaleResult
+from sageserve_env.sim.simulator import Simulator
 
 GPUS = 8
 
@@ -27,7 +28,7 @@ def _sim(level=2, servers=8, initial=4, arrival=(), prompt=(), output=(), tier=I
 
 def _state(sim, model):
     ep = sim.endpoints[0][sim.model_names.index(model)]
-    return len(ep.active), len(ep.starting), len(ep.draining), len(sim.spot[0][ep.model])
+    return len(ep.active), len(ep.starting), len(ep.draining), int(sim.fleet.counts[0, ep.model, SPOT])
 
 
 def _idle_drain(sim, model):
@@ -43,7 +44,7 @@ def test_scale_result_fields():
     assert isinstance(res, ScaleResult)
     assert (res.region, res.model, res.requested, res.applied, res.kinds, res.refused, res.refused_reason) == \
         ("westus", "A", -2, -2, ("drain", "drain"), 0, "")
-    assert sim.scale(0, 0, 0) == ScaleResult("westus", "A", 0, 0, (), "")
+    assert sim.scale(0, 0, 0) == ScaleResult("westus", "A", 0, 0, ())
     with pytest.raises(ValueError):
         sim.scale("eastus", "A", 1)
     with pytest.raises(ValueError):
@@ -163,7 +164,7 @@ def test_draining_instance_loses_nothing_and_bills_until_empty():
     g = sim.gpu_seconds_by_state()[0, 0]
     assert 0 < g[DRAINING] <= GPUS * last
     # it stopped billing when its last request completed: drained at a completion time
-    drained_at = [t for (t, r, m, a, s, d, sp) in sim.timeline if m == 0 and sp == 1][0]
+    drained_at = [t for (t, r, m, a, s, d, sp) in sim.fleet.timeline if m == 0 and sp == 1][0]
     assert drained_at in set(rec["completion_s"].tolist())
     assert g[DRAINING] == pytest.approx(GPUS * (drained_at - 1.0))
     sim.check_invariants()

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from helpers import IW, NIW, capacity_memory_gb, make_workload, random_workload, records_equal
 from sageserve_env.config import load_config
-from sageserve_env.sim.instance import ACTIVE, DRAINING, SPOT, STARTING
-from sageserve_env.sim.simulator import DROP_REASONS, Simulator
+from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING
+from sageserve_env.sim.requests import DROP_REASONS
+from sageserve_env.sim.stats import Stat
+from sageserve_env.sim.simulator import Simulator
 
 EXAMPLES = int(os.environ.get("SIM_TEST_EXAMPLES", 40))
 SMALL = load_config("small")  # westus: 12 servers, models A and C with 4 instances each
@@ -23,7 +25,7 @@ def _all_served(sim: Simulator) -> None:
     """Every request finished or dropped, nothing left anywhere, times consistent."""
     sim.check_invariants()
     rec = sim.records()
-    n = sim.n_requests
+    n = sim.requests.n
     dropped = rec["drop_reason"] != 0
     done = ~np.isnan(rec["completion_s"])
     assert sim.arrived == n
@@ -34,15 +36,15 @@ def _all_served(sim: Simulator) -> None:
     assert (rec["completion_s"][done] >= rec["first_token_s"][done]).all()
     assert np.isnan(rec["first_token_s"][dropped]).all()
     assert (rec["served_region"][done] >= 0).all() and (rec["served_region"][dropped] == -1).all()
-    for fleet in sim.servers:
-        for inst in fleet:
+    for ep in sim.all_endpoints:
+        for inst in ep.active + ep.starting + ep.draining:
             assert inst.reserved == 0 and inst.pending_tokens == 0 and inst.waiting_tokens == 0
             assert inst.batch_kv == 0 and not inst.decoders and not inst.prefill
     for ep in sim.all_endpoints:
         assert ep.committed == 0 and not ep.backlog and not ep.niw_queue and ep.niw_queue_tokens == 0
-    assert sum(ep.completed for ep in sim.all_endpoints) == sim.n_completed
-    assert sum(ep.dropped for ep in sim.all_endpoints) == sim.n_dropped
-    assert sum(ep.arrived for ep in sim.all_endpoints) == n
+    assert sum(ep.stats[Stat.COMPLETED] for ep in sim.all_endpoints) == sim.n_completed
+    assert sum(ep.stats[Stat.DROPPED] for ep in sim.all_endpoints) == sim.n_dropped
+    assert sum(ep.stats[Stat.ARRIVED] for ep in sim.all_endpoints) == n
 
 
 # -- invariants under random scaling -------------------------------------------------------------
@@ -87,7 +89,7 @@ def test_state_counts_and_scale_log_track_the_plan():
     a, c = cfg.model_names.index("A"), cfg.model_names.index("C")
     assert counts[0, a, STARTING] == 3 and counts[0, a, ACTIVE] == 2
     assert counts[0, c, ACTIVE] == 1 and counts[0, c, DRAINING] + counts[0, c, SPOT] == 1
-    assert [k for (_, _, _, k) in sim.scale_log] == ["load_free"] * 3 + ["drain"]
+    assert [k for (_, _, _, k) in sim.fleet.scale_log] == ["load_free"] * 3 + ["drain"]
     sim.run_until(1e5)
     _all_served(sim)
 
@@ -129,7 +131,7 @@ def test_two_simulators_do_not_interfere():
         pass
     assert records_equal(alone.records(), a.records())
     assert np.array_equal(alone.gpu_seconds_by_state(), a.gpu_seconds_by_state())
-    assert alone.scale_log == a.scale_log and alone.timeline == a.timeline
+    assert alone.fleet.scale_log == a.fleet.scale_log and alone.fleet.timeline == a.fleet.timeline
     _all_served(a)
     _all_served(b)
 
@@ -143,7 +145,7 @@ def test_same_inputs_same_records():
         runs.append(sim)
     assert records_equal(runs[0].records(), runs[1].records())
     assert np.array_equal(runs[0].gpu_seconds_by_state(), runs[1].gpu_seconds_by_state())
-    assert runs[0].timeline == runs[1].timeline
+    assert runs[0].fleet.timeline == runs[1].fleet.timeline
     # and a different workload seed gives different times
     cfg = runs[0].config
     other = Simulator(cfg, random_workload(cfg, 800, 300.0, seed=13, iw_share=0.5))
@@ -221,7 +223,7 @@ def test_iw_routing_picks_first_region_below_threshold_else_least_utilized(fill,
     utils = [sim.endpoints[r][0].utilization() for r in range(3)]
     assert utils == pytest.approx([f / CAP for f in fill])
     sim.run_until(1e5)
-    probe = sim.n_requests - 1
+    probe = sim.requests.n - 1
     assert sim.records()["served_region"][probe] == expected
     _all_served(sim)
 
@@ -341,7 +343,7 @@ def test_too_large_requests_are_dropped_and_counted():
     sim.run_until(1e4)
     rec = sim.records()
     assert [DROP_REASONS[r] for r in rec["drop_reason"]] == ["", "too_large", "too_large", ""]
-    assert sim.n_dropped == 2 and sim.endpoints[0][0].dropped == 2
+    assert sim.n_dropped == 2 and sim.endpoints[0][0].stats[Stat.DROPPED] == 2
     assert np.isnan(rec["completion_s"][[1, 2]]).all()
     _all_served(sim)
 
@@ -371,5 +373,5 @@ def test_overdue_counts_unserved_past_slo():
     assert sim.overdue() == (1, 1)
     sim.run_until(1e4)
     assert sim.overdue() == (0, 0)
-    assert sim.endpoints[0][0].iw_slo_misses == 1 and sim.endpoints[0][0].niw_deadline_misses == 1
+    assert sim.endpoints[0][0].stats[Stat.IW_SLO_MISSES] == 1 and sim.endpoints[0][0].stats[Stat.NIW_DEADLINE_MISSES] == 1
     _all_served(sim)

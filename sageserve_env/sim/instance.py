@@ -45,8 +45,8 @@ _COMPLETED, _IW_FIRST_TOKENS, _IW_TTFT_SUM, _IW_SLO_MISSES, _IW_E2E_MISSES, _NIW
 class Instance:
     """A model instance on one server of a region, serving ``endpoint`` (an ``Endpoint``).
 
-    ``state`` is ``STARTING``, ``ACTIVE`` or ``DRAINING``; a spot or free server has no
-    instance (the fleet counts it).
+    ``state`` is ``STARTING``, ``ACTIVE`` or ``DRAINING``, and ``SPOT`` once its server is
+    donated (it serves no more; the fleet counts spot and free servers, which hold no instance).
     """
 
     __slots__ = (

@@ -157,9 +157,10 @@ class Simulator:
         inst = min(ep.active, key=_pending_tokens)
         ep.active.remove(inst)
         ep.committed -= inst.pending_tokens
-        inst.state = DRAINING
         if not inst.n_requests:
+            inst.state = SPOT  # its server is donated at once
             return False
+        inst.state = DRAINING
         ep.draining.append(inst)
         return True
 
@@ -176,6 +177,7 @@ class Simulator:
         """A draining instance finished its last request: its server goes to spot."""
         ep = inst.endpoint
         ep.draining.remove(inst)
+        inst.state = SPOT
         self.fleet.release(ep.region, ep.model, now)
 
     # -- read-only views ----------------------------------------------------------------
@@ -212,7 +214,13 @@ class Simulator:
         return out
 
     @property
+    def n_requests(self) -> int:
+        """Requests in the workload."""
+        return self.requests.n
+
+    @property
     def arrived(self) -> int:
+        """Requests routed so far (in arrival order)."""
         return self._next_arrival
 
     @property
