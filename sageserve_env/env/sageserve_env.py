@@ -88,7 +88,8 @@ class SageServeEnv(gym.Env):
     a window of the configured trace) and starts from the scenario's initial allocation.
 
     ## Episode end
-    Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``.
+    Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``. A ``step``
+    after that (or before the first ``reset``) raises ``gymnasium.error.ResetNeeded``.
 
     ## Arguments
     See ``default_config()``; every key can be passed as a keyword argument or in
