@@ -154,3 +154,11 @@ def test_worker_failure_is_one_line_naming_the_episode(tmp_path, capsys):
     assert len(episodes) == 1 and episodes["requests_total"].iloc[0] == 0
     assert not (tmp_path / "eval" / "runs" / "small" / "lt_ua").exists()
     assert (tmp_path / "eval" / "mine.txt").read_text() == "kept"
+
+
+def test_evaluation_out_that_is_a_file_fails_before_workers(tmp_path, capsys):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    assert _evaluate(tmp_path, f"out={blocker}") == 2
+    assert f"out '{blocker}' exists and is not a directory" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
