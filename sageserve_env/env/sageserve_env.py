@@ -165,8 +165,8 @@ class SageServeEnv(gym.Env):
         self.n_endpoints = self.n_regions * self.n_models
         biggest = max(cfg.initial_instances(r, m) for r in cfg.region_names for m in cfg.model_names)
         md = c["max_delta"]
-        if md is not None and (isinstance(md, (bool, np.bool_)) or not isinstance(md, (int, float, np.integer, np.floating))
-                               or not float(md).is_integer() or md < 1):
+        number = isinstance(md, (int, float, np.integer, np.floating)) and not isinstance(md, (bool, np.bool_))
+        if md is not None and (not number or not float(md).is_integer() or md < 1):
             raise ValueError(f"max_delta must be an integer >= 1 (or None: the largest initial count), got {md!r}")
         self.max_delta = int(md) if md is not None else max(biggest, 1)
         self.action_space = spaces.MultiDiscrete(np.full(self.n_endpoints, 2 * self.max_delta + 1, dtype=np.int64))
@@ -370,7 +370,8 @@ class SageServeEnv(gym.Env):
         kind = a.dtype.kind
         if kind == "b" or (kind in "iu" and isinstance(action, (list, tuple))
                            and any(isinstance(x, (bool, np.bool_)) for x in action)):
-            raise ValueError(f"action entries must be integers, not booleans; got {a.tolist() if kind == 'b' else list(action)!r}")
+            shown = a.tolist() if kind == "b" else list(action)
+            raise ValueError(f"action entries must be integers, not booleans; got {shown!r}")
         if kind not in "iuf":
             raise ValueError(f"action entries must be integers, got {a.tolist()!r} (dtype {a.dtype})")
         values = a.tolist()

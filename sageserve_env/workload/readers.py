@@ -256,8 +256,9 @@ def read_sageserve(path, regions: Sequence[str], models: Sequence[str], niw_dead
     are accepted too). ``arrival_timestamp`` is in seconds, kept as is. ``prompt_size`` and
     ``token_size`` are prompt and output tokens. ``request_id``, ``client_tenant`` (a tenant id,
     not a region), ``request_type``, ``scenario``, ``utility``, ``application_id`` and
-    ``batch_size`` must be present but are not used, except that a ``request_id`` may not repeat. SageServe's own reader raised zero
-    ``token_size`` to 1 silently; pass ``min_tokens=1`` for that, counted in meta.
+    ``batch_size`` must be present but are not used, except that a ``request_id`` may not
+    repeat. SageServe's own reader raised zero ``token_size`` to 1 silently; pass
+    ``min_tokens=1`` for that, counted in meta.
     """
     path = Path(path)
     t = _read_csv(path, SAGESERVE_COLUMNS, {c: "category" for c in ("regions", "model_type", "workload_type")})
