@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -55,6 +55,10 @@ class EvalConfig:
     bootstrap: int = 1000
     plots: bool = True
     csv_records: bool = False
+    allow_empty: bool = False
+
+
+EVAL_FILES = ("episodes.csv", "results.csv", "results.md", "evaluate_config.yaml", "timing.json", "cost_vs_slo.png")
 
 
 def parse_args(argv: List[str]) -> EvalConfig:
@@ -67,6 +71,19 @@ def parse_args(argv: List[str]) -> EvalConfig:
         raise ConfigError(f"fidelity must be detailed or fast, got {cfg.fidelity!r}")
     if cfg.workers < 1:
         raise ConfigError(f"workers must be >= 1, got {cfg.workers}")
+    bad = [s for s in cfg.seeds if s < 0]
+    if bad:
+        raise ConfigError(f"seeds must be >= 0, got {bad[0]}")
+    for what, values in (("seeds", cfg.seeds), ("policies", cfg.policies), ("scenarios", cfg.scenarios)):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ConfigError(f"{what} lists {repeated} more than once (each episode would count twice "
+                              "and share a run folder)")
+    if cfg.horizon_s is not None and not (math.isfinite(cfg.horizon_s) and cfg.horizon_s > 0):
+        raise ConfigError(f"horizon_s must be a finite number of seconds > 0 (or null: the scenario's "
+                          f"duration_s), got {cfg.horizon_s}")
+    if cfg.bootstrap < 1:
+        raise ConfigError(f"bootstrap must be >= 1 resample, got {cfg.bootstrap}")
     return cfg
 
 
@@ -77,9 +94,51 @@ def env_kwargs(cfg: EvalConfig, scenario: str) -> Dict[str, Any]:
         overrides += ["workload.source=trace", f"workload.trace={cfg.trace}", f"workload.trace_format={cfg.trace_format}"]
     kwargs: Dict[str, Any] = {"scenario": scenario, "sim_overrides": overrides, "reward": cfg.reward,
                               "fidelity": cfg.fidelity, "trace_window": "start"}
-    if cfg.horizon_s:
+    if cfg.horizon_s is not None:
         kwargs["horizon_s"] = cfg.horizon_s
     return kwargs
+
+
+def check_matrix(cfg: EvalConfig) -> List[str]:
+    """Everything that can be checked before a worker starts: policies, scenarios and options,
+    each learned agent against each scenario's env, and a trace's episodes (requests within the
+    horizon). Returns notes to print (trace rows past the horizon); raises on errors."""
+    from agents import check_policy_spec, make_policy
+    from agents.learned import LearnedPolicy
+    from agents.runner import make_env_for
+    from sageserve_env.env.sageserve_env import SageServeEnv
+    from sageserve_env.workload.generator import check_not_empty
+    from sageserve_env.workload.readers import load_trace
+
+    for spec in cfg.policies:
+        check_policy_spec(spec)
+    learned = {}
+    for spec in cfg.policies:
+        policy = make_policy(spec)
+        if isinstance(policy, LearnedPolicy):
+            learned[spec] = policy
+    notes = []
+    for scenario in cfg.scenarios:
+        try:
+            env = SageServeEnv(**env_kwargs(cfg, scenario))  # validates scenario, overrides and trace options
+        except (ConfigError, ValueError) as exc:
+            raise ConfigError(f"scenario {scenario!r}: {exc}") from None
+        for spec, policy in learned.items():
+            try:
+                policy.check_env(make_env_for(policy, env_kwargs(cfg, scenario)))
+            except ValueError as exc:
+                raise ConfigError(f"policy {spec!r} on scenario {scenario!r}: {exc}") from None
+        sim_cfg = env.sim_config
+        if sim_cfg.workload.source == "trace":
+            trace = load_trace(sim_cfg.workload.trace, sim_cfg.workload.trace_format, sim_cfg)
+            window = trace.slice_time(0.0, env.horizon)
+            window.meta["rows_outside_horizon"] = len(trace) - len(window)
+            if not cfg.allow_empty:
+                check_not_empty(window, env.horizon, "allow_empty=true")
+            if len(window) < len(trace):
+                notes.append(f"scenario {scenario!r}: {len(trace) - len(window):,} of {len(trace):,} trace rows "
+                             f"arrive at or after the horizon ({env.horizon:g} s) and are not replayed")
+    return notes
 
 
 def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
@@ -92,6 +151,9 @@ def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
     policy = make_policy(job["policy"])
     env = make_env_for(policy, job["env_kwargs"])
     result = run_episode(env, policy, seed=job["seed"])
+    if result.env.sim.n_requests == 0 and not job["allow_empty"]:
+        raise ValueError(f"the episode has 0 requests in [0, {result.env.horizon:g}) s; pass allow_empty=true "
+                         "to score it anyway")
     summary = summarize(result.env.sim, result.wall_seconds)
     summary["reward"] = result.reward
     summary["decision_steps"] = result.steps
@@ -102,6 +164,25 @@ def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
     row.update(policy=job["policy"], scenario=job["scenario"], seed=job["seed"], run_dir=job["out"])
     row.update({f"policy_{k}": v for k, v in result.policy_stats.items() if isinstance(v, (int, float))})
     return row
+
+
+def clear_runs(runs: Path) -> int:
+    """Remove the run files (``RUN_FILES``) an earlier evaluation left under ``runs/`` and the
+    folders they leave empty; anything else stays. Returns the number of files removed."""
+    from sageserve_env.outputs import RUN_FILES
+
+    if not runs.is_dir():
+        return 0
+    removed = 0
+    for path in sorted(runs.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and path.name in RUN_FILES:
+            path.unlink()
+            removed += 1
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    if not any(runs.iterdir()):
+        runs.rmdir()
+    return removed
 
 
 def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, n: int) -> tuple:
@@ -157,33 +238,49 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from sageserve_env.cli import prepare_out_dir
+
     try:
         cfg = parse_args(argv)
-        from agents import check_policy_spec, shipped_agent_path
+        from agents import shipped_agent_path
 
         if "rl" in cfg.policies and not shipped_agent_path().exists():
             print(f"evaluate.py: note: no trained agent at {shipped_agent_path()}; skipping policy 'rl'",
                   file=sys.stderr)
             cfg.policies = [p for p in cfg.policies if p != "rl"]
-        for spec in cfg.policies:
-            check_policy_spec(spec)  # fail before any episode runs
-        for scenario in cfg.scenarios:
-            from sageserve_env.env.sageserve_env import SageServeEnv
-            SageServeEnv(**env_kwargs(cfg, scenario))  # validates scenario, overrides and trace options
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        notes = check_matrix(cfg)  # fail before any episode runs
+        out = Path(cfg.out)
+        jobs = [{"policy": p, "scenario": s, "seed": seed, "env_kwargs": env_kwargs(cfg, s),
+                 "out": str(out / "runs" / Path(s).stem / p.replace(":", "_").replace("/", "_") / f"seed_{seed}"),
+                 "plots": cfg.plots, "csv_records": cfg.csv_records, "allow_empty": cfg.allow_empty}
+                for s in cfg.scenarios for p in cfg.policies for seed in cfg.seeds]
+        if len({job["out"] for job in jobs}) < len(jobs):
+            raise ConfigError("two policies or scenarios map to the same run folder under out/runs; rename one")
+        removed = len(prepare_out_dir(out, EVAL_FILES, "out")) + clear_runs(out / "runs")
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [{"policy": p, "scenario": s, "seed": seed, "env_kwargs": env_kwargs(cfg, s),
-             "out": str(out / "runs" / Path(s).stem / p.replace(":", "_").replace("/", "_") / f"seed_{seed}"),
-             "plots": cfg.plots, "csv_records": cfg.csv_records}
-            for s in cfg.scenarios for p in cfg.policies for seed in cfg.seeds]
+    for note in notes:
+        print(f"evaluate.py: note: {note}", file=sys.stderr)
+    if removed:
+        print(f"evaluate.py: note: removed {removed} file(s) of an earlier evaluation from {out}", file=sys.stderr)
     start = time.perf_counter()
     rows = []
     with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        for row in tqdm(pool.map(run_one, jobs), total=len(jobs), desc="episodes", unit="ep"):
-            rows.append(row)
+        futures = {pool.submit(run_one, job): job for job in jobs}
+        for future in tqdm(as_completed(futures), total=len(jobs), desc="episodes", unit="ep"):
+            job = futures[future]
+            try:
+                rows.append(future.result())
+            except Exception as exc:  # a worker's failure, whatever it raised
+                for other in futures:
+                    other.cancel()
+                text = " ".join(str(exc).split()) or "(no message)"
+                print(f"evaluate.py: error: episode policy={job['policy']} scenario={job['scenario']} "
+                      f"seed={job['seed']} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+                return 1
+    order = {(job["policy"], job["scenario"], job["seed"]): i for i, job in enumerate(jobs)}
+    rows.sort(key=lambda row: order[(row["policy"], row["scenario"], row["seed"])])
     wall = time.perf_counter() - start
     episodes = pd.DataFrame(rows)
     episodes.to_csv(out / "episodes.csv", index=False)

@@ -13,6 +13,7 @@ checkpoints, the best model on validation days, and the final ``model.zip`` with
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: parallel workers, one BLAS thread each
@@ -20,6 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: parallel wor
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -61,8 +63,58 @@ class TrainConfig:
     torch_threads: int = 1
 
 
+# (lowest, highest, lowest allowed, must be an integer) of the hyperparameters train.py knows;
+# the others go to the algorithm as given (any number among them must still be finite)
+HYPERPARAM_RANGES = {
+    "n_envs": (1, None, True, True),
+    "n_timesteps": (0, None, True, True),
+    "n_steps": (1, None, True, True),
+    "batch_size": (1, None, True, True),
+    "n_epochs": (1, None, True, True),
+    "residual_reach": (1, None, True, True),
+    "learning_rate": (0.0, None, True, False),
+    "gamma": (0.0, 1.0, True, False),
+    "gae_lambda": (0.0, 1.0, True, False),
+    "ent_coef": (0.0, None, True, False),
+    "vf_coef": (0.0, None, True, False),
+    "clip_range": (0.0, None, False, False),
+    "max_grad_norm": (0.0, None, False, False),
+}
+# TrainConfig counts: (key, lowest allowed)
+COUNT_FIELDS = (("eval_freq", 0), ("eval_episodes", 1), ("save_freq", 0), ("bc_episodes", 1), ("bc_epochs", 0),
+                ("torch_threads", 1))
+
+
 def parse_args(argv: List[str]) -> TrainConfig:
     return load_cli_config(TrainConfig, CONFIG_DIR / "train.yaml", argv, "train")
+
+
+def check_hyperparams(hp: Dict[str, Any], source: str) -> None:
+    """Every number finite and the known ones in range, else a ConfigError naming the key and
+    where it came from (``source``: the hyperparameter file and the command line)."""
+    for key, value in hp.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key in HYPERPARAM_RANGES and value is not None:
+                raise ConfigError(f"hyperparameter {key!r} = {value!r} ({source}): must be a number")
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"hyperparameter {key!r} = {value!r} ({source}): must be a finite number")
+        if key not in HYPERPARAM_RANGES:
+            continue
+        low, high, closed, integer = HYPERPARAM_RANGES[key]
+        if integer and value != int(value):
+            raise ConfigError(f"hyperparameter {key!r} = {value!r} ({source}): must be an integer")
+        if value < low or (value == low and not closed) or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f"{'>=' if closed else '>'} {low}"
+            raise ConfigError(f"hyperparameter {key!r} = {value!r} ({source}): must be {bound}")
+
+
+def check_env_kwargs(env_id: str, kwargs: Dict[str, Any], what: str) -> gym.Env:
+    """The env ``gym.make(env_id, **kwargs)``, or a ConfigError naming ``what`` (the option)."""
+    try:
+        return gym.make(env_id, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} = {kwargs}: {exc}") from None
 
 
 def resolve(cfg: TrainConfig) -> Dict[str, Any]:
@@ -78,14 +130,26 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
     if cfg.env not in gym.registry:
         ids = sorted(i for i in gym.registry if i.startswith("sageserve_env/"))
         raise ConfigError(f"unknown env {cfg.env!r}; registered: {ids}")
+    for key, low in COUNT_FIELDS:
+        if getattr(cfg, key) < low:
+            raise ConfigError(f"{key} must be >= {low}, got {getattr(cfg, key)}")
+    for key in ("n_envs", "n_timesteps"):
+        value = getattr(cfg, key)
+        low = HYPERPARAM_RANGES[key][0]
+        if value is not None and value < low:
+            raise ConfigError(f"{key} must be >= {low} (or null: from the hyperparameters), got {value}")
     path = CONFIG_DIR / "hyperparams" / f"{cfg.algo}.yml"
     table = yaml.safe_load(path.read_text())
     hp = dict(table.get(cfg.env, table["default"]))
     hp.update(cfg.hyperparams)
+    check_hyperparams(hp, f"{path.name} entry {cfg.env if cfg.env in table else 'default'} with the "
+                          "hyperparams.* arguments")
     if hp.pop("use_masks", cfg.algo == "maskable_ppo") and cfg.algo != "maskable_ppo":
         raise ConfigError(f"use_masks needs algo=maskable_ppo; {cfg.algo} cannot use action masks")
     if cfg.resume and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: checkpoint {cfg.resume!r} does not exist")
+    if cfg.resume and not zipfile.is_zipfile(cfg.resume):
+        raise ConfigError(f"resume: checkpoint {cfg.resume!r} is not a model .zip saved by train.py")
     if cfg.bc_policy:
         check_policy_spec(cfg.bc_policy)
     if cfg.residual_forecaster not in ("arima", "seasonal_naive"):
@@ -96,10 +160,44 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"seed must be in [0, {TRAIN_SEED_LIMIT}): seeds from {TRAIN_SEED_LIMIT} up are held out")
     if any(s >= TRAIN_SEED_LIMIT for s in cfg.validation_seeds):
         raise ConfigError(f"validation_seeds must be below {TRAIN_SEED_LIMIT} (evaluation days are held out)")
-    hp["n_envs"] = cfg.n_envs or hp.get("n_envs", 1)
-    hp["n_timesteps"] = cfg.n_timesteps or hp.get("n_timesteps", 100000)
+    if any(s < 0 for s in cfg.validation_seeds):
+        raise ConfigError(f"validation_seeds must be >= 0, got {cfg.validation_seeds}")
+    check_env_kwargs(cfg.env, cfg.env_kwargs, "env_kwargs").close()
+    check_env_kwargs(cfg.env, {**cfg.env_kwargs, **cfg.eval_env_kwargs}, "eval_env_kwargs").close()
+    hp["n_envs"] = int(cfg.n_envs if cfg.n_envs is not None else hp.get("n_envs", 1))
+    hp["n_timesteps"] = int(cfg.n_timesteps if cfg.n_timesteps is not None else hp.get("n_timesteps", 100000))
     hp["normalize"] = hp.get("normalize", False) if cfg.normalize is None else cfg.normalize
     return hp
+
+
+def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, normalize: bool):
+    """(model, venv): a new model on ``venv``, or the ``resume`` checkpoint loaded onto it; a
+    bad hyperparameter or checkpoint is a ConfigError (before the run folder exists)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.learned import algorithms, normalizer_path
+
+    algo = algorithms()[cfg.algo]
+    tb = str(out / "tb") if cfg.tensorboard else None
+    if cfg.resume:
+        norm = normalizer_path(Path(cfg.resume))
+        try:
+            if normalize and norm.exists():
+                venv = VecNormalize.load(str(norm), venv)
+            elif normalize:
+                venv = VecNormalize(venv)
+            return algo.load(cfg.resume, env=venv, device="cpu", tensorboard_log=tb), venv
+        except Exception as exc:  # SB3 passes on whatever zipfile, torch or pickle raise
+            raise ConfigError(f"resume: cannot continue from {cfg.resume!r} with algo={cfg.algo}: "
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    if normalize:
+        venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
+    try:
+        model = algo(hp.pop("policy", "MlpPolicy"), venv, seed=cfg.seed, device="cpu", verbose=0,
+                     tensorboard_log=tb, **hp)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"hyperparams for {cfg.algo}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    return model, venv
 
 
 def env_factory(cfg: TrainConfig, validation: bool = False, reach: int = 2):
@@ -159,31 +257,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from agents import make_policy
-    from agents.learned import algorithms, normalizer_path, sidecar
+    from agents.learned import normalizer_path, sidecar
     from agents.training import SaveNormalizerOnBest, behaviour_clone, collect_demonstrations
 
     torch.set_num_threads(cfg.torch_threads)
-    out = run_dir(cfg)
-    out.mkdir(parents=True)
+    out = run_dir(cfg)  # created once the model exists: a failed start leaves no folder behind
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
     residual_reach = int(hp.pop("residual_reach", 2))
     fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
     venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
     venv.seed(cfg.seed)
-    algo = algorithms()[cfg.algo]
-    if cfg.resume:
-        norm = normalizer_path(Path(cfg.resume))
-        if normalize and norm.exists():
-            venv = VecNormalize.load(str(norm), venv)
-        elif normalize:
-            venv = VecNormalize(venv)
-        model = algo.load(cfg.resume, env=venv, device="cpu",
-                          tensorboard_log=str(out / "tb") if cfg.tensorboard else None)
-    else:
-        if normalize:
-            venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
-        model = algo(hp.pop("policy", "MlpPolicy"), venv, seed=cfg.seed, device="cpu", verbose=0,
-                     tensorboard_log=str(out / "tb") if cfg.tensorboard else None, **hp)
+    try:
+        model, venv = build_model(cfg, hp, venv, out, normalize)
+    except ConfigError as exc:
+        venv.close()
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
     if cfg.residual and not cfg.resume:
         favour_no_adjustment(model, residual_reach, cfg.residual_prior)
     if cfg.bc_policy and not cfg.resume:
@@ -218,6 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(argv)}
     model_path = out / "model.zip"
+    out.mkdir(parents=True)
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))  # checkpoints use it too
     start = time.perf_counter()
     model.learn(total_timesteps=total, callback=callbacks, progress_bar=cfg.progress_bar,

@@ -44,6 +44,8 @@ def check_policy_spec(spec: str) -> None:
         path = Path(spec[len("ckpt:"):])
         if not path.exists():
             raise ValueError(f"policy {spec!r}: checkpoint {str(path)!r} does not exist")
+        if not path.is_file():
+            raise ValueError(f"policy {spec!r}: checkpoint {str(path)!r} is not a file (expected a model .zip)")
     elif spec == "rl":
         if not shipped_agent_path().exists():
             raise ValueError(f"policy 'rl': the shipped agent {shipped_agent_path()} is missing")

@@ -55,22 +55,40 @@ def metadata_path(model_path: Path) -> Path:
     return own
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 class LearnedPolicy(Policy):
     """Acts with a saved model; its metadata says how it was trained (algorithm, env settings,
     residual mode) so it runs in the env it expects."""
 
     def __init__(self, path: Path, name: str = "rl", deterministic: bool = True):
         self.path = Path(path)
+        if not self.path.is_file():
+            raise ValueError(f"policy {name!r}: {self.path} is not a file (expected a model .zip saved by train.py)")
         meta_path = metadata_path(self.path)
         if not meta_path.exists():
             raise ValueError(f"{meta_path} is missing: it records how {self.path.name} was trained")
-        self.meta = yaml.safe_load(meta_path.read_text())
-        algo = self.meta["algo"]
+        try:
+            self.meta = yaml.safe_load(meta_path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"policy {name!r}: {meta_path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        algo = self.meta.get("algo") if isinstance(self.meta, dict) else None
         if algo not in algorithms():
-            raise ValueError(f"{meta_path}: unknown algorithm {algo!r}")
-        self.model = algorithms()[algo].load(str(self.path), device="cpu")
+            raise ValueError(f"{meta_path}: unknown algorithm {algo!r}; known: {sorted(algorithms())}")
+        try:
+            self.model = algorithms()[algo].load(str(self.path), device="cpu")
+        except Exception as exc:  # SB3 raises whatever zipfile, torch or pickle raise on a bad file
+            raise ValueError(f"policy {name!r}: cannot load {self.path} as a {algo} model: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
         norm_path = normalizer_path(self.path)
-        self.normalizer = pickle.loads(norm_path.read_bytes()) if norm_path.exists() else None
+        try:
+            self.normalizer = pickle.loads(norm_path.read_bytes()) if norm_path.exists() else None
+        except Exception as exc:
+            raise ValueError(f"policy {name!r}: cannot read the normalization statistics {norm_path}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
         self.name = name
         self.deterministic = deterministic
         self.masked = algo == "maskable_ppo"
@@ -87,7 +105,30 @@ class LearnedPolicy(Policy):
         kwargs = self.meta.get("env_kwargs", {})
         return {k: kwargs[k] for k in ENV_KEYS if k in kwargs}
 
+    def check_env(self, env) -> None:
+        """Raise ValueError unless the model's observation and action shapes are the env's
+        (a model trained on another fleet would fail deep inside the network)."""
+        from gymnasium import spaces
+
+        base = env.unwrapped
+        obs_model = tuple(self.model.observation_space.shape)
+        obs_env = tuple(spaces.flatten_space(base.observation_space).shape)
+        act_model = tuple(int(n) for n in np.asarray(self.model.action_space.nvec).reshape(-1))
+        if self.planner is not None:
+            act_env = (2 * self.reach + 1,) * base.n_endpoints
+        else:
+            act_env = tuple(int(n) for n in base.action_space.nvec)
+        if obs_model != obs_env or act_model != act_env:
+            cfg = base.sim_config
+            raise ValueError(
+                f"policy {self.name!r} ({self.path}) expects observations of shape {obs_model} and "
+                f"{len(act_model)} action entries of {sorted(set(act_model))} choices, but scenario {cfg.name!r} "
+                f"({len(cfg.regions)} region(s) x {len(cfg.models)} model(s)) gives observations of shape "
+                f"{obs_env} and {len(act_env)} action entries of {sorted(set(act_env))} choices; "
+                f"it was trained on {self.meta.get('env')!r} with env_kwargs {self.meta.get('env_kwargs', {})}")
+
     def reset(self, env, seed=None):
+        self.check_env(env)
         if self.planner is not None:
             self.planner.reset(env, seed)
 

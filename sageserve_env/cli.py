@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ import numpy as np
 from tqdm import tqdm
 
 from sageserve_env.config import SCENARIO_DIR, ConfigError, SimConfig, load_config, preset_names
-from sageserve_env.outputs import print_summary, write_run
+from sageserve_env.outputs import RUN_FILES, print_summary, write_run
 from sageserve_env.sim.metrics import summarize
 from sageserve_env.sim.simulator import Simulator
+from sageserve_env.workload.generator import check_not_empty
 from sageserve_env.workload.workload import Workload, WorkloadError
 
 CHUNK_S = 300.0  # simulated seconds per run_until call (progress bar granularity)
@@ -89,13 +91,32 @@ def read_schedule(path: Path | str, cfg: SimConfig) -> List[ScheduledScale]:
 
 def build_workload(cfg: SimConfig, seed: int) -> Workload:
     """The run's requests: a generated stretch of ``duration_s`` seeded with ``seed``, or the
-    configured trace cut to [0, duration_s)."""
-    from sageserve_env.workload.generator import generate, load_workload
+    configured trace cut to [0, duration_s) (the rows cut off counted in
+    ``meta['rows_outside_horizon']``)."""
+    from sageserve_env.workload.generator import load_workload
 
-    rng = np.random.default_rng(seed)
-    if cfg.workload.source == "generator":
-        return generate(cfg, rng, days=cfg.duration_s / 86400.0)
-    return load_workload(cfg, rng).slice_time(0.0, cfg.duration_s)
+    return load_workload(cfg, np.random.default_rng(seed), horizon_s=cfg.duration_s)
+
+
+def prepare_out_dir(path: Path | str, files: Sequence[str] = RUN_FILES, what: str = "--out") -> List[str]:
+    """Make ``path`` a writable output folder before any work, and remove the ``files`` an
+    earlier run left in it (so no stale output sits beside the new ones). Returns the names
+    removed; raises OSError naming ``what`` when the folder cannot be used."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"{what} {str(out)!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OSError(f"{what} {str(out)!r} is not a writable directory: {exc.strerror or exc}") from None
+    removed = []
+    for name in files:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    return removed
 
 
 def simulate(cfg: SimConfig, workload: Workload, schedule: Sequence[ScheduledScale] = (),
@@ -132,19 +153,35 @@ def finish_run(sim: Simulator, wall_seconds: float, cfg: SimConfig, out_dir: Pat
 
 def run_simulation(cfg: SimConfig, workload: Workload, out_dir: Path | str, *,
                    schedule: Sequence[ScheduledScale] = (), csv_records: bool = False,
-                   plots: bool = True, progress: bool = True) -> Dict[str, Any]:
-    """Simulate with a static allocation (or ``schedule``), then ``finish_run``."""
+                   plots: bool = True, progress: bool = True,
+                   extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Simulate with a static allocation (or ``schedule``), then ``finish_run`` (the summary
+    gets the ``extra`` entries)."""
     start = time.perf_counter()
     sim, refused = simulate(cfg, workload, schedule, progress)
     wall = time.perf_counter() - start
-    extra = {"schedule_refused": refused} if schedule else None
+    extra = {**(extra or {}), **({"schedule_refused": refused} if schedule else {})}
     return finish_run(sim, wall, cfg, out_dir, extra=extra, csv_records=csv_records, plots=plots)
 
 
+def check_policy(policy_spec: str, cfg: SimConfig) -> None:
+    """Raise ValueError unless the policy can be built and act in the env of ``cfg`` (a learned
+    agent's observation and action shapes must be the env's); before any simulation."""
+    from agents import check_policy_spec, make_policy
+    from agents.learned import LearnedPolicy
+    from agents.runner import make_env_for
+
+    check_policy_spec(policy_spec)
+    policy = make_policy(policy_spec)
+    if isinstance(policy, LearnedPolicy):
+        policy.check_env(make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s}))
+
+
 def run_policy(cfg: SimConfig, workload: Workload, policy_spec: str, out_dir: Path | str, *,
-               csv_records: bool = False, plots: bool = True, progress: bool = True) -> Dict[str, Any]:
+               csv_records: bool = False, plots: bool = True, progress: bool = True,
+               extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Let a policy (``agents.make_policy`` spec) scale the endpoints through the env, then
-    ``finish_run``."""
+    ``finish_run`` (the summary gets the ``extra`` entries)."""
     from agents import make_policy
     from agents.runner import make_env_for, run_episode
 
@@ -154,7 +191,7 @@ def run_policy(cfg: SimConfig, workload: Workload, policy_spec: str, out_dir: Pa
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim s [{elapsed}<{remaining}]") as bar:
         result = run_episode(env, policy, options={"workload": workload},
                              on_step=lambda t: bar.update(t - bar.n))
-    extra = {"policy": policy_spec, "reward": result.reward, "decision_steps": result.steps,
+    extra = {**(extra or {}), "policy": policy_spec, "reward": result.reward, "decision_steps": result.steps,
              "policy_stats": result.policy_stats}
     return finish_run(result.env.sim, result.wall_seconds, cfg, out_dir, extra=extra,
                       csv_records=csv_records, plots=plots)
@@ -179,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--policy", help="let a policy scale the endpoints (static, reactive, lt_ua, oracle, rl, "
                                       "ckpt:PATH, ...) instead of a fixed allocation or schedule")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--allow-empty", action="store_true",
+                     help="run even when no request arrives before the end (an error otherwise)")
     sim.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. scaling.level=1")
     sub.add_parser("presets", help="list the scenario presets")
     return parser
@@ -191,27 +230,42 @@ def _simulate(args: argparse.Namespace) -> int:
                       f"workload.trace_format={args.trace_format}"]
     if args.duration is not None:
         overrides.append(f"duration_s={args.duration}")
+    created = not Path(args.out).exists()
     try:
+        if args.seed < 0:
+            raise ConfigError(f"--seed {args.seed}: must be >= 0")
         cfg = load_config(args.config, overrides)
         schedule = read_schedule(args.schedule, cfg) if args.schedule else ()
         if args.policy:
-            from agents import check_policy_spec
-
-            check_policy_spec(args.policy)
             if schedule:
                 raise ConfigError("--policy and --schedule exclude each other")
+            check_policy(args.policy, cfg)
+        removed = prepare_out_dir(args.out)
         workload = build_workload(cfg, args.seed)
+        if not args.allow_empty:
+            check_not_empty(workload, cfg.duration_s, "--allow-empty")
     except (ConfigError, ScheduleError, WorkloadError, OSError, ValueError) as exc:
+        if created and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()  # leave no empty folder behind a run that never started
         print(f"simulate: error: {exc}", file=sys.stderr)
         return 2
+    if removed:
+        print(f"note: removed {len(removed)} file(s) of an earlier run from {args.out}: {', '.join(removed)}",
+              file=sys.stderr)
+    outside = workload.meta.get("rows_outside_horizon", 0)
+    if outside:
+        print(f"note: {outside:,} of {workload.meta['rows_read']:,} trace rows arrive at or after "
+              f"duration_s={cfg.duration_s:g} s and are not replayed (summary: trace_rows_outside_horizon)",
+              file=sys.stderr)
     print(f"{cfg.name}: {len(workload):,} requests over {cfg.duration_s:g} s, "
           f"{len(cfg.regions)} region(s) x {len(cfg.models)} model(s)", file=sys.stderr)
+    extra = {"trace_rows_outside_horizon": outside} if cfg.workload.source == "trace" else {}
     if args.policy:
         summary = run_policy(cfg, workload, args.policy, args.out, csv_records=args.csv,
-                             plots=not args.no_plots, progress=not args.quiet)
+                             plots=not args.no_plots, progress=not args.quiet, extra=extra)
     else:
         summary = run_simulation(cfg, workload, args.out, schedule=schedule, csv_records=args.csv,
-                                 plots=not args.no_plots, progress=not args.quiet)
+                                 plots=not args.no_plots, progress=not args.quiet, extra=extra)
     print_summary(summary)
     print(f"outputs in {args.out}")
     return 0

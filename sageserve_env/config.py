@@ -9,9 +9,9 @@ error names the offending key and value.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -181,14 +181,40 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"config key '{key}' = {value!r}: {why}")
 
 
+MAX_REQUESTS_PER_DAY = 1e9  # the generator holds every request of a day in memory
+UTC_OFFSETS_H = (-12.0, 14.0)  # the time zones in use on Earth
+
+
+def _numbers(value: Any, key: str) -> Iterator[Tuple[str, Any]]:
+    """Every number inside a config (dataclasses, dicts, lists), with its dotted key."""
+    if is_dataclass(value):
+        for f in fields(value):
+            yield from _numbers(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{key}.{i}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield key, value
+
+
 def validate(cfg: SimConfig) -> SimConfig:
-    """Check values and cross-references; raise ConfigError naming the key."""
+    """Check values and cross-references; raise ConfigError naming the key.
+
+    Every number must be finite first (an infinite delay or price would pass ``>= 0`` and
+    surface later as a run with no arrivals or a NaN deep in the simulator)."""
+    for key, value in _numbers(cfg, ""):
+        _check(math.isfinite(value), key, value, "must be a finite number")
     _check(len(cfg.regions) > 0, "regions", cfg.regions, "at least one region is required")
     _check(len(cfg.models) > 0, "models", dict(cfg.models), "at least one model is required")
     names = cfg.region_names
     _check(len(set(names)) == len(names), "regions", names, "region names must be unique")
     for i, r in enumerate(cfg.regions):
         _check(r.servers >= 0, f"regions.{i}.servers", r.servers, "must be >= 0")
+        _check(UTC_OFFSETS_H[0] <= r.utc_offset_h <= UTC_OFFSETS_H[1], f"regions.{i}.utc_offset_h", r.utc_offset_h,
+               f"must be in [{UTC_OFFSETS_H[0]:g}, {UTC_OFFSETS_H[1]:g}] hours")
         _check(r.hardware in cfg.hardware, f"regions.{i}.hardware", r.hardware,
                f"unknown hardware; known: {sorted(cfg.hardware)}")
     for name, hw in cfg.hardware.items():
@@ -197,7 +223,7 @@ def validate(cfg: SimConfig) -> SimConfig:
         _check(hw.cost_per_gpu_hour >= 0, f"hardware.{name}.cost_per_gpu_hour", hw.cost_per_gpu_hour, "must be >= 0")
     for name, m in cfg.models.items():
         _check("/" not in name, f"models.{name}", name, "model names may not contain '/'")
-        for k in ("layers", "hidden", "kv_heads", "head_dim", "weight_bytes", "tp"):
+        for k in ("layers", "hidden", "kv_heads", "head_dim", "weight_bytes", "params", "tp"):
             _check(getattr(m, k) > 0, f"models.{name}.{k}", getattr(m, k), "must be > 0")
         for r in cfg.regions:
             hw = cfg.hardware[r.hardware]
@@ -228,6 +254,8 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(b.max_batch_size >= 1, "batching.max_batch_size", b.max_batch_size, "must be >= 1")
     _check(b.max_batch_tokens >= 1, "batching.max_batch_tokens", b.max_batch_tokens, "must be >= 1")
     _check(cfg.routing.delay_s >= 0, "routing.delay_s", cfg.routing.delay_s, "must be >= 0")
+    _check(cfg.routing.delay_s < cfg.duration_s, "routing.delay_s", cfg.routing.delay_s,
+           f"must be below duration_s={cfg.duration_s:g} (no request would reach an endpoint)")
     _check(0 < cfg.routing.util_threshold <= 1, "routing.util_threshold", cfg.routing.util_threshold, "must be in (0, 1]")
     n = cfg.niw
     _check(n.granularity >= 1, "niw.granularity", n.granularity, "must be >= 1")
@@ -248,7 +276,9 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(w.source != "trace" or bool(w.trace), "workload.trace", w.trace, "a trace path is required when source=trace")
     _check(w.trace_format in ("sageserve", "azure", "canonical"), "workload.trace_format", w.trace_format,
            "must be sageserve, azure or canonical")
-    _check(w.requests_per_day > 0, "workload.requests_per_day", w.requests_per_day, "must be > 0")
+    _check(0 < w.requests_per_day <= MAX_REQUESTS_PER_DAY, "workload.requests_per_day", w.requests_per_day,
+           f"must be in (0, {MAX_REQUESTS_PER_DAY:g}]")
+    _check(w.niw_job_size_mean >= 1, "workload.niw_job_size_mean", w.niw_job_size_mean, "must be >= 1")
     _check(0 <= w.iw_share <= 1, "workload.iw_share", w.iw_share, "must be in [0, 1]")
     _check(w.peak_to_trough >= 1, "workload.peak_to_trough", w.peak_to_trough, "must be >= 1")
     _check(w.weekend_factor > 0, "workload.weekend_factor", w.weekend_factor, "must be > 0")
@@ -257,10 +287,10 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(w.days > 0, "workload.days", w.days, "must be > 0")
     for k, v in w.model_popularity.items():
         _check(k in cfg.models, f"workload.model_popularity.{k}", v, "unknown model")
-        _check(v >= 0 and math.isfinite(v), f"workload.model_popularity.{k}", v, "must be >= 0")
+        _check(v >= 0, f"workload.model_popularity.{k}", v, "must be >= 0")
     for k, v in w.region_weights.items():
         _check(k in names, f"workload.region_weights.{k}", v, "unknown region")
-        _check(v >= 0 and math.isfinite(v), f"workload.region_weights.{k}", v, "must be >= 0")
+        _check(v >= 0, f"workload.region_weights.{k}", v, "must be >= 0")
     _check(cfg.duration_s > 0, "duration_s", cfg.duration_s, "must be > 0")
     return cfg
 
@@ -282,6 +312,40 @@ def _resolve(scenario: str) -> Path:
     return path
 
 
+def load_yaml(path: Path | str) -> DictConfig:
+    """A YAML mapping of config keys; a syntax error names the file, line and column."""
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{_yaml_where(exc, str(path))}: YAML syntax error: {_yaml_problem(exc)}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path}: must hold a mapping of config keys (key: value), not a list")
+    return layer
+
+
+def _yaml_where(exc: yaml.YAMLError, name: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if problem:
+        return f"{problem} ({context})" if context else problem
+    return str(exc).splitlines()[0]
+
+
+def parse_value(value: str, item: str) -> Any:
+    """The YAML value of a ``key=value`` argument; a syntax error names the argument."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{item!r}: the value is not valid YAML: {_yaml_problem(exc)}") from None
+
+
 def _drop_null_models(layer: DictConfig) -> DictConfig:
     """A scenario removes a catalogue model by setting it to null (``models: {B: null}``)."""
     models = layer.get("models")
@@ -301,7 +365,7 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
         if isinstance(scenario, SimConfig):
             layers = [OmegaConf.structured(scenario)]
         else:
-            layers = [OmegaConf.load(CONFIG_DIR / "base.yaml"), OmegaConf.load(_resolve(scenario))]
+            layers = [load_yaml(CONFIG_DIR / "base.yaml"), load_yaml(_resolve(scenario))]
         if isinstance(overrides, dict):
             layers.append(OmegaConf.create(overrides))
         merged: DictConfig = OmegaConf.merge(schema, _drop_null_models(OmegaConf.merge(*layers)))
@@ -312,7 +376,7 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
                     raise ConfigError(f"override {item!r} is not of the form key=value")
                 if OmegaConf.select(merged, key, default=_MISSING) is _MISSING:
                     raise ConfigError(f"config key '{key}' (from override {item!r}) does not exist")
-                OmegaConf.update(merged, key, yaml.safe_load(value), merge=True)
+                OmegaConf.update(merged, key, parse_value(value, item), merge=True)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
@@ -327,7 +391,7 @@ def load_cli_config(schema: type, defaults: Path, argv: Sequence[str], what: str
 
     ``aliases`` maps a shorthand key to a function of its value returning ``(key, value)``.
     """
-    base = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(defaults))
+    base = OmegaConf.merge(OmegaConf.structured(schema), load_yaml(defaults))
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep:
@@ -337,7 +401,7 @@ def load_cli_config(schema: type, defaults: Path, argv: Sequence[str], what: str
         if key.split(".")[0] not in base:
             raise ConfigError(f"unknown {what} option {key!r}; known: {sorted(base.keys())}")
         try:
-            OmegaConf.update(base, key, yaml.safe_load(value), merge=True)
+            OmegaConf.update(base, key, parse_value(value, item), merge=True)
         except OmegaConfBaseException as exc:
             raise ConfigError(f"{what} option {key!r}: {str(exc).splitlines()[0]}") from None
     return OmegaConf.to_object(base)

@@ -23,6 +23,10 @@ from sageserve_env.sim.requests import DROP_REASONS
 from sageserve_env.workload.workload import TIER_NAMES
 
 TIMELINE_COLUMNS = ("time_s", "region", "model", "active", "starting", "draining", "spot")
+# every file ``write_run`` may write: cleared from a reused output folder before a new run
+RUN_FILES = ("summary.json", "summary.csv", "summary_by_endpoint.csv", "summary_by_region.csv", "timeline.csv",
+             "scaling_events.csv", "config.yaml", "gpu_hours_by_state.png", "requests.parquet", "requests.csv",
+             "instances_vs_load.png", "latency_cdf.png")
 
 
 def jsonable(value: Any) -> Any:

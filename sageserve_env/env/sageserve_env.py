@@ -6,12 +6,14 @@ import bisect
 import copy
 import math
 from collections import deque
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
 
 import gymnasium as gym
 import numpy as np
 import yaml
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 
 from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
 from sageserve_env.env.view import SimView
@@ -23,6 +25,14 @@ from sageserve_env.workload.workload import Workload
 
 REWARD_TERMS = ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")
 RATE_WINDOWS_S = (60.0, 300.0, 900.0)
+
+
+def _positive_seconds(key: str, value: Any) -> float:
+    """``value`` as a finite number of seconds > 0, else a ValueError naming ``key``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not value > 0:
+        raise ValueError(f"{key} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def reward_presets() -> Dict[str, Dict[str, float]]:
@@ -73,12 +83,16 @@ class SageServeEnv(gym.Env):
     a window of the configured trace) and starts from the scenario's initial allocation.
 
     ## Episode end
-    Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``.
+    Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``. A ``step``
+    after that (or before the first ``reset``) raises ``gymnasium.error.ResetNeeded``.
 
     ## Arguments
     See ``default_config()``; every key can be passed as a keyword argument or in
-    ``reset(options={"config": {...}})``. ``sim_overrides`` are ``key=value`` strings or a
-    nested dict applied to the scenario's ``SimConfig``.
+    ``reset(options={"config": {...}})``, except that ``reset`` refuses a change of the
+    observation or action space (another scenario, fleet or ``max_delta``: wrappers keep the
+    spaces they saw at construction). ``sim_overrides`` are ``key=value`` strings or a nested
+    dict applied to the scenario's ``SimConfig``. ``reset(options={"workload": w})`` replays the
+    ``Workload`` ``w`` instead of drawing one.
 
     ## Version history
     v0: initial release.
@@ -111,6 +125,8 @@ class SageServeEnv(gym.Env):
 
     # -- configuration --------------------------------------------------------------------
     def _configure(self, updates: Dict[str, Any]) -> None:
+        if not isinstance(updates, Mapping):
+            raise ValueError(f"SageServeEnv options must be a dict of option -> value, got {updates!r}")
         unknown = sorted(set(updates) - set(self.config))
         if unknown:
             raise ValueError(f"unknown SageServeEnv option(s) {unknown}; known: {sorted(self.config)}")
@@ -121,14 +137,17 @@ class SageServeEnv(gym.Env):
         c = self.config
         overrides = c["sim_overrides"]
         self.sim_config: SimConfig = load_config(c["scenario"], overrides if isinstance(overrides, dict) else list(overrides))
+        trace = self.sim_config.workload.trace
+        if self.sim_config.workload.source == "trace" and not Path(trace).is_file():
+            raise ValueError(f"workload.trace: trace file {trace!r} does not exist or is not a file")
         if c["fidelity"] not in FIDELITIES:
             raise ValueError(f"fidelity must be 'detailed' or 'fast', got {c['fidelity']!r}")
-        if not (isinstance(c["fidelity_tick_s"], (int, float)) and c["fidelity_tick_s"] > 0):
-            raise ValueError(f"fidelity_tick_s must be > 0, got {c['fidelity_tick_s']!r}")
-        self.interval = float(c["decision_interval_s"])
-        if not self.interval > 0:
-            raise ValueError(f"decision_interval_s must be > 0, got {c['decision_interval_s']!r}")
-        self.horizon = float(c["horizon_s"] or self.sim_config.duration_s)
+        _positive_seconds("fidelity_tick_s", c["fidelity_tick_s"])
+        self.interval = _positive_seconds("decision_interval_s", c["decision_interval_s"])
+        if c["horizon_s"] is None:
+            self.horizon = float(self.sim_config.duration_s)
+        else:
+            self.horizon = _positive_seconds("horizon_s", c["horizon_s"])
         if not self.horizon >= self.interval:
             raise ValueError(f"horizon_s={self.horizon} must be at least decision_interval_s={self.interval}")
         self.weights = self._reward_weights(c["reward"])
@@ -140,9 +159,11 @@ class SageServeEnv(gym.Env):
         self.n_regions, self.n_models = len(cfg.regions), len(cfg.models)
         self.n_endpoints = self.n_regions * self.n_models
         biggest = max(cfg.initial_instances(r, m) for r in cfg.region_names for m in cfg.model_names)
-        self.max_delta = int(c["max_delta"] if c["max_delta"] is not None else max(biggest, 1))
-        if self.max_delta < 1:
-            raise ValueError(f"max_delta must be >= 1, got {self.max_delta}")
+        md = c["max_delta"]
+        number = isinstance(md, (int, float, np.integer, np.floating)) and not isinstance(md, (bool, np.bool_))
+        if md is not None and (not number or not float(md).is_integer() or md < 1):
+            raise ValueError(f"max_delta must be an integer >= 1 (or None: the largest initial count), got {md!r}")
+        self.max_delta = int(md) if md is not None else max(biggest, 1)
         self.action_space = spaces.MultiDiscrete(np.full(self.n_endpoints, 2 * self.max_delta + 1, dtype=np.int64))
         shape = (self.n_regions, self.n_models)
         box = lambda *s, hi=1.0: spaces.Box(0.0, hi, shape=s, dtype=np.float32)  # noqa: E731
@@ -177,14 +198,36 @@ class SageServeEnv(gym.Env):
 
     # -- episode --------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"reset options must be a dict (keys config, workload), got {options!r}")
         super().reset(seed=seed)
         options = dict(options or {})
         if "config" in options:
-            self._configure(options.pop("config"))
+            updates = options.pop("config")
+            if not isinstance(updates, Mapping):
+                raise ValueError(f"reset option 'config' must be a dict of SageServeEnv options, got {updates!r}")
+            probe = type(self)(config={**self.config, **updates})  # validates before anything changes
+            changed = [name for name, old, new in (("observation", self.observation_space, probe.observation_space),
+                                                   ("action", self.action_space, probe.action_space)) if old != new]
+            if changed:
+                raise ValueError(f"reset option 'config' = {updates!r} would change the {' and '.join(changed)} "
+                                 "space; spaces are fixed for the env's lifetime: pass these options to the "
+                                 "constructor (gym.make) instead")
+            self._configure(updates)
             self._setup()
         workload = options.pop("workload", None)
         if options:
             raise ValueError(f"unknown reset option(s) {sorted(options)}; known: config, workload")
+        if workload is not None:
+            if not isinstance(workload, Workload):
+                raise ValueError(f"reset option 'workload' must be a Workload, got {type(workload).__name__} "
+                                 f"{workload!r:.80}")
+            unknown = sorted(set(workload.regions) - set(self.sim_config.region_names)) + \
+                sorted(set(workload.models) - set(self.sim_config.model_names))
+            if unknown:
+                raise ValueError(f"reset option 'workload' ({workload.source}) names {unknown}, not in the "
+                                 f"scenario's regions {self.sim_config.region_names} and models "
+                                 f"{self.sim_config.model_names}")
         if workload is None:
             workload = self._draw_workload()
         self.sim = make_simulator(self.sim_config, workload, self.config["fidelity"], float(self.config["fidelity_tick_s"]))
@@ -225,7 +268,10 @@ class SageServeEnv(gym.Env):
 
     def step(self, action):
         if self.sim is None:
-            raise RuntimeError("call reset() before step()")
+            raise ResetNeeded("call reset() before step()")
+        if self.sim.now >= self.horizon - 1e-9:
+            raise ResetNeeded(f"the episode ended at horizon_s={self.horizon:g} (truncated); call reset() "
+                              "before step()")
         results = self._scale(self._decode_action(action))
         t_end = min(self.sim.now + self.interval, self.horizon)
         self.sim.run_until(t_end)
@@ -255,15 +301,27 @@ class SageServeEnv(gym.Env):
         a = np.asarray(action)
         if a.shape != (self.n_endpoints,):
             raise ValueError(f"action must have shape ({self.n_endpoints},) (one entry per endpoint), got {a.shape}")
-        if a.dtype.kind not in "iu" and not np.issubdtype(a.dtype, np.integer):
-            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
-                raise ValueError(f"action entries must be integers, got {a.tolist()}")
-            a = a.astype(np.int64)
-        if (a < 0).any() or (a > 2 * self.max_delta).any():
-            e = int(np.flatnonzero((a < 0) | (a > 2 * self.max_delta))[0])
-            raise ValueError(f"action[{e}] = {int(a[e])} (endpoint {self._endpoint_name(e)}) is outside "
-                             f"0..{2 * self.max_delta}")
-        return a.astype(np.int64) - self.max_delta
+        kind = a.dtype.kind
+        if kind == "b" or (kind in "iu" and isinstance(action, (list, tuple))
+                           and any(isinstance(x, (bool, np.bool_)) for x in action)):
+            shown = a.tolist() if kind == "b" else list(action)
+            raise ValueError(f"action entries must be integers, not booleans; got {shown!r}")
+        if kind not in "iuf":
+            raise ValueError(f"action entries must be integers, got {a.tolist()!r} (dtype {a.dtype})")
+        values = a.tolist()
+        if kind == "f":
+            for e, v in enumerate(values):
+                if not (math.isfinite(v) and v == round(v)):
+                    raise ValueError(f"action entries must be integers: action[{e}] = {v!r} "
+                                     f"(endpoint {self._endpoint_name(e)})")
+        md = self.max_delta
+        if min(values) < 0 or max(values) > 2 * md:
+            e = next(i for i, v in enumerate(values) if v < 0 or v > 2 * md)
+            raise ValueError(f"action[{e}] = {values[e]!r} (endpoint {self._endpoint_name(e)}) is outside "
+                             f"0..{2 * md}")
+        if kind == "f":
+            values = [int(v) for v in values]
+        return np.array(values, dtype=np.int64) - md
 
     def _scale(self, deltas: np.ndarray) -> List[Any]:
         """Apply the changes per endpoint, scale-downs first, so that their servers count."""
@@ -390,6 +448,8 @@ class SageServeEnv(gym.Env):
     def kpis(self, gpu_s: Optional[np.ndarray] = None) -> Dict[str, float]:
         """Running totals under the names ``summary.json`` uses (``gpu_s``: the simulator's
         ``gpu_seconds_by_state()`` now, when the caller has it)."""
+        if self.sim is None:
+            raise ResetNeeded("call reset() before kpis()")
         sim = self.sim
         c = self._last_stats.sum(0)
         if gpu_s is None:

@@ -160,13 +160,32 @@ def generate(cfg: SimConfig, rng: np.random.Generator, days: Optional[float] = N
                     source=f"generator:{cfg.name}", meta=meta)
 
 
-def load_workload(cfg: SimConfig, rng: np.random.Generator) -> Workload:
-    """The whole workload the config asks for: a generated one (``workload.source=generator``)
-    or the trace ``workload.trace`` read with ``load_trace`` (a relative path is tried from the
-    working directory, then from the project root). Callers slice it (``Workload.slice_time``)."""
+def load_workload(cfg: SimConfig, rng: np.random.Generator, horizon_s: Optional[float] = None) -> Workload:
+    """The workload the config asks for: a generated one (``workload.source=generator``) or the
+    trace ``workload.trace`` read with ``load_trace`` (a relative path is tried from the working
+    directory, then from the project root).
+
+    With ``horizon_s`` only the requests arriving in [0, horizon_s) are kept (a generated one
+    covers exactly that span); the trace rows left out are counted in
+    ``meta['rows_outside_horizon']`` (of ``meta['rows_read']``) so callers can report them."""
     if cfg.workload.source == "generator":
-        return generate(cfg, rng)
+        return generate(cfg, rng, days=None if horizon_s is None else horizon_s / 86400.0)
     path = Path(cfg.workload.trace)
     if not path.is_absolute() and not path.exists():
         path = CONFIG_DIR.parent / path
-    return load_trace(path, cfg.workload.trace_format, cfg)
+    whole = load_trace(path, cfg.workload.trace_format, cfg)
+    if horizon_s is None:
+        return whole
+    window = whole.slice_time(0.0, horizon_s)
+    window.meta.update(rows_read=len(whole), rows_outside_horizon=len(whole) - len(window))
+    return window
+
+
+def check_not_empty(workload: Workload, horizon_s: float, option: str) -> None:
+    """Raise WorkloadError when ``workload`` has no request: a run over nothing measures nothing.
+    The message names ``option``, the explicit way to run it anyway."""
+    if len(workload):
+        return
+    outside = workload.meta.get("rows_outside_horizon")
+    why = f"all {outside} trace rows arrive at or after {horizon_s:g} s" if outside else "nothing arrives"
+    raise WorkloadError(f"0 requests in [0, {horizon_s:g}) s ({why}); pass {option} to run it anyway")

@@ -134,6 +134,8 @@ def _read_csv(path: Path, columns: Sequence[str], dtype: Dict[str, str]) -> _Tab
         header = list(pd.read_csv(path, nrows=0).columns)
     except pd.errors.EmptyDataError:
         raise WorkloadError(f"{path}: empty file (no header, no rows)") from None
+    except OSError as exc:
+        raise WorkloadError(f"{path}: cannot read: {exc.strerror or exc}") from None
     _check_columns(path, header, columns, "header (line 1)")
     try:
         df = pd.read_csv(path, dtype=dtype, skip_blank_lines=False)
@@ -254,8 +256,9 @@ def read_sageserve(path, regions: Sequence[str], models: Sequence[str], niw_dead
     are accepted too). ``arrival_timestamp`` is in seconds, kept as is. ``prompt_size`` and
     ``token_size`` are prompt and output tokens. ``request_id``, ``client_tenant`` (a tenant id,
     not a region), ``request_type``, ``scenario``, ``utility``, ``application_id`` and
-    ``batch_size`` must be present but are not used. SageServe's own reader raised zero
-    ``token_size`` to 1 silently; pass ``min_tokens=1`` for that, counted in meta.
+    ``batch_size`` must be present but are not used, except that a ``request_id`` may not
+    repeat. SageServe's own reader raised zero ``token_size`` to 1 silently; pass
+    ``min_tokens=1`` for that, counted in meta.
     """
     path = Path(path)
     t = _read_csv(path, SAGESERVE_COLUMNS, {c: "category" for c in ("regions", "model_type", "workload_type")})
@@ -273,6 +276,12 @@ def read_sageserve(path, regions: Sequence[str], models: Sequence[str], niw_dead
     sla = np.where(defaulted, float(niw_deadline_s), sla)
     prompt, p_raised = t.tokens("prompt_size", min_tokens)
     output, o_raised = t.tokens("token_size", min_tokens)
+    ids = t.present("request_id", allow_missing=True)
+    repeated = (ids.duplicated(keep="first") & ids.notna()).to_numpy()
+    if repeated.any():
+        row = int(np.argmax(repeated))
+        first = int(np.argmax((ids == ids.iloc[row]).to_numpy()))
+        t.fail(row, "request_id", f"duplicate request_id (first used in row {first + 1})")
     meta = {"format": "sageserve", "rows": len(arrival), "niw_default_deadline_rows": int(defaulted.sum()),
             "clamped_rows": int((p_raised | o_raised).sum())}
     return _build(t, regions, models, arrival, priority, orders, model, tier, prompt, output, sla, batch, meta)
@@ -331,7 +340,10 @@ def read_canonical(path, regions: Sequence[str], models: Sequence[str]) -> Workl
     if suffix == ".csv":
         t = _read_csv(path, CANONICAL_COLUMNS, {c: "category" for c in ("region", "priority", "model", "tier")})
     elif suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise WorkloadError(f"{path}: cannot read as Parquet: {exc}") from None
         _check_columns(path, list(df.columns), CANONICAL_COLUMNS, "schema")
         if df.empty:
             raise WorkloadError(f"{path}: no rows")
@@ -397,6 +409,8 @@ def load_trace(path, fmt: str, cfg: "SimConfig", **options) -> Workload:
     (region weights, model popularity, IW share, SLO and deadline, UTC offsets); ``options``
     are passed to the reader and override them."""
     regions, models = cfg.region_names, cfg.model_names
+    if not Path(path).is_file():
+        raise WorkloadError(f"trace file {str(path)!r} does not exist or is not a file")
     if fmt == "sageserve":
         return read_sageserve(path, regions, models, **{"niw_deadline_s": cfg.niw.deadline_s, **options})
     if fmt == "azure":
