@@ -96,10 +96,10 @@ def test_step_after_the_episode_ended_raises_and_changes_nothing():
     env.step(hold)
     *_, truncated, _ = env.step(hold)
     assert truncated
-    before = (env.sim.now, len(env.sim.scale_log), env.kpis())
+    before = (env.sim.now, len(env.sim.fleet.scale_log), env.kpis())
     with pytest.raises(ResetNeeded, match="episode ended at horizon_s=120"):
         env.step(np.zeros(env.n_endpoints, dtype=np.int64))  # would drain every endpoint
-    assert (env.sim.now, len(env.sim.scale_log), env.kpis()) == before
+    assert (env.sim.now, len(env.sim.fleet.scale_log), env.kpis()) == before
     env.reset(seed=0)
     env.step(hold)  # a reset starts a new episode
 
@@ -169,7 +169,7 @@ def test_reset_refuses_options_that_change_the_spaces(config, space):
         env.reset(seed=0, options={"config": config})
     assert (env.observation_space, env.action_space) == spaces and env.config == settings
     env.reset(seed=0, options={"config": {"sim_overrides": ["scaling.level=1"]}})  # same spaces: accepted
-    assert env.sim.scaling_level == 1
+    assert env.sim.fleet.level == 1
 
 
 @pytest.mark.parametrize("options, match", [
