@@ -145,8 +145,7 @@ def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
     """One episode in a worker process: run, summarize, write the run's outputs."""
     from agents import make_policy
     from agents.runner import make_env_for, run_episode
-    from sageserve_env.outputs import write_run
-    from sageserve_env.sim.metrics import summarize
+    from sageserve_env.cli import finish_run
 
     policy = make_policy(job["policy"])
     env = make_env_for(policy, job["env_kwargs"])
@@ -154,12 +153,9 @@ def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
     if result.env.sim.n_requests == 0 and not job["allow_empty"]:
         raise ValueError(f"the episode has 0 requests in [0, {result.env.horizon:g}) s; pass allow_empty=true "
                          "to score it anyway")
-    summary = summarize(result.env.sim, result.wall_seconds)
-    summary["reward"] = result.reward
-    summary["decision_steps"] = result.steps
-    summary["policy_stats"] = result.policy_stats
-    write_run(Path(job["out"]), result.env.sim, summary, result.env.sim_config,
-              csv_records=job["csv_records"], plots=job["plots"])
+    extra = {"reward": result.reward, "decision_steps": result.steps, "policy_stats": result.policy_stats}
+    summary = finish_run(result.env.sim, result.wall_seconds, result.env.sim_config, job["out"], extra=extra,
+                         csv_records=job["csv_records"], plots=job["plots"])
     row = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None}
     row.update(policy=job["policy"], scenario=job["scenario"], seed=job["seed"], run_dir=job["out"])
     row.update({f"policy_{k}": v for k, v in result.policy_stats.items() if isinstance(v, (int, float))})

@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from agents.base import Policy, deltas_to_action
-from agents.reactive import can_scale_down, scale_up_delays
+from agents.reactive import Cooldown
 from agents.throughput import TokenSizes, endpoint_capacities
 
 
@@ -48,9 +48,7 @@ class ChironPolicy(Policy):
         self.down_cooldown_s = down_cooldown_s
 
     def reset(self, env, seed=None):
-        view = env.view()
-        self._cool_until = np.zeros((env.n_regions, env.n_models))
-        self._down_wait = view.reclaim_s if self.down_cooldown_s is None else self.down_cooldown_s
+        self._cooldown = Cooldown(env, self.down_cooldown_s)
         self._slack_s = self.deadline_slack * env.sim_config.niw.deadline_s
         self._sizes = TokenSizes(env)
         self._hour = -1
@@ -77,10 +75,5 @@ class ChironPolicy(Policy):
         batch = np.where(queued & (drain_now > self._slack_s), 1,
                          np.where(~queued | (drain_fewer <= self._slack_s), -1, 0))
         vote = np.maximum(interactive, batch)
-        ready = now >= self._cool_until
-        up = ready & (vote > 0)
-        delays = scale_up_delays(view, st, up)
-        up &= np.isfinite(delays)
-        down = ready & (vote < 0) & can_scale_down(view, st)
-        self._cool_until = np.where(up, now + delays, np.where(down, now + self._down_wait, self._cool_until))
+        up, down = self._cooldown.changes(view, st, vote > 0, vote < 0)
         return deltas_to_action(env, up.astype(np.int64) - down.astype(np.int64))

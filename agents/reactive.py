@@ -40,6 +40,29 @@ def can_scale_down(view: SimView, st: EndpointState) -> np.ndarray:
     return (st.active >= 1) & (st.active + st.starting - 1 >= view.min_instances) & (view.scaling_level > 0)
 
 
+class Cooldown:
+    """Per-endpoint waits between changes, as SageServe's arbiters keep them: after a scale-up
+    the endpoint waits out that change's delay (``reclaim_s`` or ``spin_up_s``), after a
+    scale-down ``down_cooldown_s`` (default ``reclaim_s``)."""
+
+    def __init__(self, env, down_cooldown_s: Optional[float] = None) -> None:
+        view = env.view()
+        self._until = np.zeros((env.n_regions, env.n_models))
+        self._down_wait = view.reclaim_s if down_cooldown_s is None else down_cooldown_s
+
+    def changes(self, view: SimView, st: EndpointState, want_up: np.ndarray, want_down: np.ndarray):
+        """The wanted scale-ups and scale-downs (boolean arrays) that are not waiting and can be
+        made; starts their waits."""
+        now = view.now
+        ready = now >= self._until
+        up = ready & want_up
+        delays = scale_up_delays(view, st, up)
+        up &= np.isfinite(delays)
+        down = ready & want_down & can_scale_down(view, st)
+        self._until = np.where(up, now + delays, np.where(down, now + self._down_wait, self._until))
+        return up, down
+
+
 class ReactivePolicy(Policy):
     """Per endpoint: memory utilization above ``up_threshold`` adds an instance, below
     ``down_threshold`` drains one; after acting on an endpoint the policy leaves it alone until
@@ -63,21 +86,14 @@ class ReactivePolicy(Policy):
         self.down_cooldown_s = down_cooldown_s
 
     def reset(self, env, seed=None):
-        view = env.view()
-        self._cool_until = np.zeros((env.n_regions, env.n_models))
-        self._down_wait = view.reclaim_s if self.down_cooldown_s is None else self.down_cooldown_s
+        self._cooldown = Cooldown(env, self.down_cooldown_s)
         self._ups = self._downs = 0
 
     def act(self, obs, env):
         view = env.view()
         st = view.endpoints()
-        now = view.now
-        ready = now >= self._cool_until
-        up = ready & (st.utilization > self.up_threshold)
-        delays = scale_up_delays(view, st, up)
-        up &= np.isfinite(delays)
-        down = ready & (st.utilization < self.down_threshold) & can_scale_down(view, st)
-        self._cool_until = np.where(up, now + delays, np.where(down, now + self._down_wait, self._cool_until))
+        up, down = self._cooldown.changes(view, st, st.utilization > self.up_threshold,
+                                          st.utilization < self.down_threshold)
         self._ups += int(up.sum())
         self._downs += int(down.sum())
         return deltas_to_action(env, up.astype(np.int64) - down.astype(np.int64))

@@ -94,7 +94,7 @@ def run_one(load: float, hours: float, seed: int, step_s: float, profile: bool, 
     prof = cProfile.Profile() if profile else None
     if prof:
         _run(cfg, w, duration, step_s, prof)
-    events = next(sim._seq)  # events scheduled (iterations, decode runs, wake-ups, start-ups)
+    events = sim.events.pushed  # events scheduled (iterations, decode runs, wake-ups, start-ups)
     sim.check_invariants()
     rec = sim.records()
     iw = rec["tier"] == IW

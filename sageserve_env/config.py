@@ -359,6 +359,8 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
     """Load a preset name or YAML path (or copy a SimConfig), apply overrides, validate.
 
     ``overrides`` is a list of ``key=value`` strings (``scaling.level=1``) or a nested dict.
+    A relative ``workload.trace`` is made absolute here, from the working directory: the one
+    rule every command and the env follow.
     """
     try:
         schema = OmegaConf.structured(SimConfig)
@@ -382,6 +384,8 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
     assert isinstance(cfg, SimConfig)
+    if cfg.workload.trace:
+        cfg.workload.trace = str(Path(cfg.workload.trace).expanduser().absolute())
     return validate(cfg)
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from bisect import insort
-from itertools import count
-from typing import Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 
 class EventTarget(Protocol):
@@ -24,27 +22,39 @@ class EventQueue:
     comparisons than a heap push and pop. Entries at the same time run in the order pushed.
     """
 
-    __slots__ = ("_pending", "_seq")
+    __slots__ = ("_pending", "pushed")
 
     def __init__(self) -> None:
         self._pending: list = []
-        self._seq = count()
+        self.pushed = 0  # events pushed so far: the sequence number of the last one
 
     def push(self, t: float, target: EventTarget) -> None:
         """Call ``target.on_event(t)`` at ``t`` unless ``target.version`` changes before then."""
-        insort(self._pending, (t, next(self._seq), target, target.version))
+        self.pushed += 1
+        insort(self._pending, (t, self.pushed, target, target.version))
 
-    def run_before(self, t: float) -> None:
-        """Run every event scheduled before ``t`` (strictly), in time order."""
+    def run_through(self, t_end: float, arrivals: Sequence[float] = (), start: int = 0,
+                    arrive: Optional[Callable[[int, float], None]] = None) -> int:
+        """Run every event scheduled at or before ``t_end`` in time order, merged with the
+        arrivals ``arrivals[start:]`` (sorted times) up to ``t_end``: ``arrive(i, t)`` for each,
+        an arrival before the events at its instant. Returns the index of the first arrival
+        left (one merged loop: a call per arrival to a separate event loop costs 1.5 us per
+        request at 1x load, ``bench/bench_simulator.py``)."""
         pending = self._pending
-        while pending and pending[0][0] < t:
+        i, n = start, len(arrivals)
+        while i < n and arrivals[i] <= t_end:
+            ta = arrivals[i]
+            while pending and pending[0][0] < ta:
+                at, _, target, version = pending.pop(0)
+                if version == target.version:
+                    target.on_event(at)
+            arrive(i, ta)
+            i += 1
+        while pending and pending[0][0] <= t_end:
             at, _, target, version = pending.pop(0)
             if version == target.version:
                 target.on_event(at)
-
-    def run_through(self, t: float) -> None:
-        """Run every event scheduled at or before ``t``."""
-        self.run_before(math.nextafter(t, math.inf))
+        return i
 
     def __len__(self) -> int:
         return len(self._pending)

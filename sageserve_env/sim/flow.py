@@ -57,7 +57,7 @@ from sageserve_env.config import SimConfig
 from sageserve_env.sim.events import EventQueue
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, Fleet, ScaleResult
 from sageserve_env.sim.metrics import PERCENTILES
-from sageserve_env.sim.simulator import InvariantError, build_perf_models, kv_capacity
+from sageserve_env.sim.simulator import InvariantError, build_perf_models, kv_capacity, serving_settings
 from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.workload import IW, NIW, Workload
 
@@ -135,16 +135,7 @@ class FlowSimulator:
         self.now = 0.0
         self.changes = 0  # calls of run_until and scale: views taken at the same count are current
         self.events = EventQueue()  # start-ups
-        self.max_batch_size = config.batching.max_batch_size
-        self.max_batch_tokens = config.batching.max_batch_tokens
-        self.drop_iw_after_s = config.slo.drop_iw_after_s
-        self.iw_e2e_s = config.slo.iw_e2e_s
-        self.feed_async = config.niw.feed_async
-        self.niw_granularity = config.niw.granularity
-        self.niw_low_util = config.niw.low_util
-        self.niw_high_util = config.niw.high_util
-        self.util_threshold = config.routing.util_threshold
-        self.no_reroute = config.routing.no_reroute
+        vars(self).update(serving_settings(config))
         self.fleet = Fleet(config)
         self.perf = build_perf_models(config)
         n_r, n_m = len(self.region_names), len(self.model_names)

@@ -11,7 +11,7 @@ statistics array (``statistics()``, columns ``Stat``), the same in both fideliti
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -49,16 +49,7 @@ class Simulator:
         self.schedule = self.events.push
         self.requests = Requests(workload, self.region_names, self.model_names, config.routing.delay_s)
         self._next_arrival = 0  # the first request not yet routed
-        self.max_batch_size = config.batching.max_batch_size
-        self.max_batch_tokens = config.batching.max_batch_tokens
-        self.drop_iw_after_s = config.slo.drop_iw_after_s
-        self.iw_e2e_s = config.slo.iw_e2e_s
-        self.feed_async = config.niw.feed_async
-        self.niw_granularity = config.niw.granularity
-        self.niw_low_util = config.niw.low_util
-        self.niw_high_util = config.niw.high_util
-        self.util_threshold = config.routing.util_threshold
-        self.no_reroute = config.routing.no_reroute
+        vars(self).update(serving_settings(config))
         self.fleet = Fleet(config)
         self.perf: List[List[PerfModel]] = build_perf_models(config)
         self.endpoints: List[List[Endpoint]] = [
@@ -78,17 +69,7 @@ class Simulator:
         if t_end < self.now:
             raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
         self.changes += 1
-        events, stream = self.events, self.requests.stream
-        n = self.requests.n
-        i = self._next_arrival
-        arrive = self._arrive
-        while i < n and stream[i] <= t_end:
-            ta = stream[i]
-            events.run_before(ta)  # events before the arrival (it goes first at a tie)
-            i += 1
-            self._next_arrival = i
-            arrive(i - 1, ta)
-        events.run_through(t_end)
+        self._next_arrival = self.events.run_through(t_end, self.requests.stream, self._next_arrival, self._arrive)
         self.now = t_end
 
     def arrivals_at(self, now: float) -> bool:
@@ -97,6 +78,8 @@ class Simulator:
         return i < self.requests.n and self.requests.stream[i] == now
 
     def _arrive(self, rid: int, now: float) -> None:
+        """Route request ``rid``, reaching the router at ``now``."""
+        self._next_arrival = rid + 1
         eps = self.endpoints
         req = self.requests
         m = req.model[rid]
@@ -274,6 +257,18 @@ class Simulator:
             for inst in ep.active + ep.starting + ep.draining:
                 if not 0 <= inst.reserved <= inst.capacity or inst.pending_tokens != inst.reserved + inst.waiting_tokens:
                     raise InvariantError(f"{name}: an instance reserves {inst.reserved} of {inst.capacity} KV tokens")
+
+
+def serving_settings(cfg: SimConfig) -> Dict[str, Any]:
+    """The batching, SLO, NIW-feed and routing settings both fidelities read while they run, as
+    plain attributes (the hot path never reads the config): the numbers of ``Host``."""
+    return {
+        "max_batch_size": cfg.batching.max_batch_size, "max_batch_tokens": cfg.batching.max_batch_tokens,
+        "drop_iw_after_s": cfg.slo.drop_iw_after_s, "iw_e2e_s": cfg.slo.iw_e2e_s,
+        "feed_async": cfg.niw.feed_async, "niw_granularity": cfg.niw.granularity,
+        "niw_low_util": cfg.niw.low_util, "niw_high_util": cfg.niw.high_util,
+        "util_threshold": cfg.routing.util_threshold, "no_reroute": cfg.routing.no_reroute,
+    }
 
 
 def _pending_tokens(inst: Instance) -> int:

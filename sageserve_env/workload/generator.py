@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from sageserve_env.config import CONFIG_DIR, SimConfig
+from sageserve_env.config import SimConfig
 from sageserve_env.workload.readers import load_trace, model_popularity, nearest_first_orders, region_shares
 from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
 
@@ -162,18 +162,15 @@ def generate(cfg: SimConfig, rng: np.random.Generator, days: Optional[float] = N
 
 def load_workload(cfg: SimConfig, rng: np.random.Generator, horizon_s: Optional[float] = None) -> Workload:
     """The workload the config asks for: a generated one (``workload.source=generator``) or the
-    trace ``workload.trace`` read with ``load_trace`` (a relative path is tried from the working
-    directory, then from the project root).
+    trace ``workload.trace`` read with ``load_trace`` (``load_config`` made a relative path
+    absolute, from the working directory).
 
     With ``horizon_s`` only the requests arriving in [0, horizon_s) are kept (a generated one
     covers exactly that span); the trace rows left out are counted in
     ``meta['rows_outside_horizon']`` (of ``meta['rows_read']``) so callers can report them."""
     if cfg.workload.source == "generator":
         return generate(cfg, rng, days=None if horizon_s is None else horizon_s / 86400.0)
-    path = Path(cfg.workload.trace)
-    if not path.is_absolute() and not path.exists():
-        path = CONFIG_DIR.parent / path
-    whole = load_trace(path, cfg.workload.trace_format, cfg)
+    whole = load_trace(cfg.workload.trace, cfg.workload.trace_format, cfg)
     if horizon_s is None:
         return whole
     window = whole.slice_time(0.0, horizon_s)
