@@ -19,8 +19,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-PANEL_W, PANEL_H, HEADER_H = 240, 128, 32
-PLOT_TOP, PLOT_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 30, 6, 6, 6  # margins of a panel's plot area, px
+PANEL_W, PANEL_H, HEADER_H = 192, 112, 48  # px; frame sides stay multiples of 16 for the video codec
+PLOT_TOP, PLOT_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 30, 5, 5, 5  # margins of a panel's plot area, px
+LINE_1, LINE_2 = 3, 16  # text lines of a panel and of the header, px from the top
 LOAD_MINUTES = 5  # the load line is the mean over this many minutes
 HISTORY_CAPACITY = 8192  # samples kept; older ones fall outside any reasonable window anyway
 
@@ -37,7 +38,7 @@ class GlyphAtlas:
     background colour, so that drawing a string is a concatenation and a copy (Pillow's own text
     drawing costs ~0.6 ms a string; a frame has ~30)."""
 
-    def __init__(self, size: int = 11, color: Sequence[int] = TEXT, background: Sequence[int] = BACKGROUND):
+    def __init__(self, size: int = 10, color: Sequence[int] = TEXT, background: Sequence[int] = BACKGROUND):
         from PIL import Image, ImageDraw, ImageFont
 
         try:
@@ -49,7 +50,7 @@ class GlyphAtlas:
         fg, bg = np.asarray(color, dtype=np.float32), np.asarray(background, dtype=np.float32)
         self.glyphs: Dict[str, np.ndarray] = {}
         for ch in string.printable[:95]:
-            width = max(int(round(font.getlength(ch))), 1)
+            width = max(int(np.ceil(font.getlength(ch))), 1)
             img = Image.new("L", (width, self.height), 0)
             ImageDraw.Draw(img).text((0, 0), ch, fill=255, font=font)
             a = np.asarray(img, dtype=np.float32)[:, :, None] / 255.0
@@ -82,10 +83,8 @@ class GlyphAtlas:
 
 
 def _palette(*colors: Tuple[int, int, int]) -> np.ndarray:
-    """RGB colours packed as uint32 (RGB0 bytes): one gather per pixel instead of three."""
-    rgba = np.zeros((len(colors), 4), dtype=np.uint8)
-    rgba[:, :3] = colors
-    return rgba.view(np.uint32).ravel()
+    """Colours as a (colours, 3) uint8 table for ``_colour``."""
+    return np.array(colors, dtype=np.uint8)
 
 
 def _layers(heights: np.ndarray, plot_h: int) -> np.ndarray:
@@ -101,8 +100,9 @@ def _layers(heights: np.ndarray, plot_h: int) -> np.ndarray:
 
 
 def _colour(layer: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Layer indices (..., ) to an RGB view (..., 3) through a ``_palette``."""
-    return palette.take(layer).view(np.uint8).reshape(*layer.shape, 4)[..., :3]
+    """Layer indices (...) to contiguous RGB (..., 3) through a ``_palette`` (one gather; the
+    panels are then plain copies into the frame)."""
+    return palette.take(layer, axis=0)
 
 
 def _nice_ceiling(x: float) -> float:
@@ -199,13 +199,13 @@ class DashboardRenderer:
                 frame[y + PANEL_H - 1, x:x + PANEL_W] = (215, 215, 215)
                 frame[y:y + PANEL_H, x + PANEL_W - 1] = (215, 215, 215)
                 title = f"{self.regions[r]} / {self.models[col]}" if col < M else f"{self.regions[r]} servers"
-                self.atlas.draw(frame, x + PLOT_LEFT, y + 2, title)
+                self.atlas.draw(frame, x + PLOT_LEFT, y + LINE_1, title)
         legend = [("active", ACTIVE), ("starting", STARTING), ("draining", DRAINING), ("IW load", LOAD),
                   ("SLO miss", MISS), ("spot", SPOT), ("free", FREE)]
-        x = self.shape[1] - 8 - sum(self.atlas.width(name) + 22 for name, _ in legend)
+        x, y = 8, HEADER_H // 2 + LINE_2 // 2
         for name, color in legend:
-            frame[HEADER_H // 2 - 4:HEADER_H // 2 + 4, x:x + 10] = color
-            self.atlas.draw(frame, x + 13, HEADER_H // 2 - self.atlas.height // 2, name)
+            frame[y + 3:y + 11, x:x + 10] = color
+            self.atlas.draw(frame, x + 13, y, name)
             x += self.atlas.width(name) + 22
         return frame
 
@@ -248,13 +248,13 @@ class DashboardRenderer:
         rows = np.arange(ph - 1, -1, -1, dtype=np.int16)[None, :, None]
         line = ((rows >= np.minimum(prev, y)[:, None, :]) & (rows <= (np.maximum(prev, y) + 1)[:, None, :])
                 & has_load[None, None, :])
-        layer[line] = 4
+        np.copyto(layer, 4, where=line)
         # IW SLO misses since the previous column: red ticks at the bottom
         misses = self._misses[safe].T  # (E, columns)
         new = np.diff(misses, axis=1, prepend=misses[:, :1]) > 0
         new &= have[None, :]
         tick_h = max(ph // 8, 3)
-        layer[:, ph - tick_h:, :][np.broadcast_to(new[:, None, :], (E, tick_h, pw))] = 5
+        np.copyto(layer[:, ph - tick_h:, :], 5, where=new[:, None, :])
         panels = _colour(layer, self._endpoint_palette)
         # regions: billed, spot and free servers, stacked on the fleet's scale
         fleet = self._fleet[safe].transpose(1, 2, 0)
@@ -272,21 +272,23 @@ class DashboardRenderer:
             y0, x0 = y0 + PLOT_TOP, x0 + PLOT_LEFT
             frame[y0:y0 + ph, x0:x0 + pw] = panels[e]
             a, s, d = self._billed[last, e]
-            atlas.draw(frame, x0, y0 - 15, f"{a:.0f} act {s:.0f} st {d:.0f} dr | IW {_si(load[e, -1] / 60)} tok/s"
-                       f" | miss {recent_misses[e]:.0f}")
+            y1 = y0 - PLOT_TOP
+            title = f"{self.regions[e // M]} / {self.models[e % M]}"
+            atlas.draw(frame, x0 + atlas.width(title), y1 + LINE_1, f":  {a:.0f} act  {s:.0f} st  {d:.0f} dr")
+            atlas.draw(frame, x0, y1 + LINE_2, f"IW {_si(load[e, -1] / 60)} tok/s  miss {recent_misses[e]:.0f}")
             label = f"max {scale[e]:g}"
-            atlas.draw(frame, x0 + pw - atlas.width(label) - 2, y0 + 1, label)
+            atlas.draw(frame, x0 + pw - atlas.width(label), y1 + LINE_2, label)
         for r in range(R):
             y0, x0 = self._panel_origin(r, M)
             y0, x0 = y0 + PLOT_TOP, x0 + PLOT_LEFT
             frame[y0:y0 + ph, x0:x0 + pw] = region_panels[r]
             b, s, f = self._fleet[last, r]
-            atlas.draw(frame, x0, y0 - 15, f"billed {b:.0f}  spot {s:.0f}  free {f:.0f}  of {servers[r]:.0f}")
+            atlas.draw(frame, x0, y0 - PLOT_TOP + LINE_2, f"billed {b:.0f}  spot {s:.0f}  free {f:.0f}  of {servers[r]:.0f}")
         day, rem = divmod(int(view.now), 86400)
         header = (f"day {day} {rem // 3600:02d}:{rem % 3600 // 60:02d}   cost ${kpis['cost_usd']:,.0f}   "
                   f"billed {kpis['billed_gpu_hours']:,.0f} GPU-h   "
                   f"IW SLO {100 * kpis['iw_slo_attainment_served']:.2f}%   reward {kpis['reward']:,.1f}")
-        atlas.draw(frame, 8, HEADER_H // 2 - atlas.height // 2, header)
+        atlas.draw(frame, 8, LINE_2 // 2, header)
         return frame
 
     def render(self, view, kpis: Dict[str, float], slo_misses: np.ndarray) -> Optional[np.ndarray]:
