@@ -85,3 +85,38 @@ def test_existing_datasets_and_held_out_seeds_are_refused(data_dir):
     assert record_dataset("static", seeds=[1], env_id=ENV, env_kwargs=KWARGS, overwrite=True).total_episodes == 1
     with pytest.raises(ValueError, match="training days"):
         record_dataset("static", seeds=[1001], env_id=ENV, env_kwargs=KWARGS, overwrite=True)
+
+
+def test_train_behaviour_clones_from_a_dataset(data_dir, tmp_path, capsys):
+    import train
+
+    record_dataset("reactive", seeds=[2], env_id=ENV, env_kwargs=KWARGS)
+    quick = [f"log_folder={tmp_path / 'logs'}", "n_timesteps=64", "hyperparams.n_steps=64", "hyperparams.batch_size=32",
+             "eval_freq=0", "save_freq=0", "progress_bar=false", "tensorboard=false",
+             "env_kwargs={horizon_s: 1200, decision_interval_s: 10}", "bc_epochs=30"]
+    assert train.main([*quick, f"bc_dataset={dataset_id(ENV, 'reactive')}"]) == 0
+    out = capsys.readouterr().out
+    assert "behaviour cloning of sageserve/SageServeSmall/reactive-v0: 120 decisions" in out
+    first, last = (float(x) for x in out.split("NLL ")[1].split()[0:3:2])
+    assert last < first
+    # the cloned agent mostly picks the reactive policy's decisions on the day it was cloned from
+    # (an untrained one agrees about 1 time in 9, the number of choices per endpoint)
+    policy = make_policy(f"ckpt:{next((tmp_path / 'logs').glob('*/*/model.zip'))}")
+    obs, actions = demonstrations(dataset_id(ENV, "reactive"))
+    if policy.normalizer is not None:
+        obs = policy.normalizer.normalize_obs(obs)
+    predicted, _ = policy.model.predict(obs, deterministic=True)
+    assert (predicted == actions).mean() > 0.8
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["bc_dataset=sageserve/SageServeSmall/nothing-v0"], "no Minari dataset"),
+    (["bc_dataset=sageserve/SageServeSmall/static-v0", "bc_policy=reactive"], "excludes"),
+    (["bc_dataset=sageserve/SageServeSmall/static-v0", "env=sageserve_env/SageServe-v0"], "observation space"),
+])
+def test_train_refuses_a_dataset_it_cannot_use(data_dir, tmp_path, capsys, extra, match):
+    import train
+
+    record_dataset("static", seeds=[0], env_id=ENV, env_kwargs={"horizon_s": 600.0})
+    assert train.main([f"log_folder={tmp_path / 'logs'}", *extra]) == 2
+    assert match in capsys.readouterr().err
