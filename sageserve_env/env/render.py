@@ -50,7 +50,7 @@ class GlyphAtlas:
         fg, bg = np.asarray(color, dtype=np.float32), np.asarray(background, dtype=np.float32)
         self.glyphs: Dict[str, np.ndarray] = {}
         for ch in string.printable[:95]:
-            width = max(int(np.ceil(font.getlength(ch))), 1)
+            width = max(int(np.ceil(font.getlength(ch))), 4 if ch == " " else 1)
             img = Image.new("L", (width, self.height), 0)
             ImageDraw.Draw(img).text((0, 0), ch, fill=255, font=font)
             a = np.asarray(img, dtype=np.float32)[:, :, None] / 255.0
