@@ -305,8 +305,7 @@ class DashboardRenderer:
         import pygame
 
         if self._window is None:
-            pygame.init()
-            pygame.display.init()
+            pygame.display.init()  # the display only: no audio or joystick needed
             pygame.display.set_caption("sageserve_env")
             self._window = pygame.display.set_mode((frame.shape[1], frame.shape[0]))
         surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
@@ -319,6 +318,5 @@ class DashboardRenderer:
             import pygame
 
             pygame.display.quit()
-            pygame.quit()
             self._window = None
 
