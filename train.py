@@ -3,6 +3,7 @@
     python train.py                                                  # MaskablePPO on the small env
     python train.py algo=ppo env=sageserve_env/SageServe-fast-v0 n_timesteps=300000 seed=1
     python train.py algo=maskable_ppo bc_policy=reactive hyperparams.learning_rate=1e-4
+    python train.py bc_dataset=sageserve/SageServeSmall/reactive-v0    # a Minari dataset (agents.datasets)
     python train.py resume=logs/maskable_ppo/SageServeSmall-v0_1/checkpoints/rl_model_20000_steps.zip
 
 Defaults in ``configs/train.yaml``; hyperparameters in ``configs/hyperparams/<algo>.yml`` keyed by
@@ -53,6 +54,7 @@ class TrainConfig:
     progress_bar: bool = True
     resume: Optional[str] = None
     bc_policy: Optional[str] = None
+    bc_dataset: Optional[str] = None
     bc_episodes: int = 4
     bc_epochs: int = 20
     residual: bool = False
@@ -152,6 +154,12 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"resume: checkpoint {cfg.resume!r} is not a model .zip saved by train.py")
     if cfg.bc_policy:
         check_policy_spec(cfg.bc_policy)
+    if cfg.bc_dataset:
+        from agents.datasets import check_dataset
+
+        if cfg.bc_policy or cfg.residual:
+            raise ConfigError("bc_dataset excludes bc_policy and residual (its actions are the base env's)")
+        check_dataset(cfg.bc_dataset, gym.make(cfg.env, **cfg.env_kwargs))
     if cfg.residual_forecaster not in ("arima", "seasonal_naive"):
         raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
     if not cfg.residual_prior >= 0:
@@ -275,16 +283,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if cfg.residual and not cfg.resume:
         favour_no_adjustment(model, residual_reach, cfg.residual_prior)
+    if cfg.bc_dataset and not cfg.resume:
+        from agents.datasets import demonstrations
+
+        obs, actions = demonstrations(cfg.bc_dataset)
     if cfg.bc_policy and not cfg.resume:
         expert = make_policy(cfg.bc_policy)
         obs, actions = collect_demonstrations(env_factory(cfg, reach=residual_reach), expert, cfg.bc_episodes,
                                               seeds=list(range(cfg.seed + 500, cfg.seed + 500 + cfg.bc_episodes)))
+    if (cfg.bc_policy or cfg.bc_dataset) and not cfg.resume:
         if isinstance(venv, VecNormalize):
             venv.obs_rms.update(obs)
         losses = behaviour_clone(model, obs, actions, cfg.bc_epochs,
                                  normalize=venv.normalize_obs if isinstance(venv, VecNormalize) else None,
                                  seed=cfg.seed)
-        print(f"behaviour cloning of {cfg.bc_policy}: {len(obs)} decisions, NLL {losses[0]:.3f} -> {losses[-1]:.3f}")
+        print(f"behaviour cloning of {cfg.bc_dataset or cfg.bc_policy}: {len(obs)} decisions, NLL {losses[0]:.3f} -> {losses[-1]:.3f}")
     callbacks = []
     if cfg.save_freq:
         callbacks.append(CheckpointCallback(max(cfg.save_freq // n_envs, 1), str(out / "checkpoints"),

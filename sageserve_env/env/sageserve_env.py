@@ -98,7 +98,7 @@ class SageServeEnv(gym.Env):
     v0: initial release.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
 
     @classmethod
     def default_config(cls) -> Dict[str, Any]:
@@ -119,7 +119,10 @@ class SageServeEnv(gym.Env):
         self.config = self.default_config()
         self._configure(config or {})
         self._configure(kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
+        self._renderer = None
         self._setup()
         self.sim = None  # the episode's simulator (``Simulator`` or ``FlowSimulator``), from reset()
 
@@ -474,6 +477,26 @@ class SageServeEnv(gym.Env):
             "reward": float(sum(self._totals.values())),
             "sim_seconds": float(sim.now),
         }
+
+    def render(self):
+        """The dashboard frame now (``sageserve_env.env.render``): an (H, W, 3) uint8 array for
+        ``"rgb_array"``, shown in a window for ``"human"``; call it after ``reset`` and each step."""
+        if self.render_mode is None:
+            gym.logger.warn("render() needs a render_mode: SageServeEnv(render_mode='rgb_array')")
+            return None
+        if self._renderer is None:
+            from sageserve_env.env.render import DashboardRenderer
+
+            cfg = self.sim_config
+            self._renderer = DashboardRenderer(cfg.region_names, cfg.model_names, self.render_mode,
+                                               fps=self.metadata["render_fps"])
+        view = self.view()  # raises before reset
+        misses = np.array([row[_C["iw_slo_misses"]] for row in self._last_rows], dtype=float)
+        return self._renderer.render(view, self.kpis(), misses)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
 
     def view(self) -> SimView:
         """Read-only simulator state for heuristic policies."""
