@@ -491,7 +491,7 @@ class SageServeEnv(gym.Env):
             self._renderer = DashboardRenderer(cfg.region_names, cfg.model_names, self.render_mode,
                                                fps=self.metadata["render_fps"])
         view = self.view()  # raises before reset
-        misses = np.array([row[_C["iw_slo_misses"]] for row in self._last_rows], dtype=float)
+        misses = self._last_stats[:, Stat.IW_SLO_MISSES]
         return self._renderer.render(view, self.kpis(), misses)
 
     def close(self) -> None:
