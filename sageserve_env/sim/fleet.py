@@ -104,6 +104,7 @@ class Fleet:
         # (time, region, model, active, starting, draining, spot) after every change of an endpoint
         self.timeline: List[Tuple[float, int, int, int, int, int, int]] = []
         self.scale_log: List[Tuple[float, int, int, ScaleKind]] = []
+        self.n_scale_downs = 0  # drains among the scale_log entries
         for r in range(n_r):
             for m in range(n_m):
                 self.log(r, m, 0.0)
@@ -137,6 +138,7 @@ class Fleet:
                 break
             kinds.append(step)
             self.scale_log.append((now, r, m, step))
+            self.n_scale_downs += step is ScaleKind.DRAIN
             self.log(r, m, now)
         applied = len(kinds) if delta > 0 else -len(kinds)
         reason = refusal.value.format(region=self.region_names[r], min_instances=self.min_instances) if refusal else ""
@@ -205,10 +207,6 @@ class Fleet:
         """Append endpoint (r, m)'s instance counts at ``now`` to the timeline."""
         c = self.counts[r, m]
         self.timeline.append((now, r, m, int(c[ACTIVE]), int(c[STARTING]), int(c[DRAINING]), int(c[SPOT])))
-
-    @property
-    def n_scale_downs(self) -> int:
-        return sum(kind is ScaleKind.DRAIN for _, _, _, kind in self.scale_log)
 
     def check(self, now: float) -> Optional[str]:
         """What is wrong with the counts (None if nothing): negative cells, a region's servers
