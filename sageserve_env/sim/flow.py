@@ -57,7 +57,9 @@ from sageserve_env.config import SimConfig
 from sageserve_env.sim.events import EventQueue
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, Fleet, ScaleResult
 from sageserve_env.sim.metrics import PERCENTILES
-from sageserve_env.sim.simulator import InvariantError, build_perf_models, kv_capacity, serving_settings
+from sageserve_env.sim.host import serving_settings
+from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
+from sageserve_env.sim.simulator import InvariantError
 from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.workload import IW, NIW, Workload
 

@@ -15,11 +15,11 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import yaml
 
-from sageserve_env.config import CONFIG_DIR, HardwareConfig, ModelConfig, PerfConfig
+from sageserve_env.config import CONFIG_DIR, HardwareConfig, ModelConfig, PerfConfig, SimConfig
 
 COEFFICIENTS_PATH = CONFIG_DIR / "perf_coefficients.yaml"
 
@@ -170,3 +170,20 @@ def build_perf_model(model: ModelConfig, hardware: HardwareConfig, perf: PerfCon
         iteration_overhead_s=overhead,
         mixed_prefill_factor=perf.mixed_prefill_factor,
     )
+
+
+def kv_capacity(cfg: SimConfig, r: int, m: int) -> int:
+    """KV tokens one instance of endpoint (r, m) holds next to its weights."""
+    model = cfg.models[cfg.model_names[m]]
+    hw = cfg.hardware[cfg.regions[r].hardware]
+    return int((model.tp * hw.gpu_memory_gb * 1e9 - model.weight_bytes) // model.kv_bytes_per_token(cfg.perf.kv_bytes_rule))
+
+
+def build_perf_models(cfg: SimConfig) -> List[List[PerfModel]]:
+    """The performance model of every endpoint, [region][model]."""
+    out = []
+    for region in cfg.regions:
+        hw = cfg.hardware[region.hardware]
+        out.append([build_perf_model(model, hw, cfg.perf, model.kv_bytes_per_token(cfg.perf.kv_bytes_rule))
+                    for model in (cfg.models[name] for name in cfg.model_names)])
+    return out

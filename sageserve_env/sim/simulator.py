@@ -11,17 +11,18 @@ statistics array (``statistics()``, columns ``Stat``), the same in both fideliti
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.endpoint import Endpoint
 from sageserve_env.sim.events import EventQueue
+from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, STATE_NAMES, Fleet, ScaleResult
 from sageserve_env.sim.instance import Instance
 from sageserve_env.sim.metrics import RecordMetrics
-from sageserve_env.sim.perf_model import PerfModel, build_perf_model
+from sageserve_env.sim.perf_model import PerfModel, build_perf_models, kv_capacity
 from sageserve_env.sim.requests import Requests
 from sageserve_env.sim.stats import N_TOTALS, Stat
 from sageserve_env.workload.workload import NIW, Workload
@@ -259,34 +260,5 @@ class Simulator:
                     raise InvariantError(f"{name}: an instance reserves {inst.reserved} of {inst.capacity} KV tokens")
 
 
-def serving_settings(cfg: SimConfig) -> Dict[str, Any]:
-    """The batching, SLO, NIW-feed and routing settings both fidelities read while they run, as
-    plain attributes (the hot path never reads the config): the numbers of ``Host``."""
-    return {
-        "max_batch_size": cfg.batching.max_batch_size, "max_batch_tokens": cfg.batching.max_batch_tokens,
-        "drop_iw_after_s": cfg.slo.drop_iw_after_s, "iw_e2e_s": cfg.slo.iw_e2e_s,
-        "feed_async": cfg.niw.feed_async, "niw_granularity": cfg.niw.granularity,
-        "niw_low_util": cfg.niw.low_util, "niw_high_util": cfg.niw.high_util,
-        "util_threshold": cfg.routing.util_threshold, "no_reroute": cfg.routing.no_reroute,
-    }
-
-
 def _pending_tokens(inst: Instance) -> int:
     return inst.pending_tokens
-
-
-def kv_capacity(cfg: SimConfig, r: int, m: int) -> int:
-    """KV tokens one instance of endpoint (r, m) holds next to its weights."""
-    model = cfg.models[cfg.model_names[m]]
-    hw = cfg.hardware[cfg.regions[r].hardware]
-    return int((model.tp * hw.gpu_memory_gb * 1e9 - model.weight_bytes) // model.kv_bytes_per_token(cfg.perf.kv_bytes_rule))
-
-
-def build_perf_models(cfg: SimConfig) -> List[List[PerfModel]]:
-    """The performance model of every endpoint, [region][model]."""
-    out = []
-    for region in cfg.regions:
-        hw = cfg.hardware[region.hardware]
-        out.append([build_perf_model(model, hw, cfg.perf, model.kv_bytes_per_token(cfg.perf.kv_bytes_rule))
-                    for model in (cfg.models[name] for name in cfg.model_names)])
-    return out
