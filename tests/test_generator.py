@@ -151,9 +151,11 @@ def test_load_workload(tmp_path, monkeypatch):
     traced = load_config("small", {"workload": {"source": "trace", "trace": str(path), "trace_format": "canonical"}})
     loaded = load_workload(traced, np.random.default_rng(0))
     assert np.array_equal(loaded.arrival_s, direct.slice_time(0, 600).arrival_s)
-    monkeypatch.chdir(tmp_path)  # a relative trace path falls back to the project root
-    sample = load_config("small", {"workload": {"source": "trace", "trace": "traces/sample_small.csv"}})
-    assert len(load_workload(sample, np.random.default_rng(0))) > 1000
+    monkeypatch.chdir(tmp_path)  # a relative trace path is taken from the working directory, once
+    relative = load_config("small", {"workload": {"source": "trace", "trace": "w.parquet", "trace_format": "canonical"}})
+    assert relative.workload.trace == str(path)
+    monkeypatch.chdir(SAMPLE.parent)
+    assert np.array_equal(load_workload(relative, np.random.default_rng(0)).arrival_s, loaded.arrival_s)
 
 
 def test_committed_sample():

@@ -8,8 +8,7 @@ version instead.
 import numpy as np
 import pytest
 
-from sageserve_env.env.view import EndpointState
-from golden import DAY_CASES, ENV_CASES, GOLDEN_FILE, day_case, env_case
+from golden import DAY_CASES, ENV_CASES, GOLDEN_FILE, V0_VIEW, day_case, env_case
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def _same(golden, prefix, case):
         if k == "view" and "-fast-" in prefix:
             # the last field, niw_queue_requests, read 0 in the fast fidelity until it was fixed;
             # no observation, reward or policy reads it
-            n_endpoints = v.shape[1] // len(EndpointState.__dataclass_fields__)
+            n_endpoints = v.shape[1] // len(V0_VIEW)
             v, want = v[:, :-n_endpoints], want[:, :-n_endpoints]
         assert v.shape == want.shape, f"{prefix}/{k}: shape {v.shape} != {want.shape}"
         if v.dtype.kind in "US":

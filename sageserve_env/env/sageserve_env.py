@@ -464,6 +464,8 @@ class SageServeEnv(gym.Env):
             "requests_total": float(sim.arrived),
             "requests_completed": float(c[Stat.COMPLETED]),
             "requests_dropped": float(c[Stat.DROPPED]),
+            "requests_queued": float(c[Stat.QUEUED_REQUESTS]),
+            "requests_in_flight": float(c[Stat.IN_FLIGHT_REQUESTS]),
             "iw_slo_attainment_served": float(1.0 - c[Stat.IW_SLO_MISSES] / iw_first) if iw_first else 1.0,
             "iw_ttft_mean": float(c[Stat.IW_TTFT_SUM] / iw_first) if iw_first else 0.0,
             "niw_deadline_misses": float(c[Stat.NIW_DEADLINE_MISSES]),

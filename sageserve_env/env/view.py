@@ -33,6 +33,8 @@ class EndpointState:
     queued_iw_tokens: np.ndarray
     queued_niw_tokens: np.ndarray
     niw_queue_requests: np.ndarray
+    queued_requests: np.ndarray  # waiting anywhere: for a batch slot, an active instance, the NIW feed
+    in_flight_requests: np.ndarray  # admitted to a batch and not completed
 
 
 assert tuple(EndpointState.__dataclass_fields__) == tuple(s.name.lower() for s in GAUGES)

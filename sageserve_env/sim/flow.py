@@ -719,6 +719,8 @@ class FlowSimulator:
             "niw_dropped": h[:, 3],
             "dropped": h[:, 2] + h[:, 3] + stale[0],
             "dropped_tokens": h[:, 4] + stale[1],
+            "dropped_too_large": h[:, 2] + h[:, 3],
+            "dropped_iw_timeout": stale[0],
         }
 
     def _endpoint_pools(self) -> np.ndarray:
@@ -778,6 +780,11 @@ class FlowSimulator:
         out[:, Stat.QUEUED_IW_TOKENS] = np.where(busy > 0, waiting + over, 0.0)
         out[:, Stat.QUEUED_NIW_TOKENS] = np.trunc(self._F[1])
         out[:, Stat.NIW_QUEUE_REQUESTS] = self._F[0]
+        out[:, Stat.QUEUED_REQUESTS] = self._Q[W, 0].sum(0) + self._F[0]
+        in_flight = self._Q[P:, 0].sum(axis=(0, 1))
+        for d in self._drains:
+            in_flight[d.endpoint] += d.held[0].sum()
+        out[:, Stat.IN_FLIGHT_REQUESTS] = in_flight
         return out
 
     def in_flight(self) -> int:
@@ -907,6 +914,8 @@ class FlowRequests:
             "requests_total": int(s["arrived"]),
             "requests_completed": int(s["completed"]),
             "requests_dropped": int(s["dropped"]),
+            "requests_dropped_too_large": int(s["dropped_too_large"]),
+            "requests_dropped_iw_timeout": int(s["dropped_iw_timeout"]),
             "iw_requests": int(s["iw_arrived"]),
         }
         for kind in ("ttft", "e2e", "tpot"):

@@ -186,42 +186,36 @@ class Instance:
                     entry[1] -= take
                     budget -= take
                 entry = prefill[0]
-            if not entry[1]:
-                self._first_tokens(now, iters)
+            if not entry[1]:  # the prompts at the front are done: their first token
+                req = self.requests
+                prompt, output, tier, arrival, sla = req.prompt, req.output, req.tier, req.arrival, req.sla
+                first_token_s, served_region, region, stats = req.first_token_s, req.served_region, self.region, self.stats
+                while prefill and prefill[0][1] == 0:
+                    rid = prefill.popleft()[0]
+                    first_token_s[rid] = now
+                    served_region[rid] = region
+                    if tier[rid] == IW:
+                        self.prefill_iw -= 1
+                        ttft = now - arrival[rid]
+                        stats[_IW_FIRST_TOKENS] += 1
+                        stats[_IW_TTFT_SUM] += ttft
+                        if ttft > sla[rid]:
+                            stats[_IW_SLO_MISSES] += 1
+                    if output[rid] == 1:  # it completes with its first token
+                        need = prompt[rid] + 1
+                        self.reserved -= need
+                        self.pending_tokens -= need
+                        if self.state == ACTIVE:
+                            self.endpoint.committed -= need
+                        self._account_completions((rid,), now)
+                    else:  # it decodes from here
+                        heappush(decoders, (iters + output[rid] - 1, rid))
+                        self.batch_kv += prompt[rid] + 1
         elif self.state == STARTING:  # checked last: start-ups are rare events
             self.host.activated(self, now)
             return
         self.busy = False
         self._boundary(now)
-
-    def _first_tokens(self, now: float, iters: int) -> None:
-        """The iteration that ended at ``now`` finished the prefill of the requests at the front:
-        their first token; they decode from here (or complete, with one output token)."""
-        req = self.requests
-        prompt, output, tier, arrival, sla = req.prompt, req.output, req.tier, req.arrival, req.sla
-        first_token_s, served_region, region = req.first_token_s, req.served_region, self.region
-        prefill, decoders, stats = self.prefill, self.decoders, self.stats
-        while prefill and prefill[0][1] == 0:
-            rid = prefill.popleft()[0]
-            first_token_s[rid] = now
-            served_region[rid] = region
-            if tier[rid] == IW:
-                self.prefill_iw -= 1
-                ttft = now - arrival[rid]
-                stats[_IW_FIRST_TOKENS] += 1
-                stats[_IW_TTFT_SUM] += ttft
-                if ttft > sla[rid]:
-                    stats[_IW_SLO_MISSES] += 1
-            if output[rid] == 1:
-                need = prompt[rid] + 1
-                self.reserved -= need
-                self.pending_tokens -= need
-                if self.state == ACTIVE:
-                    self.endpoint.committed -= need
-                self._account_completions((rid,), now)
-            else:
-                heappush(decoders, (iters + output[rid] - 1, rid))
-                self.batch_kv += prompt[rid] + 1
 
     def _account_completions(self, rids, now: float) -> None:
         """Completion records and statistics of requests that completed at ``now``."""

@@ -16,6 +16,12 @@ Definitions (``now`` = simulated time reached):
   unserved with ``arrival + sla_s < now``; an unserved request still within its SLO is
   undecided. ``iw_slo_attainment`` = IW met / (IW met + IW missed), ``None`` if no IW request
   is decided; ``niw_deadline_misses`` counts missed NIW requests.
+- Accounting: every request that arrived is in exactly one of ``requests_completed``,
+  ``requests_dropped`` (split by reason: ``requests_dropped_too_large``,
+  ``requests_dropped_iw_timeout``), ``requests_queued`` (waiting for a batch slot, an active
+  instance or the NIW feed) and ``requests_in_flight`` (admitted to a batch): the first two
+  summed with the last two give ``requests_total`` (the global figures; queued and in flight are
+  not split per endpoint).
 - Attribution: a request counts for the endpoint that served it (``served_region``, set at
   completion, and its model); requests not completed count for their home region. NIW
   requests are always served at home.
@@ -35,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from sageserve_env.sim.fleet import BILLED_STATES, FREE, SCALE_UPS, SPOT, STARTING, ScaleKind
+from sageserve_env.sim.requests import DropReason
 from sageserve_env.workload.workload import IW
 
 PERCENTILES = (50, 90, 95, 99)
@@ -78,7 +85,8 @@ class RecordMetrics:
         out = rec["output_tokens"].astype(np.int64)
         self.iw = rec["tier"] == IW
         self.completed = np.isfinite(done)
-        self.dropped = rec["drop_reason"] != 0
+        self.drop_reason = rec["drop_reason"]
+        self.dropped = self.drop_reason != DropReason.NONE
         self.ttft = first - arrival
         self.e2e = done - arrival
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -106,6 +114,8 @@ class RecordMetrics:
             "requests_total": len(self.iw) if sel is None else int(np.count_nonzero(sel)),
             "requests_completed": count(self.completed),
             "requests_dropped": count(self.dropped),
+            "requests_dropped_too_large": count(self.drop_reason == DropReason.TOO_LARGE),
+            "requests_dropped_iw_timeout": count(self.drop_reason == DropReason.IW_TIMEOUT),
             "iw_requests": count(self.iw),
         }
         m.update(_percentiles("iw_ttft", values(self.ttft, self.iw & np.isfinite(self.ttft))))
@@ -176,6 +186,9 @@ def summarize(sim, wall_seconds: float) -> Dict[str, Any]:
         per_region.append(row)
 
     summary: Dict[str, Any] = req.metrics()
+    # every request that arrived is completed, dropped (by reason), queued or in flight
+    summary["requests_queued"] = sim.queued()
+    summary["requests_in_flight"] = sim.in_flight()
     for key, value in per_region[0].items():  # accounting: the regions' sum
         if key not in summary and key != "region":
             summary[key] = type(value)(sum(row[key] for row in per_region))

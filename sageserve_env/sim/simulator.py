@@ -100,7 +100,9 @@ class Simulator:
             threshold = self.util_threshold
             for r in req.order[rid]:
                 cand = eps[r][m]
-                util = cand.utilization()
+                # cand.utilization(), inline: IW requests call it up to once per region (BENCH)
+                n = len(cand.active)
+                util = cand.committed / (n * cand.capacity) if n else 1.0
                 if util < threshold:
                     ep = cand
                     break
@@ -195,6 +197,8 @@ class Simulator:
             row[Stat.QUEUED_IW_TOKENS] = queued_iw
             row[Stat.QUEUED_NIW_TOKENS] = ep.niw_queue_tokens
             row[Stat.NIW_QUEUE_REQUESTS] = len(ep.niw_queue)
+            row[Stat.QUEUED_REQUESTS] = ep.queued_requests
+            row[Stat.IN_FLIGHT_REQUESTS] = ep.in_flight
         return out
 
     @property

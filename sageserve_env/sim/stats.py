@@ -37,6 +37,8 @@ class Stat(IntEnum):
     QUEUED_IW_TOKENS = 17  # KV tokens (prompt + output) of requests waiting for a batch slot
     QUEUED_NIW_TOKENS = 18  # KV tokens in the NIW feed queue
     NIW_QUEUE_REQUESTS = 19  # requests in the NIW feed queue
+    QUEUED_REQUESTS = 20  # requests arrived and waiting anywhere (for a batch slot, an instance, the NIW feed)
+    IN_FLIGHT_REQUESTS = 21  # requests admitted to a batch (prefilling or decoding), draining instances' too
 
 
 N_TOTALS = int(Stat.DROPPED) + 1  # the running totals are the first columns
