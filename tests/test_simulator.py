@@ -375,3 +375,50 @@ def test_overdue_counts_unserved_past_slo():
     assert sim.overdue() == (0, 0)
     assert sim.endpoints[0][0].stats[Stat.IW_SLO_MISSES] == 1 and sim.endpoints[0][0].stats[Stat.NIW_DEADLINE_MISSES] == 1
     _all_served(sim)
+
+
+def test_iw_timeout_is_exact_and_reaches_the_backlog():
+    """slo.drop_iw_after_s drops a waiting IW request at the moment it has waited that long,
+    wherever it waits: behind a busy instance's batch, or in a backlog with no instance active."""
+    cfg = _three_regions(regions=[{"name": "westus", "servers": 1}], slo={"drop_iw_after_s": 1.0},
+                         batching={"max_batch_size": 1})
+    w = make_workload(cfg, [0.0, 0.1], [100, 100], [500, 10], tier=[IW, IW])
+    sim = Simulator(cfg, w)
+    sim.run_until(1.1)
+    assert sim.n_dropped == 0 and sim.queued() == 1
+    sim.run_until(1.1 + 1e-9)  # 0.1 + 1.0: the second has now waited longer than 1 s
+    assert sim.n_dropped == 1 and sim.queued() == 0
+    sim.check_invariants()
+    # no active instance: the request waits in the backlog and still times out
+    cfg = load_config("small", ["scaling.min_instances=0", "slo.drop_iw_after_s=5"])
+    w = make_workload(cfg, [20.0, 21.0, 40.0], [100] * 3, [10] * 3, tier=IW, model="A")
+    sim = Simulator(cfg, w)
+    sim.scale("westus", "A", -4)
+    sim.run_until(24.0)
+    assert sim.queued() == 2 and sim.n_dropped == 0
+    sim.run_until(60.0)
+    assert sim.n_dropped == 3 and sim.queued() == 0
+    sim.check_invariants()
+
+
+def test_iw_timeouts_agree_across_fidelities():
+    """With every instance drained, both fidelities drop the IW requests that wait too long."""
+    from sageserve_env.cli import build_workload
+    from sageserve_env.sim.flow import FlowSimulator
+
+    cfg = load_config("small", ["scaling.level=1", "scaling.min_instances=0", "duration_s=600",
+                                "slo.drop_iw_after_s=30"])
+    w = build_workload(cfg, 0)
+    dropped = {}
+    for name, make in (("detailed", Simulator), ("fast", FlowSimulator)):
+        sim = make(cfg, w)
+        sim.run_until(10.0)
+        sim.scale("westus", "A", -4)
+        sim.scale("westus", "C", -4)
+        sim.run_until(600.0)
+        sim.check_invariants()
+        dropped[name] = sim.n_dropped
+    # IW requests that arrived with no instance left and waited 30 s before the end
+    iw_late = int(((w.tier == IW) & (w.arrival_s > 10.0) & (w.arrival_s + 30.0 < cfg.duration_s)).sum())
+    assert dropped["detailed"] == pytest.approx(iw_late, abs=3)
+    assert dropped["fast"] == pytest.approx(dropped["detailed"], rel=0.05)

@@ -278,14 +278,27 @@ class Instance:
             self.run_start = now
             self.busy = True
             self.version += 1
-            self.schedule(now + self.perf.iteration_time(tokens, len(decoders), self.batch_kv), self)
+            perf = self.perf
+            if perf.mixed_prefill_factor is None:
+                # perf.iteration_time(tokens, len(decoders), self.batch_kv) with tokens > 0, inline
+                # with the next branch's decode run: together 12% of the instructions per request
+                # at 1x load (bench/bench_simulator.py under callgrind)
+                t = ((perf.prefill_base_s + (perf.prefill_per_token_s + perf.prefill_per_token_sq_s * tokens) * tokens)
+                     + perf.decode_per_seq_s * len(decoders) + perf.decode_per_kv_token_s * self.batch_kv)
+            else:
+                t = perf.iteration_time(tokens, len(decoders), self.batch_kv)
+            self.schedule(now + t, self)
         elif decoders:
             self.run_iters = k = decoders[0][0] - self.iters
             self.run_start = now
             self.busy = True
             self.version += 1
-            a, cb = self.perf.decode_run(len(decoders), self.batch_kv)
-            self.schedule(now + run_time(a, cb, k), self)
+            # run_time(*perf.decode_run(b, self.batch_kv), k), inline (see the mixed iteration above)
+            perf = self.perf
+            b = len(decoders)
+            c = perf.decode_per_kv_token_s
+            a = perf.decode_base_s + perf.decode_per_seq_s * b + c * self.batch_kv
+            self.schedule(now + (k * a + c * b * (k * (k - 1) // 2)), self)
         elif self.state == DRAINING and not self.wait_iw and not self.wait_niw:
             self.host.drained(self, now)
         if feed:
@@ -303,17 +316,10 @@ class Instance:
         admitted = 0  # tokens of the requests admitted
         queue = self.wait_iw
         if queue:
-            drop_after = self.host.drop_iw_after_s
             at = self.prefill_iw  # IW prompts go after the IW ones and before the NIW ones
             while queue and room > 0:
                 rid = queue[0]
                 need = prompt[rid] + output[rid]
-                if drop_after is not None and now - req.arrival[rid] > drop_after:
-                    queue.popleft()
-                    self._forget(need)
-                    req.drop_reason[rid] = int(DropReason.IW_TIMEOUT)
-                    self.stats[_DROPPED] += 1
-                    continue
                 if reserved + need > capacity:
                     break
                 queue.popleft()
@@ -344,8 +350,20 @@ class Instance:
         self.reserved = reserved
         self.waiting_tokens -= admitted
 
-    def _forget(self, need: int) -> None:
+    def expire(self, rid: int, now: float) -> None:
+        """Drop waiting IW request ``rid`` (the oldest here: the queue is first come first
+        served), then admit behind it if that made room."""
+        queue = self.wait_iw
+        if queue[0] == rid:
+            queue.popleft()
+        else:
+            queue.remove(rid)
+        need = self.requests.prompt[rid] + self.requests.output[rid]
         self.waiting_tokens -= need
         self.pending_tokens -= need
         if self.state == ACTIVE:
             self.endpoint.committed -= need
+        self.requests.drop_reason[rid] = int(DropReason.IW_TIMEOUT)
+        self.stats[_DROPPED] += 1
+        if self.busy and self.run_iters > 1 and (self.wait_iw or self.wait_niw) and self._head_fits():
+            self._cut_run(now)

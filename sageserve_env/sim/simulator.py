@@ -11,6 +11,7 @@ statistics array (``statistics()``, columns ``Stat``), the same in both fideliti
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -23,7 +24,7 @@ from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, STATE_NAME
 from sageserve_env.sim.instance import Instance
 from sageserve_env.sim.metrics import RecordMetrics
 from sageserve_env.sim.perf_model import PerfModel, build_perf_models, kv_capacity
-from sageserve_env.sim.requests import Requests
+from sageserve_env.sim.requests import DropReason, Requests
 from sageserve_env.sim.stats import N_TOTALS, Stat
 from sageserve_env.workload.workload import NIW, Workload
 
@@ -32,6 +33,33 @@ _ARRIVED, _ARRIVED_PROMPT_TOKENS = int(Stat.ARRIVED), int(Stat.ARRIVED_PROMPT_TO
 
 class InvariantError(AssertionError):
     """The simulator's bookkeeping disagrees with itself (a bug, never a user error)."""
+
+
+class _IwTimeouts:
+    """``slo.drop_iw_after_s``: every IW request in arrival order, and one event at the moment
+    the oldest one not yet looked at has waited that long; then, if it is still waiting for a
+    batch slot (at an instance or in a backlog), it is dropped there."""
+
+    __slots__ = ("sim", "limit", "queue", "version")
+
+    def __init__(self, sim: "Simulator", limit: float) -> None:
+        self.sim, self.limit, self.queue, self.version = sim, limit, deque(), 0
+
+    def add(self, rid: int, now: float) -> None:
+        self.queue.append(rid)
+        if len(self.queue) == 1:
+            self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        due = self.sim.requests.arrival[self.queue[0]] + self.limit
+        self.sim.schedule(max(math.nextafter(due, math.inf), now), self)
+
+    def on_event(self, now: float) -> None:
+        arrival, queue = self.sim.requests.arrival, self.queue
+        while queue and now - arrival[queue[0]] > self.limit:
+            self.sim.expire(queue.popleft(), now)
+        if queue:
+            self._arm(now)
 
 
 class Simulator:
@@ -58,6 +86,8 @@ class Simulator:
              for m in range(len(self.model_names))] for r in range(len(self.region_names))]
         self.all_endpoints: List[Endpoint] = [ep for eps in self.endpoints for ep in eps]
         self.kv_capacity = np.array([ep.capacity for ep in self.all_endpoints], dtype=np.int64)
+        limit = config.slo.drop_iw_after_s
+        self._timeouts = _IwTimeouts(self, limit) if limit is not None else None
         for ep in self.all_endpoints:
             for _ in range(int(self.fleet.counts[ep.region, ep.model, ACTIVE])):
                 ep.active.append(Instance(self, ep, self.perf[ep.region][ep.model], ACTIVE))
@@ -100,7 +130,7 @@ class Simulator:
             threshold = self.util_threshold
             for r in req.order[rid]:
                 cand = eps[r][m]
-                # cand.utilization(), inline: IW requests call it up to once per region (BENCH)
+                # cand.utilization(), inline: IW requests ask up to once per region
                 n = len(cand.active)
                 util = cand.committed / (n * cand.capacity) if n else 1.0
                 if util < threshold:
@@ -115,6 +145,26 @@ class Simulator:
         stats[_ARRIVED] += 1
         stats[_ARRIVED_PROMPT_TOKENS] += req.prompt[rid]
         ep.route(rid, now)
+        if self._timeouts is not None:
+            self._timeouts.add(rid, now)
+
+    def expire(self, rid: int, now: float) -> None:
+        """IW request ``rid`` has waited ``slo.drop_iw_after_s``: drop it if it still waits for
+        a batch slot. It is the oldest of its queue (every queue is first come first served and
+        the older ones were looked at first), so only queue fronts are searched."""
+        req = self.requests
+        if req.drop_reason[rid] or not math.isnan(req.first_token_s[rid]):  # dropped, or served
+            return
+        for ep in (self.endpoints[r][req.model[rid]] for r in req.order[rid]):
+            if ep.backlog and ep.backlog[0] == rid:
+                ep.backlog.popleft()
+                req.drop_reason[rid] = int(DropReason.IW_TIMEOUT)
+                ep.stats[Stat.DROPPED] += 1
+                return
+            for inst in ep.active + ep.draining:
+                if inst.wait_iw and inst.wait_iw[0] == rid:
+                    inst.expire(rid, now)
+                    return
 
     # -- the fleet ------------------------------------------------------------------------
     def scale(self, region: int | str, model: int | str, delta: int) -> ScaleResult:
