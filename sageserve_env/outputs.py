@@ -152,8 +152,9 @@ def format_summary(summary: Dict[str, Any]) -> str:
     s = jsonable(summary)
     pct = "/".join(f"p{p}" for p in PERCENTILES)
     lines = [
-        ("requests arrived / completed / dropped",
-         f"{s['requests_total']} / {s['requests_completed']} / {s['requests_dropped']}"),
+        ("requests arrived / completed / dropped / queued / in flight",
+         f"{s['requests_total']} / {s['requests_completed']} / {s['requests_dropped']} / "
+         f"{s.get('requests_queued', '-')} / {s.get('requests_in_flight', '-')}"),
         *((f"IW {name} {pct} (s)", " / ".join(_fmt(s[f"iw_{key}_p{p}"]) for p in PERCENTILES))
           for name, key in (("TTFT", "ttft"), ("e2e", "e2e"), ("TPOT", "tpot"))),
         ("IW SLO attainment", _fmt(s["iw_slo_attainment"])),

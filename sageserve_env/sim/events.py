@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import insort
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -58,3 +59,11 @@ class EventQueue:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+
+def check_time(t_end: float, now: float) -> None:
+    """Raise ValueError unless a simulation at ``now`` can run until ``t_end`` (finite, not past)."""
+    if not math.isfinite(t_end):
+        raise ValueError(f"run_until({t_end}): the time must be finite")
+    if t_end < now:
+        raise ValueError(f"run_until({t_end}) is before the current time {now}")

@@ -54,11 +54,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from sageserve_env.config import SimConfig
-from sageserve_env.sim.events import EventQueue
-from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, Fleet, ScaleResult
+from sageserve_env.sim.base import SimulatorBase
+from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, ScaleResult
 from sageserve_env.sim.metrics import PERCENTILES
-from sageserve_env.sim.host import serving_settings
-from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
 from sageserve_env.sim.simulator import InvariantError
 from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.workload import IW, NIW, Workload
@@ -120,7 +118,7 @@ class _Drain:
         self.endpoint, self.held = endpoint, held
 
 
-class FlowSimulator:
+class FlowSimulator(SimulatorBase):
     """The fast fidelity: token flows per tick on the detailed simulator's ``Fleet`` (see the
     module docstring); the same interface as ``Simulator`` but per-request records."""
 
@@ -130,18 +128,7 @@ class FlowSimulator:
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
         self.tick_s = float(tick_s)
-        self.config = config
-        self.workload = workload
-        self.region_names = config.region_names
-        self.model_names = config.model_names
-        self.now = 0.0
-        self.changes = 0  # calls of run_until and scale: views taken at the same count are current
-        self.events = EventQueue()  # start-ups
-        vars(self).update(serving_settings(config))
-        self.fleet = Fleet(config)
-        self.perf = build_perf_models(config)
-        n_r, n_m = len(self.region_names), len(self.model_names)
-        self.kv_capacity = np.array([kv_capacity(config, r, m) for r in range(n_r) for m in range(n_m)], dtype=np.int64)
+        super().__init__(config, workload)  # its event queue holds the start-ups
         self._load_requests(workload)
         self._build_constants()
         self._build_table()
@@ -297,11 +284,7 @@ class FlowSimulator:
     # -- the tick loop ------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         """Advance tick by tick to ``t_end`` (a partial tick where ``t_end`` is off the grid)."""
-        if not math.isfinite(t_end):
-            raise ValueError(f"run_until({t_end}): the time must be finite")
-        if t_end < self.now:
-            raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
-        self.changes += 1
+        self._advance(t_end)
         dt = self.tick_s
         while self.now < t_end:
             k = int(self.now // dt)
@@ -695,10 +678,6 @@ class FlowSimulator:
     @property
     def n_dropped(self) -> int:
         return int(self._totals()["dropped"].sum())
-
-    def gpu_seconds_by_state(self) -> np.ndarray:
-        """GPU-seconds so far per (region, model or none, state); model column -1 is 'no model'."""
-        return self.fleet.gpu_seconds_by_state(self.now)
 
     def _totals(self) -> Dict[str, np.ndarray]:
         """Running totals per endpoint: arrivals (IW where routed, NIW and drops at home) and

@@ -26,8 +26,7 @@ class Host(Protocol):
     def schedule(self, t: float, target: EventTarget) -> None:
         """Call ``target.on_event(t)`` at ``t`` (the simulator's event queue)."""
 
-    def arrivals_at(self, now: float) -> bool:
-        """More requests reach the router at ``now`` (not yet routed)."""
+    next_arrival_s: float  # when the next request not yet routed reaches the router (inf: none left)
 
     def activated(self, instance, now: float) -> None:
         """A starting ``instance`` finished loading."""

@@ -18,12 +18,10 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.endpoint import Endpoint
-from sageserve_env.sim.events import EventQueue
-from sageserve_env.sim.host import serving_settings
-from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, STATE_NAMES, Fleet, ScaleResult
+from sageserve_env.sim.base import SimulatorBase
+from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, STATE_NAMES, ScaleResult
 from sageserve_env.sim.instance import Instance
 from sageserve_env.sim.metrics import RecordMetrics
-from sageserve_env.sim.perf_model import PerfModel, build_perf_models, kv_capacity
 from sageserve_env.sim.requests import DropReason, Requests
 from sageserve_env.sim.stats import N_TOTALS, Stat
 from sageserve_env.workload.workload import NIW, Workload
@@ -62,30 +60,21 @@ class _IwTimeouts:
             self._arm(now)
 
 
-class Simulator:
+class Simulator(SimulatorBase):
     """LLM serving across regions, advanced by ``run_until`` and steered by ``scale``."""
 
     fidelity = "detailed"
 
     def __init__(self, config: SimConfig, workload: Workload) -> None:
-        self.config = config
-        self.workload = workload
-        self.region_names = config.region_names
-        self.model_names = config.model_names
-        self.now = 0.0
-        self.changes = 0  # calls of run_until and scale: views taken at the same count are current
-        self.events = EventQueue()
+        super().__init__(config, workload)
         self.schedule = self.events.push
         self.requests = Requests(workload, self.region_names, self.model_names, config.routing.delay_s)
         self._next_arrival = 0  # the first request not yet routed
-        vars(self).update(serving_settings(config))
-        self.fleet = Fleet(config)
-        self.perf: List[List[PerfModel]] = build_perf_models(config)
+        self.next_arrival_s = self.requests.stream[0] if self.requests.n else math.inf
         self.endpoints: List[List[Endpoint]] = [
-            [Endpoint(self, r * len(self.model_names) + m, r, m, kv_capacity(config, r, m))
+            [Endpoint(self, r * len(self.model_names) + m, r, m, int(self.kv_capacity[r * len(self.model_names) + m]))
              for m in range(len(self.model_names))] for r in range(len(self.region_names))]
         self.all_endpoints: List[Endpoint] = [ep for eps in self.endpoints for ep in eps]
-        self.kv_capacity = np.array([ep.capacity for ep in self.all_endpoints], dtype=np.int64)
         limit = config.slo.drop_iw_after_s
         self._timeouts = _IwTimeouts(self, limit) if limit is not None else None
         for ep in self.all_endpoints:
@@ -95,24 +84,16 @@ class Simulator:
     # -- the event loop -----------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         """Process every arrival and event up to and including ``t_end``; then ``now = t_end``."""
-        if not math.isfinite(t_end):
-            raise ValueError(f"run_until({t_end}): the time must be finite")
-        if t_end < self.now:
-            raise ValueError(f"run_until({t_end}) is before the current time {self.now}")
-        self.changes += 1
+        self._advance(t_end)
         self._next_arrival = self.events.run_through(t_end, self.requests.stream, self._next_arrival, self._arrive)
         self.now = t_end
 
-    def arrivals_at(self, now: float) -> bool:
-        """More requests reach the router at ``now`` (not yet routed)."""
-        i = self._next_arrival
-        return i < self.requests.n and self.requests.stream[i] == now
-
     def _arrive(self, rid: int, now: float) -> None:
         """Route request ``rid``, reaching the router at ``now``."""
-        self._next_arrival = rid + 1
-        eps = self.endpoints
         req = self.requests
+        self._next_arrival = nxt = rid + 1
+        self.next_arrival_s = req.stream[nxt] if nxt < req.n else math.inf
+        eps = self.endpoints
         m = req.model[rid]
         if req.tier[rid] == NIW:
             ep = eps[req.region[rid]][m]
@@ -217,14 +198,6 @@ class Simulator:
         self.fleet.release(ep.region, ep.model, now)
 
     # -- read-only views ----------------------------------------------------------------
-    def gpu_seconds_by_state(self) -> np.ndarray:
-        """GPU-seconds so far per (region, model or none, state); model column -1 is 'no model'."""
-        return self.fleet.gpu_seconds_by_state(self.now)
-
-    def state_counts(self) -> np.ndarray:
-        """Servers per (region, model or none, state)."""
-        return self.fleet.counts.copy()
-
     def statistics(self) -> np.ndarray:
         """The statistics array (endpoints, ``len(Stat)``): running totals and present gauges."""
         out = np.zeros((len(self.all_endpoints), len(Stat)))
