@@ -78,6 +78,7 @@ class ScalingConfig:
     reclaim_s: float = 65.0  # spot server still holding this model -> active
     spin_up_s: float = 155.0  # load a model onto a spot server holding another model (or none)
     min_instances: int = 1  # active + starting instances every endpoint keeps
+    interval_s: float = -1.0  # SageServe's scaling_interval: seconds between two scaling events of an endpoint (-1: any)
     initial_instances: int = 20  # active instances per endpoint at t=0
     initial_overrides: Dict[str, int] = field(default_factory=dict)  # "region/model" -> count
 
@@ -116,7 +117,7 @@ class SLOConfig:
 
     iw_ttft_s: float = 10.0
     iw_e2e_s: Optional[float] = None
-    drop_iw_after_s: Optional[float] = None  # drop IW requests still unserved this long
+    drop_iw_after_s: Optional[float] = None  # drop IW requests waiting for a batch slot this long
 
 
 @dataclass
@@ -236,6 +237,7 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(s.reclaim_s >= 0, "scaling.reclaim_s", s.reclaim_s, "must be >= 0")
     _check(s.spin_up_s >= 0, "scaling.spin_up_s", s.spin_up_s, "must be >= 0")
     _check(s.min_instances >= 0, "scaling.min_instances", s.min_instances, "must be >= 0")
+    _check(s.interval_s == -1 or s.interval_s >= 0, "scaling.interval_s", s.interval_s, "must be >= 0 or -1 (no limit)")
     _check(s.initial_instances >= 0, "scaling.initial_instances", s.initial_instances, "must be >= 0")
     for key, n in s.initial_overrides.items():
         parts = key.split("/")

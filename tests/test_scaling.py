@@ -219,3 +219,45 @@ def test_requests_wait_for_a_starting_instance():
     rec = sim.records()
     assert (rec["first_token_s"] >= 155.0).all() and sim.n_completed == 3
     sim.check_invariants()
+
+
+@pytest.mark.parametrize("fidelity", ["detailed", "fast"])
+def test_scaling_interval_refuses_until_it_has_passed(fidelity):
+    """scaling.interval_s: a second scaling event of one endpoint within the interval is
+    refused with its reason, in both fidelities (they share the fleet); other endpoints and a
+    call after the interval are not; the env's masks leave only the no-op meanwhile."""
+    from sageserve_env.env.sageserve_env import SageServeEnv
+    from sageserve_env.sim import make_simulator
+    from sageserve_env.sim.fleet import Refusal
+
+    cfg = load_config("small", ["scaling.interval_s=100"])
+    sim = make_simulator(cfg, make_workload(cfg, [], [], []), fidelity)
+    assert sim.scale("westus", "A", -2).applied == -2  # one event, however many instances
+    sim.run_until(50.0)
+    res = sim.scale("westus", "A", 1)
+    assert res.applied == 0 and res.refusal is Refusal.INTERVAL and "last scaled 50 s ago" in res.refused_reason
+    assert sim.scale("westus", "C", -1).applied == -1  # another endpoint
+    assert sim.scale("westus", "A", 0).refusal is None  # asking for nothing is no event
+    sim.run_until(100.0)
+    assert sim.scale("westus", "A", 1).applied == 1
+    sim.check_invariants()
+
+    env = SageServeEnv(scenario="small", fidelity=fidelity, horizon_s=600.0, sim_overrides=["scaling.interval_s=120"])
+    env.reset(seed=0)
+    md = env.max_delta
+    action = np.full(env.n_endpoints, md)
+    action[0] = md - 1
+    env.step(action)  # endpoint 0 scales at t=0
+    masks = env.action_masks().reshape(env.n_endpoints, -1)
+    assert masks[0].sum() == 1 and masks[0, md] and masks[1].sum() > 1
+    env.step(np.full(env.n_endpoints, md))
+    assert env.action_masks().reshape(env.n_endpoints, -1)[0].sum() > 1  # 120 s have passed
+
+
+def test_scaling_interval_minus_one_is_no_limit():
+    sim = _sim()
+    for _ in range(3):
+        assert sim.scale("westus", "A", -1).applied == -1
+    cfg_error = pytest.raises(Exception, match="scaling.interval_s")
+    with cfg_error:
+        load_config("small", ["scaling.interval_s=-5"])

@@ -357,6 +357,8 @@ class SageServeEnv(gym.Env):
         up = counts[:, DRAINING] + counts[:, SPOT] + fleet.counts[region, NO_MODEL, FREE] + others
         down = np.minimum(counts[:, 0], counts[:, 0] + counts[:, STARTING] - fleet.min_instances)
         hi, lo = np.minimum(md, up), np.minimum(md, np.maximum(down, 0))
+        ready = fleet.may_scale(self.sim.now).reshape(-1)  # scaling.interval_s
+        hi, lo = np.where(ready, hi, 0), np.where(ready, lo, 0)
         return ((offsets >= -lo[:, None]) & (offsets <= hi[:, None])).reshape(-1)
 
     # -- observation, reward, info --------------------------------------------------------

@@ -48,6 +48,7 @@ class Refusal(Enum):
     NO_SERVER_LEVEL_1 = "no spot or free server in {region} (scaling.level 1 cannot take other models' spot servers)"
     MIN_INSTANCES = "endpoint keeps at least scaling.min_instances={min_instances}"
     NOTHING_ACTIVE = "no active instance to drain (the others are still starting)"
+    INTERVAL = "scaling.interval_s={interval_s:g}: the endpoint last scaled {ago:g} s ago"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Fleet:
         self.reclaim_s = cfg.scaling.reclaim_s
         self.spin_up_s = cfg.scaling.spin_up_s
         self.min_instances = cfg.scaling.min_instances
+        self.interval_s = cfg.scaling.interval_s
+        self.last_scaled = np.full((n_r, n_m), -np.inf)  # time of each endpoint's last scaling event
         self.counts = np.zeros((n_r, n_m + 1, len(STATE_NAMES)), dtype=np.int64)
         for r, region in enumerate(cfg.regions):
             for m, model in enumerate(self.model_names):
@@ -131,6 +134,8 @@ class Fleet:
         delta = int(delta)
         kinds: List[ScaleKind] = []
         refusal = Refusal.SCALING_DISABLED if delta and self.level == 0 else None
+        if delta and refusal is None and not self.may_scale(now)[r, m]:
+            refusal = Refusal.INTERVAL
         for _ in range(abs(delta) if refusal is None else 0):
             step = self._up(r, m, now, hooks) if delta > 0 else self._down(r, m, now, hooks)
             if isinstance(step, Refusal):
@@ -141,8 +146,18 @@ class Fleet:
             self.n_scale_downs += step is ScaleKind.DRAIN
             self.log(r, m, now)
         applied = len(kinds) if delta > 0 else -len(kinds)
-        reason = refusal.value.format(region=self.region_names[r], min_instances=self.min_instances) if refusal else ""
+        reason = refusal.value.format(region=self.region_names[r], min_instances=self.min_instances,
+                                      interval_s=self.interval_s, ago=now - self.last_scaled[r, m]) if refusal else ""
+        if kinds:
+            self.last_scaled[r, m] = now
         return ScaleResult(self.region_names[r], self.model_names[m], delta, applied, tuple(kinds), refusal, reason)
+
+    def may_scale(self, now: float) -> np.ndarray:
+        """Endpoints (regions, models) whose ``scaling.interval_s`` since their last scaling
+        event has passed (all, with -1: no limit)."""
+        if self.interval_s < 0:
+            return np.ones(self.last_scaled.shape, dtype=bool)
+        return now - self.last_scaled >= self.interval_s
 
     def _up(self, r: int, m: int, now: float, hooks: ScalingHooks) -> ScaleKind | Refusal:
         c = self.counts[r]
