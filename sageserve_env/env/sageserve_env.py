@@ -55,7 +55,8 @@ class SageServeEnv(gym.Env):
     ``MultiDiscrete([2 * max_delta + 1] * n_endpoints)``: entry ``e`` (endpoint ``e`` =
     region ``e // n_models``, model ``e % n_models``) asks for ``action[e] - max_delta``
     instances more (reclaim or start) or fewer (drain, then donate to spot). Changes the
-    simulator cannot make (below ``min_instances``, no spot server left) are refused and
+    simulator cannot make (below ``min_instances``, no spot server left, within
+    ``scaling.interval_s`` of the endpoint's last scaling event) are refused and
     reported in ``info["refused"]``; ``action_masks()`` marks them in advance for MaskablePPO.
 
     ## Observation space
@@ -95,7 +96,10 @@ class SageServeEnv(gym.Env):
     ``Workload`` ``w`` instead of drawing one.
 
     ## Version history
-    v0: initial release.
+    v0: initial release. Kept since: the trajectories (``tests/test_golden.py``); added without
+    changing them: ``info["kpis"]`` ``requests_queued`` and ``requests_in_flight``, the
+    ``scaling.interval_s`` knob (default -1, no limit); in the fast fidelity,
+    ``SimView.endpoints().niw_queue_requests`` now counts the NIW queue (it read 0).
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
