@@ -120,23 +120,37 @@ def prepare_out_dir(path: Path | str, files: Sequence[str] = RUN_FILES, what: st
 
 
 def simulate(cfg: SimConfig, workload: Workload, schedule: Sequence[ScheduledScale] = (),
-             progress: bool = True) -> Tuple[Simulator, int]:
+             progress: bool = True, until_drained: bool = False) -> Tuple[Simulator, int]:
     """Run ``workload`` to ``cfg.duration_s``, applying ``schedule`` at its times (after the
-    events at that instant). Returns the simulator and the number of scheduled instance changes
-    it refused (no spare server, ``min_instances``...)."""
+    events at that instant); with ``until_drained``, stop instead at the first whole second
+    after the last arrival (and the last scheduled change) at which no request is queued or in
+    flight. Returns the simulator and the number of scheduled instance changes it refused (no
+    spare server, ``min_instances``...)."""
     sim = Simulator(cfg, workload)
     end = cfg.duration_s
+    last = max([workload.duration_s + cfg.routing.delay_s] + [s.time_s for s in schedule])
     stops = sorted({*np.arange(CHUNK_S, end, CHUNK_S).tolist(), end, *(s.time_s for s in schedule)})
     pending = deque(schedule)
     refused = 0
     with tqdm(total=end, unit="sim s", disable=not progress, leave=False, file=sys.stderr,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim s [{elapsed}<{remaining}]") as bar:
         for t in [0.0, *stops]:
+            if until_drained and t > last:
+                break
             sim.run_until(t)
             while pending and pending[0].time_s <= t:
                 s = pending.popleft()
                 refused += sim.scale(s.region, s.model, s.delta).refused
             bar.update(t - bar.n)
+        if until_drained:
+            t = max(sim.now, math.floor(last))
+            while t < end and (t < last or sim.queued() or sim.in_flight()):
+                t = min(t + 1.0, end)
+                sim.run_until(t)
+                while pending and pending[0].time_s <= t:
+                    s = pending.popleft()
+                    refused += sim.scale(s.region, s.model, s.delta).refused
+            bar.update(sim.now - bar.n)
     return sim, refused
 
 
@@ -153,12 +167,13 @@ def finish_run(sim: Simulator, wall_seconds: float, cfg: SimConfig, out_dir: Pat
 
 def run_simulation(cfg: SimConfig, workload: Workload, out_dir: Path | str, *,
                    schedule: Sequence[ScheduledScale] = (), csv_records: bool = False,
-                   plots: bool = True, progress: bool = True,
-                   extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Simulate with a static allocation (or ``schedule``), then ``finish_run`` (the summary
-    gets the ``extra`` entries)."""
+                   plots: bool = True, progress: bool = True, extra: Optional[Dict[str, Any]] = None,
+                   until_drained: bool = False) -> Dict[str, Any]:
+    """Simulate with a static allocation (or ``schedule``; to ``duration_s``, or with
+    ``until_drained`` until the workload has drained), then ``finish_run`` (the summary gets
+    the ``extra`` entries)."""
     start = time.perf_counter()
-    sim, refused = simulate(cfg, workload, schedule, progress)
+    sim, refused = simulate(cfg, workload, schedule, progress, until_drained)
     wall = time.perf_counter() - start
     extra = {**(extra or {}), **({"schedule_refused": refused} if schedule else {})}
     return finish_run(sim, wall, cfg, out_dir, extra=extra, csv_records=csv_records, plots=plots)
@@ -230,6 +245,7 @@ def _simulate(args: argparse.Namespace) -> int:
                       f"workload.trace_format={args.trace_format}"]
     if args.duration is not None:
         overrides.append(f"duration_s={args.duration}")
+    trace_span = bool(args.trace) and args.duration is None  # the run lasts as long as the trace
     created = not Path(args.out).exists()
     try:
         if args.seed < 0:
@@ -241,6 +257,8 @@ def _simulate(args: argparse.Namespace) -> int:
                 raise ConfigError("--policy and --schedule exclude each other")
             check_policy(args.policy, cfg)
         removed = prepare_out_dir(args.out)
+        if trace_span:
+            cfg = _trace_length(cfg, args.policy is not None)
         workload = build_workload(cfg, args.seed)
         if not args.allow_empty:
             check_not_empty(workload, cfg.duration_s, "--allow-empty")
@@ -265,10 +283,26 @@ def _simulate(args: argparse.Namespace) -> int:
                              plots=not args.no_plots, progress=not args.quiet, extra=extra)
     else:
         summary = run_simulation(cfg, workload, args.out, schedule=schedule, csv_records=args.csv,
-                                 plots=not args.no_plots, progress=not args.quiet, extra=extra)
+                                 plots=not args.no_plots, progress=not args.quiet, extra=extra,
+                                 until_drained=trace_span)
+    if trace_span:
+        print(f"note: the trace's span: billed over [0, {summary['sim_seconds']:g}) s "
+              f"({'its last arrival' if args.policy else 'until its last request left'}; --duration sets another)",
+              file=sys.stderr)
     print_summary(summary)
     print(f"outputs in {args.out}")
     return 0
+
+
+def _trace_length(cfg: SimConfig, policy: bool) -> SimConfig:
+    """``cfg`` with ``duration_s`` spanning the whole trace: to its last arrival (rounded up to a
+    minute) for a policy's episode, else to the last arrival plus ``niw.deadline_s``, a bound
+    the run stops short of once the trace has drained."""
+    from sageserve_env.workload.readers import load_trace
+
+    last = load_trace(cfg.workload.trace, cfg.workload.trace_format, cfg).duration_s + cfg.routing.delay_s
+    span = 60.0 * math.ceil(last / 60.0 + 1e-9) if policy else last + cfg.niw.deadline_s
+    return load_config(cfg, [f"duration_s={max(span, 60.0)}"])
 
 
 def _preset_description(name: str) -> str:

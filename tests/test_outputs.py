@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -207,3 +208,23 @@ def test_plot_matrix_draws_cost_against_slo(tmp_path):
     episodes = pd.DataFrame({"policy": ["reactive", "reactive", "lt_ua", "lt_ua"], "scenario": ["small"] * 4,
                              "billed_gpu_hours": [10.0, 11.0, 8.0, 8.5], "iw_slo_attainment": [0.99, None, 0.97, 0.98]})
     assert plot_matrix(episodes, tmp_path).stat().st_size > 10_000
+
+
+def test_a_trace_replays_over_its_own_span(tmp_path):
+    """simulate --trace runs to the trace's last arrival and until its requests have left (not
+    to the preset's duration_s); --duration still sets the span; a policy's episode ends at the
+    last arrival, what is left reported as queued or in flight."""
+    sample = str(Path(__file__).resolve().parents[1] / "traces" / "sample_small.csv")
+    args = ["simulate", "--config", "small", "--trace", sample, "--quiet", "--no-plots"]
+    assert main(args + ["--out", str(tmp_path / "span")]) == 0
+    s = json.loads((tmp_path / "span" / "summary.json").read_text())
+    last = float(np.loadtxt(sample, delimiter=",", skiprows=1, usecols=0).max())
+    assert last < s["sim_seconds"] < last + 120  # drained within two minutes of the last arrival
+    assert s["requests_completed"] + s["requests_dropped"] == s["requests_total"]
+    assert main(args + ["--duration", "7200", "--out", str(tmp_path / "fixed")]) == 0
+    assert json.loads((tmp_path / "fixed" / "summary.json").read_text())["sim_seconds"] == 7200
+    assert main(args + ["--policy", "static", "--out", str(tmp_path / "policy")]) == 0
+    p = json.loads((tmp_path / "policy" / "summary.json").read_text())
+    assert p["sim_seconds"] == 60 * np.ceil(last / 60)
+    assert p["requests_total"] == sum(p[k] for k in ("requests_completed", "requests_dropped", "requests_queued",
+                                                      "requests_in_flight"))

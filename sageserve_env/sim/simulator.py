@@ -54,7 +54,7 @@ class _IwTimeouts:
 
     def on_event(self, now: float) -> None:
         arrival, queue = self.sim.requests.arrival, self.queue
-        while queue and now - arrival[queue[0]] > self.limit:
+        while queue and now > arrival[queue[0]] + self.limit:  # the test that _arm's time passes
             self.sim.expire(queue.popleft(), now)
         if queue:
             self._arm(now)
