@@ -42,7 +42,8 @@ class SeedSplit:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One benchmark task; ``env_kwargs()`` are the ``SageServeEnv`` keywords it fixes."""
+    """One benchmark task; ``env_kwargs()`` are the ``SageServeEnv`` keywords it fixes. The
+    decision interval is the policy's own (the env's default is 60 s)."""
 
     name: str
     version: int
@@ -52,7 +53,6 @@ class TaskSpec:
     scenario: str = "paper"
     fidelity: str = "detailed"
     reward: str = "balanced"
-    decision_interval_s: float = 60.0
     initial_allocation: str = "first_hour"
     seeds: SeedSplit = field(default_factory=SeedSplit)
 
@@ -62,8 +62,7 @@ class TaskSpec:
 
     def env_kwargs(self) -> Dict[str, Any]:
         return {"scenario": self.scenario, "sim_overrides": list(self.sim_overrides), "horizon_s": self.horizon_s,
-                "fidelity": self.fidelity, "reward": self.reward, "decision_interval_s": self.decision_interval_s,
-                "initial_allocation": self.initial_allocation, "trace_window": "start"}
+                "fidelity": self.fidelity, "reward": self.reward, "initial_allocation": self.initial_allocation, "trace_window": "start"}
 
 
 def _tasks() -> Tuple[TaskSpec, ...]:
