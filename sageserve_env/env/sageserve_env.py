@@ -80,7 +80,11 @@ class SageServeEnv(gym.Env):
 
     ## Starting state
     ``reset`` draws the episode's workload (a generated day from the env's seeded generator, or
-    a window of the configured trace) and starts from the scenario's initial allocation.
+    a window of the configured trace) and starts from the scenario's initial allocation, or with
+    ``initial_allocation="first_hour"`` from one sized for the episode's first hour
+    (``sageserve_env.capacity.first_hour_instances``). When the scenario's workload uses the v1
+    process with ``workload.history_days``, the preceding days' IW demand of the same process is
+    part of ``view().demand_history()`` from the start (forecasters are not cold).
 
     ## Episode end
     Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``. A ``step``
@@ -96,6 +100,8 @@ class SageServeEnv(gym.Env):
 
     ## Version history
     v0: initial release.
+    v1: the benchmark tasks (``sageserve_env.tasks``, ``docs/benchmark.md``): the v1 workload
+    process, generated history days, a first-hour allocation, fixed seed splits.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
