@@ -150,3 +150,34 @@ def test_v1_episode_plans_at_start():
         plans[name] = [t for t, _ in policy.plan_log]
     assert plans["v1"][0] == 0.0  # the forecaster has the preceding day from the start
     assert plans["v0"][0] >= 900.0  # 15 minutes of history first
+
+
+def test_suite_arguments():
+    import evaluate
+    from sageserve_env.config import ConfigError as CE
+
+    cfg = evaluate.parse_args(["suite=v1", "tasks=[Burst-v1]"])
+    assert cfg.scenarios == ["Burst-v1"] and cfg.policies == evaluate.SUITE_POLICIES
+    assert evaluate.seeds_of(cfg, "Burst-v1") == list(range(20000, 20010))
+    cfg = evaluate.parse_args(["suite=v1", "seeds=[5]", "policies=[reactive,oracle]"])
+    assert evaluate.seeds_of(cfg, "Day-v1") == [5] and cfg.policies == ["reactive", "oracle"]
+    assert evaluate.env_kwargs(cfg, "Day-v1") == tasks()["Day-v1"].env_kwargs()
+    for bad in (["suite=v2"], ["suite=v1", "tasks=[Nope-v1]"], ["suite=v1", "scenario=paper"], ["tasks=[Day-v1]"]):
+        with pytest.raises(CE):
+            evaluate.parse_args(bad)
+
+
+def test_episode_scores_and_aggregates():
+    import pandas as pd
+
+    import evaluate
+    from sageserve_env.aggregate import iqm, prob_improvement
+
+    ep = pd.DataFrame({"task": ["A"] * 6, "seed": [1, 1, 1, 2, 2, 2],
+                       "policy": ["reactive", "oracle", "x"] * 2, "reward": [-10.0, 0.0, -5.0, -20.0, -10.0, -5.0]})
+    assert evaluate.episode_scores(ep).tolist() == [0.0, 1.0, 0.5, 0.0, 1.0, 1.5]
+    assert iqm(np.array([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5])) == pytest.approx(1.75)
+    assert prob_improvement([np.array([1.0, 2.0])], [np.array([0.0, 2.0])]) == pytest.approx(0.625)
+    ep["normalized_score"] = evaluate.episode_scores(ep)
+    agg = evaluate.suite_aggregates(ep, 50).set_index("policy")
+    assert agg.loc["x", "iqm"] == pytest.approx(1.0) and agg.loc["x", "p_improve_over_reactive"] == 1.0
