@@ -36,12 +36,12 @@ def peak5(x: np.ndarray) -> np.ndarray:
 
 def measure(env_id: str, seed: int, hours: int | None):
     env = gym.make(f"sageserve_env/{env_id}").unwrapped
-    env.reset(seed=seed)
-    w = env.sim.workload
+    w, past = env.draw_episode(seed)  # the workload reset(seed=seed) replays, and its history days
     R, M = env.n_regions, env.n_models
     minutes = int(np.ceil(env.horizon / 60))
-    actual = demand_per_minute(w, w.indexed(env.sim.region_names, env.sim.model_names), minutes, R, M)
-    past = env.view().demand_history()  # the preceding days at t = 0
+    cfg = env.sim_config
+    actual = demand_per_minute(w, w.indexed(cfg.region_names, cfg.model_names), minutes, R, M)
+    past = np.zeros((0, R, M)) if past is None else past
     n_hours = minutes // 60 if hours is None else min(hours, minutes // 60)
     out = {}
     for kind in ("seasonal_naive", "arima"):

@@ -34,9 +34,7 @@ def workload_hash(workload, history) -> str:
 
 
 def first_test_workload(spec):
-    env = SageServeEnv(**spec.env_kwargs())
-    gym.Env.reset(env, seed=spec.seeds.test[0])  # seeds the env's generator as reset(seed=...) does
-    return env._draw_workload()
+    return SageServeEnv(**spec.env_kwargs()).draw_episode(spec.seeds.test[0])
 
 
 @pytest.mark.parametrize("env_id", sorted(FIRST_TEST_WORKLOAD))

@@ -268,6 +268,12 @@ class SageServeEnv(gym.Env):
         self._update_forecast()
         return self._observation(self._last_stats, self._last_stats), self._info({}, [])
 
+    def draw_episode(self, seed: int):
+        """(workload, history or None) that ``reset(seed=seed)`` replays, without building the
+        simulator; it reseeds the env's generator as ``reset`` does."""
+        super().reset(seed=seed)
+        return self._draw_workload()
+
     def _draw_workload(self):
         """(workload, history): a generated day seeded from the env's generator (with its
         preceding days' per-minute IW demand when the v1 process asks for history, else None), or
