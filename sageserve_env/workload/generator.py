@@ -17,6 +17,11 @@ first minute of each hour (of t) is present k times (the original and k - 1 iden
 like SageServe's burst traces). Prompt and output tokens are drawn jointly from the mixture of
 log-normals in ``token_sizes.yaml`` (fitted on the Azure conversation trace by
 ``scripts/fit_token_sizes.py``), rounded and clipped to its ``clip`` range [1, 32768].
+
+That is the v0 process. The v1 process of the benchmark tasks (``v1_rates``,
+``generate_with_history``) adds day-to-day variation, a per-endpoint log-rate AR(1) calibrated on
+the Azure conversation trace's burstiness, flash crowds, growth and generated history days;
+``docs/workload.md`` gives its knobs, the calibration and how hard each task is to forecast.
 """
 
 from __future__ import annotations
