@@ -4,11 +4,20 @@
     python evaluate.py policies=[reactive,lt_ua] scenario=paper seeds=[1001,1002] out=results/run1
     python evaluate.py trace=traces/sample_small.csv trace_format=canonical scenario=small
     python evaluate.py policies=[reactive,ckpt:logs/maskable_ppo/run_1/best_model.zip] scenario=small
+    python evaluate.py suite=v1                          # the benchmark: every baseline, every task's test seeds
+    python evaluate.py suite=v1 seeds=[20000] tasks=[Burst-v1] policies=[lt_i,lt_ua,reactive,oracle]
 
 Each (policy, scenario, seed) episode runs in its own process and writes the outputs of the
 ``simulate`` command under ``out/runs/<scenario>/<policy>/seed_<n>/``. The matrix is summarized in
 ``out/results.csv`` and ``out/results.md`` (means with bootstrap 95% intervals, and a normalized
 score: 0 = ``reactive``, 1 = ``oracle``), ``out/episodes.csv`` and plots.
+
+With ``suite=v1`` the matrix is the v1 tasks (``sageserve_env.tasks``; ``tasks=[...]`` picks
+some) on their test seeds (``seeds=[...]`` overrides) with the baselines of ``SUITE_POLICIES``
+(``policies=[...]`` overrides); ``results.csv``/``results.md`` have one row per (task, policy)
+with the episode-wise normalized score (0 = that seed's ``reactive``, 1 = its ``oracle``), and
+``aggregates.csv``/``aggregates.md`` the IQM over tasks and the probability of improving on
+``reactive``, with stratified bootstrap intervals (``sageserve_env.aggregate``).
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ from tqdm import tqdm
 from sageserve_env.config import CONFIG_DIR, ConfigError, load_cli_config
 
 TABLE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p90", "iw_e2e_p90", "niw_deadline_misses", "reward")
+SUITE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p99", "iw_ttft_p90", "scale_ups", "scale_downs",
+                 "reward")
+SUITE_POLICIES = ["reactive", "lt_i", "lt_u", "lt_ua", "chiron", "oracle"]
 
 
 @dataclass
@@ -56,16 +68,40 @@ class EvalConfig:
     plots: bool = True
     csv_records: bool = False
     allow_empty: bool = False
+    suite: Optional[str] = None  # v1: the benchmark tasks instead of scenarios
+    tasks: List[str] = field(default_factory=list)  # with suite: a subset of its task IDs
 
 
-EVAL_FILES = ("episodes.csv", "results.csv", "results.md", "evaluate_config.yaml", "timing.json", "cost_vs_slo.png")
+EVAL_FILES = ("episodes.csv", "results.csv", "results.md", "evaluate_config.yaml", "timing.json", "cost_vs_slo.png",
+              "aggregates.csv", "aggregates.md")
 
 
 def parse_args(argv: List[str]) -> EvalConfig:
     """Defaults, then ``key=value`` overrides (``scenario=X`` is short for ``scenarios=[X]``)."""
     cfg: EvalConfig = load_cli_config(EvalConfig, CONFIG_DIR / "evaluate.yaml", argv, "evaluate",
                                       aliases={"scenario": lambda v: ("scenarios", f"[{v}]")})
-    if not cfg.policies or not cfg.scenarios or not cfg.seeds:
+    given = {item.partition("=")[0] for item in argv}
+    if cfg.suite is not None:
+        from sageserve_env.tasks import tasks
+
+        try:
+            known = tasks(cfg.suite)
+        except ValueError as exc:
+            raise ConfigError(f"suite: {exc}") from None
+        unknown = [t for t in cfg.tasks if t not in known]
+        if unknown:
+            raise ConfigError(f"tasks: unknown task(s) {unknown} in suite {cfg.suite!r}; known: {sorted(known)}")
+        if {"scenario", "scenarios", "trace", "horizon_s", "fidelity", "reward", "sim_overrides"} & given:
+            raise ConfigError("suite: a task fixes scenario, trace, horizon_s, fidelity, reward and sim_overrides; "
+                              "drop those options (or evaluate scenarios without suite=)")
+        cfg.scenarios = list(cfg.tasks or known)
+        if "policies" not in given:
+            cfg.policies = list(SUITE_POLICIES)
+        if "seeds" not in given:
+            cfg.seeds = []  # each task's test seeds
+    elif cfg.tasks:
+        raise ConfigError("tasks=[...] needs suite=v1")
+    if not cfg.policies or not cfg.scenarios or (not cfg.seeds and cfg.suite is None):
         raise ConfigError("policies, scenarios and seeds must each name at least one entry")
     if cfg.fidelity not in ("detailed", "fast"):
         raise ConfigError(f"fidelity must be detailed or fast, got {cfg.fidelity!r}")
@@ -88,7 +124,11 @@ def parse_args(argv: List[str]) -> EvalConfig:
 
 
 def env_kwargs(cfg: EvalConfig, scenario: str) -> Dict[str, Any]:
-    """The SageServeEnv keywords of one scenario of the matrix."""
+    """The SageServeEnv keywords of one scenario (or task, with ``suite``) of the matrix."""
+    if cfg.suite is not None:
+        from sageserve_env.tasks import task
+
+        return task(scenario).env_kwargs()
     overrides = list(cfg.sim_overrides)
     if cfg.trace:
         overrides += ["workload.source=trace", f"workload.trace={cfg.trace}", f"workload.trace_format={cfg.trace_format}"]
@@ -97,6 +137,15 @@ def env_kwargs(cfg: EvalConfig, scenario: str) -> Dict[str, Any]:
     if cfg.horizon_s is not None:
         kwargs["horizon_s"] = cfg.horizon_s
     return kwargs
+
+
+def seeds_of(cfg: EvalConfig, scenario: str) -> List[int]:
+    """The seeds of one scenario: ``seeds``, or with ``suite`` and no ``seeds`` the task's test seeds."""
+    if cfg.suite is not None and not cfg.seeds:
+        from sageserve_env.tasks import task
+
+        return list(task(scenario).seeds.seeds("test"))
+    return list(cfg.seeds)
 
 
 def check_matrix(cfg: EvalConfig) -> List[str]:
@@ -232,6 +281,87 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def episode_scores(episodes: pd.DataFrame) -> pd.Series:
+    """Each episode's normalized score: 0 = ``reactive``'s reward on the same task and seed, 1 =
+    ``oracle``'s (NaN where either is missing or they are equal)."""
+    reward = pd.to_numeric(episodes["reward"], errors="coerce")
+    keys = list(zip(episodes["task"], episodes["seed"]))
+    lo = np.array([_first(episodes, reward, k, "reactive") for k in keys])
+    hi = np.array([_first(episodes, reward, k, "oracle") for k in keys])
+    span = hi - lo
+    with np.errstate(all="ignore"):
+        score = np.where(np.isfinite(span) & (span != 0), (reward.to_numpy() - lo) / span, math.nan)
+    return pd.Series(score, index=episodes.index)
+
+
+def _first(episodes: pd.DataFrame, reward: pd.Series, key, policy: str) -> float:
+    hit = (episodes["task"] == key[0]) & (episodes["seed"] == key[1]) & (episodes["policy"] == policy)
+    return float(reward[hit].iloc[0]) if hit.any() else math.nan
+
+
+def suite_table(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """One row per (task, policy): means of ``SUITE_METRICS`` and the normalized score, with
+    bootstrap 95% intervals over the episodes."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for (t, policy), group in episodes.groupby(["task", "policy"], sort=False):
+        row: Dict[str, Any] = {"task": t, "policy": policy, "episodes": len(group)}
+        for metric in SUITE_METRICS + ("normalized_score",):
+            values = pd.to_numeric(group[metric], errors="coerce").to_numpy(dtype=float)
+            row[metric] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = bootstrap_ci(values, rng, n_boot)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def suite_markdown(table: pd.DataFrame) -> str:
+    cols = ["task", "policy", "episodes", *SUITE_METRICS, "normalized_score"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, float):
+                text = "" if math.isnan(v) else f"{v:.4g}"
+                if c != "episodes" and row["episodes"] > 1 and np.isfinite(row.get(f"{c}_ci_low", math.nan)):
+                    text += f" [{row[f'{c}_ci_low']:.4g}, {row[f'{c}_ci_high']:.4g}]"
+                cells.append(text)
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def suite_aggregates(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """IQM of the normalized score over tasks and P(policy > reactive), stratified bootstrap."""
+    from sageserve_env.aggregate import aggregates
+
+    tasks = list(dict.fromkeys(episodes["task"]))
+    scores = {}
+    for policy in dict.fromkeys(episodes["policy"]):
+        per_task = []
+        for t in tasks:
+            x = episodes.loc[(episodes["task"] == t) & (episodes["policy"] == policy), "normalized_score"]
+            x = x.to_numpy(dtype=float)
+            per_task.append(x[np.isfinite(x)])
+        if all(len(x) for x in per_task):
+            scores[policy] = per_task
+    return pd.DataFrame(aggregates(scores, "reactive", n_boot))
+
+
+def aggregates_markdown(agg: pd.DataFrame) -> str:
+    if agg.empty:
+        return "No aggregate: normalized scores need reactive and oracle on every task.\n"
+    lines = ["| policy | tasks | episodes | IQM normalized score [95% CI] | P(better than reactive) [95% CI] |",
+             "|---|---|---|---|---|"]
+    for _, r in agg.iterrows():
+        p = r["p_improve_over_reactive"]
+        ptext = "" if math.isnan(p) else f"{p:.2f} [{r['p_improve_ci_low']:.2f}, {r['p_improve_ci_high']:.2f}]"
+        lines.append(f"| {r['policy']} | {r['tasks']} | {r['episodes']} | {r['iqm']:.3f} "
+                     f"[{r['iqm_ci_low']:.3f}, {r['iqm_ci_high']:.3f}] | {ptext} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from sageserve_env.cli import prepare_out_dir
@@ -249,7 +379,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         jobs = [{"policy": p, "scenario": s, "seed": seed, "env_kwargs": env_kwargs(cfg, s),
                  "out": str(out / "runs" / Path(s).stem / p.replace(":", "_").replace("/", "_") / f"seed_{seed}"),
                  "plots": cfg.plots, "csv_records": cfg.csv_records, "allow_empty": cfg.allow_empty}
-                for s in cfg.scenarios for p in cfg.policies for seed in cfg.seeds]
+                for s in cfg.scenarios for p in cfg.policies for seed in seeds_of(cfg, s)]
         if len({job["out"] for job in jobs}) < len(jobs):
             raise ConfigError("two policies or scenarios map to the same run folder under out/runs; rename one")
         removed = len(prepare_out_dir(out, EVAL_FILES, "out")) + clear_runs(out / "runs")
@@ -280,15 +410,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     wall = time.perf_counter() - start
     episodes = pd.DataFrame(rows)
     episodes.to_csv(out / "episodes.csv", index=False)
-    table = results_table(episodes, cfg.bootstrap)
-    table.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(markdown(table))
+    if cfg.suite is not None:
+        episodes = episodes.rename(columns={"scenario": "task"})
+        episodes["normalized_score"] = episode_scores(episodes)
+        episodes.to_csv(out / "episodes.csv", index=False)
+        table = suite_table(episodes, cfg.bootstrap)
+        agg = suite_aggregates(episodes, cfg.bootstrap)
+        agg.to_csv(out / "aggregates.csv", index=False)
+        (out / "aggregates.md").write_text(aggregates_markdown(agg))
+        table.to_csv(out / "results.csv", index=False)
+        (out / "results.md").write_text(suite_markdown(table) + "\n" + aggregates_markdown(agg))
+        episodes = episodes.rename(columns={"task": "scenario"})  # for the plots
+    else:
+        table = results_table(episodes, cfg.bootstrap)
+        table.to_csv(out / "results.csv", index=False)
+        (out / "results.md").write_text(markdown(table))
     (out / "evaluate_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     if cfg.plots:
         from sageserve_env.plots import plot_matrix
 
         plot_matrix(episodes, out)
-    print(markdown(table))
+    print((out / "results.md").read_text())
     print(f"{len(jobs)} episodes in {wall:.1f} s; results in {out}/results.csv, results.md and plots")
     (out / "timing.json").write_text(json.dumps({"wall_seconds": wall, "episodes": len(jobs)}))
     return 0

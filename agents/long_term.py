@@ -177,7 +177,7 @@ class LongTermPolicy(Policy):
     def _demand_minutes(self, view) -> Optional[np.ndarray]:
         """Per-minute IW prompt tokens expected in the coming hour, (60, R, M); None if the
         history is too short. The oracle reads the true future; the others forecast it."""
-        self._plan_minute = int(view.now // 60)
+        self._plan_minute = view.history_minutes()  # index of the coming minute in demand_history()
         if self.mode == "oracle":
             future = view.future_demand(60)
             self._forecast = np.concatenate([future, np.zeros((60 - len(future),) + future.shape[1:])])

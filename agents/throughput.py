@@ -22,47 +22,16 @@ within ``max_iteration_s``: the time between output tokens a user sees, and a bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Tuple
 
 import numpy as np
 
+# Means of the public Azure LLM inference trace (conversation, Nov 2023, 19,366 requests),
+# used for an endpoint until it has seen its first interactive request, and the capacity
+# formula itself, live in ``sageserve_env.capacity`` (the env sizes v1 starts with it).
+from sageserve_env.capacity import (DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS, Capacity,  # noqa: F401
+                                    instance_capacity)
 from sageserve_env.workload.workload import IW
-
-# Means of the public Azure LLM inference trace (conversation, Nov 2023, 19,366 requests):
-# used for an endpoint until it has seen its first interactive request.
-DEFAULT_PROMPT_TOKENS = 1155.0
-DEFAULT_OUTPUT_TOKENS = 211.0
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """The operating point of one instance."""
-
-    batch: int  # requests in the batch
-    iteration_s: float
-    requests_per_s: float
-    prompt_tokens_per_s: float
-    tokens_per_s: float  # prompt + output tokens of the requests served per second
-
-
-def instance_capacity(perf, kv_capacity_tokens: float, prompt_tokens: float, output_tokens: float,
-                      max_batch_size: int, max_batch_tokens: int, target_utilization: float = 0.5,
-                      max_iteration_s: float = 0.15) -> Capacity:
-    """The best steady state of one instance (see the module docstring); batch 1 if no batch
-    meets the limits, so the capacity is always positive."""
-    p, o = max(float(prompt_tokens), 1.0), max(float(output_tokens), 1.0)
-    fits = int(target_utilization * kv_capacity_tokens // (p + o))
-    best = None
-    for b in range(1, max(1, min(fits, max_batch_size)) + 1):
-        per_iter = min(b / o, max_batch_tokens / p)  # requests retired (and prefilled) per iteration
-        t = float(perf.iteration_time(min(b * p / o, float(max_batch_tokens)), b, b * (p + o / 2.0)))
-        if b > 1 and t > max_iteration_s:
-            break  # iterations only get longer with the batch
-        if best is None or per_iter / t > best.requests_per_s:
-            rate = per_iter / t
-            best = Capacity(b, t, rate, rate * p, rate * (p + o))
-    return best
 
 
 class TokenSizes:

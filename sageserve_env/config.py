@@ -146,6 +146,18 @@ class WorkloadConfig:
     burst_factor: int = 1  # first minute of every hour replayed this many times
     start_day: int = 0  # day of week of the first simulated day (0 = Monday)
     days: float = 1.0
+    # The v1 process (docs/workload.md); every default below keeps the v0 process exactly.
+    day_level_sigma: float = 0.0  # log-sd of each (region, day)'s volume
+    day_peak_sigma_h: float = 0.0  # sd of each (region, day)'s peak hour, hours
+    day_swing_sigma: float = 0.0  # log-sd of each (region, day)'s peak-to-trough ratio minus 1
+    rate_sigma: float = 0.0  # stationary sd of each endpoint's log-rate AR(1) over minutes
+    rate_tau_s: float = 600.0  # correlation time of that AR(1)
+    growth_per_day: float = 0.0  # relative growth of the volume per day (0.01 = 1 %/day)
+    flash_per_day: float = 0.0  # flash crowds per day (Poisson), on IW traffic
+    flash_factor: float = 5.0  # a flash crowd multiplies its target's IW rate by this
+    flash_duration_s: float = 600.0
+    flash_scope: str = "endpoint"  # endpoint (one region/model) | region (every model of one region)
+    history_days: int = 0  # days of the same process before t = 0, given to forecasters
 
 
 @dataclass
@@ -287,6 +299,15 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(w.burst_factor >= 1, "workload.burst_factor", w.burst_factor, "must be >= 1")
     _check(0 <= w.start_day <= 6, "workload.start_day", w.start_day, "must be in 0..6")
     _check(w.days > 0, "workload.days", w.days, "must be > 0")
+    for k in ("day_level_sigma", "day_peak_sigma_h", "day_swing_sigma", "rate_sigma", "flash_per_day"):
+        _check(getattr(w, k) >= 0, f"workload.{k}", getattr(w, k), "must be >= 0")
+    _check(w.rate_tau_s > 0, "workload.rate_tau_s", w.rate_tau_s, "must be > 0")
+    _check(w.growth_per_day > -1, "workload.growth_per_day", w.growth_per_day, "must be > -1")
+    _check(w.flash_factor >= 1, "workload.flash_factor", w.flash_factor, "must be >= 1")
+    _check(w.flash_duration_s > 0, "workload.flash_duration_s", w.flash_duration_s, "must be > 0")
+    _check(w.flash_scope in ("endpoint", "region"), "workload.flash_scope", w.flash_scope,
+           "must be 'endpoint' or 'region'")
+    _check(0 <= w.history_days <= 28, "workload.history_days", w.history_days, "must be in 0..28")
     for k, v in w.model_popularity.items():
         _check(k in cfg.models, f"workload.model_popularity.{k}", v, "unknown model")
         _check(v >= 0, f"workload.model_popularity.{k}", v, "must be >= 0")

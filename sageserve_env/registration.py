@@ -3,6 +3,9 @@ and ``sageserve_env/SageServe-<preset>-v0`` for every preset in ``configs/scenar
 ``...-fast-v0`` (``SageServe-fast-v0``, ``SageServeSmall-fast-v0``...), the same world in the fast
 fidelity (token flows per tick, ``sageserve_env/sim/flow.py``) for training.
 
+The v1 benchmark tasks (``sageserve_env.tasks``: ``Day-v1``, ``DayLight-v1``, ``Week-v1``,
+``Burst-v1``, detailed fidelity) are registered as ``sageserve_env/<Task>-v1``.
+
 Each ID is also registered without the namespace, so ``gymnasium.make("sageserve_env:SageServe-v0")``
 works in a fresh subprocess (the ``module:`` prefix imports this package first).
 """
@@ -22,6 +25,10 @@ def env_ids() -> dict:
     for name, scenario in scenarios.items():
         ids[f"{name}-v0"] = {"scenario": scenario}
         ids[f"{name}-fast-v0"] = {"scenario": scenario, "fidelity": "fast"}
+    from sageserve_env.tasks import tasks
+
+    for env_id, spec in tasks("v1").items():
+        ids[env_id] = spec.env_kwargs()
     return ids
 
 

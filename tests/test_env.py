@@ -30,7 +30,7 @@ def test_gymnasium_check_env(env_id):
 def test_sb3_check_env(env_id):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    sb3_check_env(SageServeEnv(**env_ids()[env_id], **SHORT), warn=True)
+    sb3_check_env(SageServeEnv(**{**env_ids()[env_id], **SHORT}), warn=True)
 
 
 def _trajectory_hash(seed, steps=20):

@@ -81,7 +81,11 @@ class SageServeEnv(gym.Env):
 
     ## Starting state
     ``reset`` draws the episode's workload (a generated day from the env's seeded generator, or
-    a window of the configured trace) and starts from the scenario's initial allocation.
+    a window of the configured trace) and starts from the scenario's initial allocation, or with
+    ``initial_allocation="first_hour"`` from one sized for the episode's first hour
+    (``sageserve_env.capacity.first_hour_instances``). When the scenario's workload uses the v1
+    process with ``workload.history_days``, the preceding days' IW demand of the same process is
+    part of ``view().demand_history()`` from the start (forecasters are not cold).
 
     ## Episode end
     Never ``terminated``; ``truncated`` when simulated time reaches ``horizon_s``. A ``step``
@@ -100,6 +104,8 @@ class SageServeEnv(gym.Env):
     changing them: ``info["kpis"]`` ``requests_queued`` and ``requests_in_flight``, the
     ``scaling.interval_s`` knob (default -1, no limit); in the fast fidelity,
     ``SimView.endpoints().niw_queue_requests`` now counts the NIW queue (it read 0).
+    v1: the benchmark tasks (``sageserve_env.tasks``, ``docs/benchmark.md``): the v1 workload
+    process, generated history days, a first-hour allocation, fixed seed splits.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
@@ -117,6 +123,7 @@ class SageServeEnv(gym.Env):
             "trace_window": "random",  # random | start: where a trace episode begins
             "fidelity": "detailed",  # detailed (request-level) | fast (token flows per tick, for training)
             "fidelity_tick_s": 5.0,  # tick of the fast fidelity
+            "initial_allocation": "scenario",  # scenario | first_hour: sized for the episode's first hour
         }
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, render_mode: Optional[str] = None, **kwargs: Any):
@@ -160,6 +167,8 @@ class SageServeEnv(gym.Env):
         self.weights = self._reward_weights(c["reward"])
         if c["forecaster"] not in ("none",) + FORECASTERS:
             raise ValueError(f"forecaster must be none, seasonal_naive or arima, got {c['forecaster']!r}")
+        if c["initial_allocation"] not in ("scenario", "first_hour"):
+            raise ValueError(f"initial_allocation must be scenario or first_hour, got {c['initial_allocation']!r}")
         if c["trace_window"] not in ("random", "start"):
             raise ValueError(f"trace_window must be random or start, got {c['trace_window']!r}")
         cfg = self.sim_config
@@ -235,10 +244,17 @@ class SageServeEnv(gym.Env):
                 raise ValueError(f"reset option 'workload' ({workload.source}) names {unknown}, not in the "
                                  f"scenario's regions {self.sim_config.region_names} and models "
                                  f"{self.sim_config.model_names}")
+        history = None
         if workload is None:
-            workload = self._draw_workload()
-        self.sim = make_simulator(self.sim_config, workload, self.config["fidelity"], float(self.config["fidelity_tick_s"]))
-        self._view = SimView(self.sim, int(math.ceil(self.horizon / 60.0)) + 61)
+            workload, history = self._draw_workload()
+        episode_config = self.sim_config
+        if self.config["initial_allocation"] == "first_hour":
+            from sageserve_env.capacity import first_hour_instances
+
+            episode_config = copy.deepcopy(self.sim_config)
+            episode_config.scaling.initial_overrides = first_hour_instances(self.sim_config, workload)
+        self.sim = make_simulator(episode_config, workload, self.config["fidelity"], float(self.config["fidelity_tick_s"]))
+        self._view = SimView(self.sim, int(math.ceil(self.horizon / 60.0)) + 61, history)
         self._servers = np.maximum(self.sim.fleet.servers.astype(float), 1.0)  # per region, the divisor of counts
         self._forecasts = np.zeros((self.n_regions, self.n_models))
         kind = self.config["forecaster"]
@@ -256,22 +272,32 @@ class SageServeEnv(gym.Env):
         self._update_forecast()
         return self._observation(self._last_stats, self._last_stats), self._info({}, [])
 
-    def _draw_workload(self) -> Workload:
-        """A generated day seeded from the env's generator, or a window of the trace."""
-        from sageserve_env.workload.generator import generate
+    def draw_episode(self, seed: int):
+        """(workload, history or None) that ``reset(seed=seed)`` replays, without building the
+        simulator; it reseeds the env's generator as ``reset`` does."""
+        super().reset(seed=seed)
+        return self._draw_workload()
+
+    def _draw_workload(self):
+        """(workload, history): a generated day seeded from the env's generator (with its
+        preceding days' per-minute IW demand when the v1 process asks for history, else None), or
+        a window of the trace."""
+        from sageserve_env.workload.generator import generate, generate_with_history, uses_v1_process
         from sageserve_env.workload.readers import load_trace
 
         cfg = self.sim_config
         rng = np.random.default_rng(self.np_random.integers(2**63))
         if cfg.workload.source == "generator":
-            return generate(cfg, rng, days=self.horizon / 86400.0)
+            if uses_v1_process(cfg):
+                return generate_with_history(cfg, rng, days=self.horizon / 86400.0)
+            return generate(cfg, rng, days=self.horizon / 86400.0), None
         if self._trace is None:
             self._trace = load_trace(cfg.workload.trace, cfg.workload.trace_format, cfg)
         span = self._trace.duration_s - self.horizon
         start = 0.0
         if self.config["trace_window"] == "random" and span > 0:
             start = float(rng.uniform(0.0, span))
-        return self._trace.slice_time(start, start + self.horizon)
+        return self._trace.slice_time(start, start + self.horizon), None
 
     def step(self, action):
         if self.sim is None:

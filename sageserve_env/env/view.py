@@ -43,13 +43,18 @@ assert tuple(EndpointState.__dataclass_fields__) == tuple(s.name.lower() for s i
 class SimView:
     """Read-only accessors over a running simulator of either fidelity."""
 
-    def __init__(self, sim, minutes: int) -> None:
+    def __init__(self, sim, minutes: int, history: Optional[np.ndarray] = None) -> None:
         self._sim = sim
         self._indexed = sim.workload.indexed(sim.region_names, sim.model_names)
         # (minutes, regions, models): IW prompt tokens per minute by home region, the whole episode
         self._demand = demand_per_minute(sim.workload, self._indexed, minutes, len(sim.region_names),
                                          len(sim.model_names))
         self._shape = (len(sim.region_names), len(sim.model_names))
+        # IW prompt tokens per minute of the days before t = 0 (v1 episodes), (minutes, R, M)
+        self._history = np.zeros((0,) + self._shape) if history is None else np.asarray(history, dtype=float)
+        if self._history.shape[1:] != self._shape:
+            raise ValueError(f"history must have shape (minutes, {self._shape[0]}, {self._shape[1]}), "
+                             f"got {self._history.shape}")
         self._stats_at: Optional[int] = None  # ``sim.changes`` when ``_stats`` was taken
         self._stats: Optional[np.ndarray] = None
 
@@ -116,8 +121,16 @@ class SimView:
         return EndpointState(*gauges.copy())
 
     def demand_history(self) -> np.ndarray:
-        """IW prompt tokens per completed minute so far, shape (minutes, regions, models)."""
-        return self._demand[: int(self._sim.now // 60)].copy()
+        """IW prompt tokens per completed minute so far, shape (minutes, regions, models); in a v1
+        episode the preceding days' minutes come first."""
+        now = self._demand[: int(self._sim.now // 60)]
+        if len(self._history):
+            return np.concatenate([self._history, now])
+        return now.copy()
+
+    def history_minutes(self) -> int:
+        """``len(demand_history())`` without the copy."""
+        return len(self._history) + int(self._sim.now // 60)
 
     def future_demand(self, minutes: int) -> np.ndarray:
         """IW prompt tokens per minute for the next ``minutes``: privileged, for the oracle only."""

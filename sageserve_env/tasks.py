@@ -1,0 +1,96 @@
+"""The v1 benchmark tasks: versioned, immutable Gymnasium IDs (``docs/benchmark.md``).
+
+A task fixes the scenario, the workload process, the horizon, the fidelity, the start (history
+days for the forecasters, an allocation sized for the first hour) and its train, validation and
+test seed ranges. A released spec never changes: a change is a new version (``-v2``), and
+``tests/test_tasks.py`` pins each task's first test workload by a hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+# The v1 process shared by every task (docs/workload.md): the log-rate AR(1) calibrated on the
+# Azure conversation trace (scripts/calibrate_burstiness.py), day-to-day variation of volume,
+# peak hour and swing, and three generated days of history before t = 0.
+REALISTIC = (
+    "workload.rate_sigma=0.218",
+    "workload.rate_tau_s=246",
+    "workload.day_level_sigma=0.1",
+    "workload.day_peak_sigma_h=0.5",
+    "workload.day_swing_sigma=0.15",
+    "workload.history_days=3",
+)
+PRODUCTION = ("workload.requests_per_day=1.0e7",)  # O365's scale over the paper's three regions
+LIGHT = ("workload.requests_per_day=1.5e6",)  # the v0 paper day's volume
+
+
+@dataclass(frozen=True)
+class SeedSplit:
+    """Half-open seed ranges [start, stop) for training, validation (checkpoint choice) and test."""
+
+    train: Tuple[int, int] = (0, 10_000)
+    validation: Tuple[int, int] = (10_000, 10_100)
+    test: Tuple[int, int] = (20_000, 20_010)
+
+    def seeds(self, split: str) -> range:
+        if split not in ("train", "validation", "test"):
+            raise ValueError(f"split must be train, validation or test, got {split!r}")
+        return range(*getattr(self, split))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One benchmark task; ``env_kwargs()`` are the ``SageServeEnv`` keywords it fixes. The
+    decision interval is the policy's own (the env's default is 60 s)."""
+
+    name: str
+    version: int
+    why: str
+    sim_overrides: Tuple[str, ...]
+    horizon_s: float = 86400.0
+    scenario: str = "paper"
+    fidelity: str = "detailed"
+    reward: str = "balanced"
+    initial_allocation: str = "first_hour"
+    seeds: SeedSplit = field(default_factory=SeedSplit)
+
+    @property
+    def env_id(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+    def env_kwargs(self) -> Dict[str, Any]:
+        return {"scenario": self.scenario, "sim_overrides": list(self.sim_overrides), "horizon_s": self.horizon_s,
+                "fidelity": self.fidelity, "reward": self.reward, "initial_allocation": self.initial_allocation, "trace_window": "start"}
+
+
+def _tasks() -> Tuple[TaskSpec, ...]:
+    return (
+        TaskSpec("Day", 1, "a production-scale weekday (Tuesday): the everyday job, with realistic noise",
+                 REALISTIC + PRODUCTION + ("workload.start_day=1",)),
+        TaskSpec("DayLight", 1, "the same weekday at the v0 paper day's volume: endpoints near their floor",
+                 REALISTIC + LIGHT + ("workload.start_day=1",)),
+        TaskSpec("Week", 1, "Monday to Sunday at the paper's horizon (604,800 s): weekends and growth",
+                 REALISTIC + LIGHT + ("workload.start_day=0", "workload.growth_per_day=0.01"),
+                 horizon_s=604800.0),
+        TaskSpec("Burst", 1, "the production weekday with flash crowds no forecast sees",
+                 REALISTIC + PRODUCTION + ("workload.start_day=1", "workload.flash_per_day=8",
+                                           "workload.flash_factor=6", "workload.flash_duration_s=900")),
+    )
+
+
+def tasks(suite: str = "v1") -> Dict[str, TaskSpec]:
+    """The tasks of ``suite`` by env ID (without namespace)."""
+    if suite != "v1":
+        raise ValueError(f"unknown task suite {suite!r}; known: ['v1']")
+    return {t.env_id: t for t in _tasks()}
+
+
+def task(env_id: str) -> TaskSpec:
+    """The spec of ``env_id`` (``Day-v1`` or ``sageserve_env/Day-v1``)."""
+    name = env_id.split("/")[-1]
+    known = tasks()
+    if name not in known:
+        raise ValueError(f"unknown task {env_id!r}; known: {sorted(known)}")
+    return known[name]
