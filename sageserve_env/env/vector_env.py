@@ -166,12 +166,12 @@ class SageServeVectorEnv(VectorEnv):
             bad = ~np.isfinite(a) | (a != np.round(a))
             if bad.any():
                 n, e = np.argwhere(bad)[0]
-                raise ValueError(f"actions must be integers: actions[{n}, {e}] = {a[n, e]!r} "
+                raise ValueError(f"actions must be integers: actions[{n}, {e}] = {a[n, e].item()!r} "
                                  f"(world {n}, endpoint {self.template._endpoint_name(int(e))})")
         out = (a < 0) | (a > 2 * md)
         if out.any():
             n, e = np.argwhere(out)[0]
-            raise ValueError(f"actions[{n}, {e}] = {a[n, e]!r} (world {n}, endpoint "
+            raise ValueError(f"actions[{n}, {e}] = {a[n, e].item()!r} (world {n}, endpoint "
                              f"{self.template._endpoint_name(int(e))}) is outside 0..{2 * md}")
         return a.astype(np.int64) - md
 
