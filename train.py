@@ -272,8 +272,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = run_dir(cfg)  # created once the model exists: a failed start leaves no folder behind
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
     residual_reach = int(hp.pop("residual_reach", 2))
-    fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
-    venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
+    if gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual:
+        from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
+
+        venv = SB3VectorEnv(gym.make_vec(cfg.env, num_envs=n_envs, vectorization_mode="vector_entry_point",
+                                         **cfg.env_kwargs))
+    else:
+        fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
+        venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
     venv.seed(cfg.seed)
     try:
         model, venv = build_model(cfg, hp, venv, out, normalize)

@@ -96,3 +96,30 @@ def test_bad_actions_name_world_and_endpoint():
 
 def test_one_world_env_passes_gymnasium_checker():
     check_env(gym.make("sageserve_env/SageServeSmall-fast-v1", **SHORT).unwrapped, skip_render_check=True)
+
+
+def test_sb3_adapter_passes_vecenv_checks_and_trains():
+    """SB3's VecEnv contract: flat observations as ``spaces.flatten``, terminal observations,
+    masks per world; MaskablePPO learns a few steps on it."""
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+    from gymnasium import spaces
+
+    from agents.vector_training import SB3VectorEnv
+
+    venv = SB3VectorEnv(gym.make_vec(SMALL, num_envs=4, vectorization_mode="vector_entry_point", horizon_s=300.0))
+    venv.seed(5)
+    obs = venv.reset()
+    assert obs.shape == (4,) + venv.observation_space.shape and venv.observation_space.contains(obs[0])
+    inner = venv.venv
+    first = {k: v[1] for k, v in inner._observation(inner._last, inner._last).items()}
+    np.testing.assert_allclose(obs[1], spaces.flatten(inner.single_observation_space, first))
+    assert is_masking_supported(venv) and get_action_masks(venv).shape == (4, inner.n_endpoints * (2 * inner.max_delta + 1))
+    rng = np.random.default_rng(0)
+    for step in range(5):
+        obs, reward, dones, infos = venv.step(_random_masked(inner, rng))
+        assert reward.shape == (4,) and dones.dtype == bool
+    assert dones.all() and all("terminal_observation" in i and i["TimeLimit.truncated"] for i in infos)
+    assert all(i["episode"]["l"] == 5 for i in infos)
+    model = MaskablePPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0)
+    model.learn(64)
