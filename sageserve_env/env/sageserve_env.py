@@ -96,6 +96,9 @@ class SageServeEnv(gym.Env):
 
     ## Version history
     v0: initial release.
+    v1 (``...-fast-v1`` only): the fast fidelity vectorized over worlds, ``SageServeVectorEnv``
+    (``sageserve_env/env/vector_env.py``) through ``make_vec``, its one-world case through ``make``;
+    the same spaces and reward, traffic as per-tick aggregates (``docs/fidelity.md``, "v1").
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}

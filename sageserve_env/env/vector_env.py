@@ -303,6 +303,8 @@ class SageServeFastEnv(gym.Env):
         self.observation_space = self.vector.single_observation_space
         self.action_space = self.vector.single_action_space
         self.n_endpoints, self.max_delta = self.vector.n_endpoints, self.vector.max_delta
+        self.config, self.sim_config = self.vector.template.config, self.vector.sim_config  # SageServeEnv's
+        self.interval, self.horizon = self.vector.interval, self.vector.horizon
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):
         super().reset(seed=seed)
