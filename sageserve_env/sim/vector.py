@@ -176,18 +176,12 @@ class VectorFleet:
             self.grid[w, r, NO_MODEL, FREE] -= u_free
             self.grid[w, r, m, STARTING] += u_spot + u_free
             u_other = np.zeros_like(rest)
-            if self.level >= 2:
-                while True:  # one server at a time: the model with the most spot servers each time
-                    spot = self.grid[w, r, :-1, SPOT]
-                    take = (rest > 0) & (spot.sum(1) > 0)
-                    if not take.any():
-                        break
-                    donor = spot.argmax(1)
-                    wt, rt, dt_ = w[take], r[take], donor[take]
-                    self.grid[wt, rt, dt_, SPOT] -= 1
-                    self.grid[wt, rt, m[take], STARTING] += 1
-                    u_other += take
-                    rest = rest - take
+            if self.level >= 2 and (rest > 0).any():  # other models' spot servers, the most held first
+                taken = take_from_largest(self.grid[w, r, :-1, SPOT], rest)
+                self.grid[w, r, :-1, SPOT] -= taken
+                u_other = taken.sum(1)
+                self.grid[w, r, m, STARTING] += u_other
+                rest = rest - u_other
             no = rest > 0
             refusal[w[no], e[no]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2 else Refusal.NO_SERVER_LEVEL_1)
             up = d - rest
@@ -262,6 +256,22 @@ class VectorFleet:
         return out
 
 
+def take_from_largest(counts: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """What taking ``k`` (rows) items one at a time from the column holding the most (the first
+    on ties) takes from each column of ``counts`` (rows, columns), in closed form: every column
+    down to a level L, then one more from the first columns at L. Returns (rows, columns)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    k = np.minimum(np.asarray(k, dtype=np.int64), counts.sum(1))
+    lo, hi = np.zeros_like(k), counts.max(1, initial=0)
+    while (lo < hi).any():  # the lowest level L with sum(max(counts - L, 0)) <= k
+        mid = (lo + hi) // 2
+        fits = np.maximum(counts - mid[:, None], 0).sum(1) <= k
+        lo, hi = np.where(fits, lo, mid + 1), np.where(fits, mid, hi)
+    taken = np.maximum(counts - lo[:, None], 0)
+    at = (counts >= lo[:, None]) & (lo[:, None] > 0)
+    return taken + (at & (np.cumsum(at, 1) <= (k - taken.sum(1))[:, None]))
+
+
 # -- traffic ------------------------------------------------------------------------------
 class GeneratedTraffic:
     """Per-tick arrival aggregates of N generated worlds, in ``FlowSimulator``'s table layout.
@@ -331,14 +341,14 @@ class GeneratedTraffic:
         self._first = 0
 
     def row(self, k: int) -> np.ndarray:
-        """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns)."""
-        if self._table is None or not (self._first <= k < self._first + len(self._table)):
-            if self._table is not None and k != self._first + len(self._table):
+        """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk."""
+        if self._table is None or not (self._first <= k < self._first + self._table.shape[1]):
+            if self._table is not None and k != self._first + self._table.shape[1]:
                 raise ValueError(f"traffic is drawn in order: tick {k} after ticks up to "
-                                 f"{self._first + len(self._table) - 1}")
+                                 f"{self._first + self._table.shape[1] - 1}")
             self._first = 0 if self._table is None else k
             self._table = self._draw(self._first, self.chunk)
-        return self._table[k - self._first]
+        return self._table[:, k - self._first]
 
     def _lambdas(self, k0: int, n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expected IW requests (ticks, R, M), NIW jobs and NIW requests (ticks, R, M) per tick."""
@@ -349,6 +359,7 @@ class GeneratedTraffic:
         return self._iw_share * per_tick, niw / self._job_mean, niw
 
     def _draw(self, k0: int, n: int) -> np.ndarray:
+        """Ticks ``k0 .. k0 + n - 1`` of every world, (N, n, columns)."""
         N, R, M = self.n_worlds, self.n_regions, self.n_models
         E = R * M
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
@@ -359,29 +370,45 @@ class GeneratedTraffic:
         z = np.empty((N, n, 4 * E))
         for i, (count_rng, normal_rng) in enumerate(self._rngs):  # per chunk, not per tick
             counts[i] = count_rng.poisson(lam)
-            z[i] = normal_rng.standard_normal((n, 4 * E))
+            normal_rng.standard_normal(out=z[i])
         iw_n, iw_big, jobs, niw_big = (counts[..., j * E:(j + 1) * E] for j in range(4))
         z1, z2, z3, z4 = (z[..., j * E:(j + 1) * E] for j in range(4))
+        table = np.empty((N, n, self.columns))
+        iw = table[..., :self._n_iw].reshape(N, n, E, 3)
+        home = table[..., self._n_iw:].reshape(N, n, E, HOME_COLS)
         root = np.sqrt(iw_n)
-        prompt = np.maximum(np.rint(iw_n * self._mu_p + root * self._sd_p * z1), iw_n)
+        iw[..., 0] = iw_n
+        iw[..., 1] = np.maximum(np.rint(iw_n * self._mu_p + root * self._sd_p * z1), iw_n)
         out = np.maximum(np.rint(iw_n * self._mu_o + root * self._sd_o *
                                  (self._rho * z1 + np.sqrt(1 - self._rho ** 2) * z2)), iw_n)
-        size = np.maximum(np.rint(jobs * self._job_mu + np.sqrt(jobs) * self._job_sd * z3), jobs)
-        per, extra = size // self._spread, size % self._spread
-        deliver = np.zeros((N, n + self._spread, E))
-        for j in range(self._spread):  # a job's requests arrive evenly over JOB_SPREAD_S
-            deliver[:, j:j + n] += per + (j < extra)
-        deliver[:, :self._spread] += self._carry
-        self._carry = deliver[:, n:].copy()
-        niw_n = deliver[:, :n]
-        niw_tok = np.maximum(np.rint(niw_n * self._mu_n + np.sqrt(niw_n) * self._sd_n * z4), niw_n)
-        table = np.empty((n, N, self.columns))
-        iw_cols = np.stack([iw_n, prompt, prompt + out], axis=-1)  # (N, n, E, 3)
-        table[..., :self._n_iw] = iw_cols.reshape(N, n, -1).transpose(1, 0, 2)
-        home = np.stack([niw_n, niw_tok, iw_big, niw_big, np.rint((iw_big + niw_big) * self._big_need),
-                         np.rint(iw_big * self._big_prompt)], axis=-1)
-        table[..., self._n_iw:] = home.reshape(N, n, -1).transpose(1, 0, 2)
+        np.add(iw[..., 1], out, out=iw[..., 2])
+        niw_n = home[..., 0]
+        self._carry = self._deliver(jobs, z3, niw_n)
+        home[..., 1] = np.maximum(np.rint(niw_n * self._mu_n + np.sqrt(niw_n) * self._sd_n * z4), niw_n)
+        home[..., 2] = iw_big
+        home[..., 3] = niw_big
+        home[..., 4] = np.rint((iw_big + niw_big) * self._big_need)
+        home[..., 5] = np.rint(iw_big * self._big_prompt)
         return table
+
+    def _deliver(self, jobs: np.ndarray, z: np.ndarray, niw_n: np.ndarray) -> np.ndarray:
+        """Write into ``niw_n`` (N, n, E) the NIW requests arriving per tick: the carry of earlier
+        chunks and the requests of ``jobs`` (N, n, E), each job's evenly over ``JOB_SPREAD_S``
+        (its size from ``z``); returns what falls after the chunk, the next carry (N, spread, E).
+        Jobs are rare: only the (world, tick, endpoint) cells holding one are visited."""
+        N, n, E = jobs.shape
+        s = self._spread
+        w, k, e = np.nonzero(jobs)
+        j = jobs[w, k, e]
+        size = np.maximum(np.rint(j * self._job_mu + np.sqrt(j) * self._job_sd * z[w, k, e]), j)
+        per, extra = size // s, size % s
+        steps = np.arange(s)
+        amount = per[:, None] + (steps < extra[:, None])
+        cell = (w[:, None] * (n + s) + k[:, None] + steps) * E + e[:, None]  # in (N, n + s, E)
+        deliver = np.bincount(cell.ravel(), amount.ravel(), N * (n + s) * E).astype(float).reshape(N, n + s, E)
+        deliver[:, :s] += self._carry
+        niw_n[...] = deliver[:, :n]
+        return deliver[:, n:].copy()
 
 
 def reference_workload(cfg: SimConfig):
@@ -437,6 +464,7 @@ class VectorFlow(FlowSimulator):
         orders = nearest_first_orders([r.utc_offset_h for r in config.regions])
         self._key_regions = (np.arange(n_r)[:, None] if self.no_reroute else np.array(orders, dtype=np.int64))
         self._n_iw = n_r * n_m * 3
+        self._route_base = 3 * (np.arange(N)[:, None, None] * E1 + np.arange(n_m))  # bin of (world, region 0, model)
         self.traffic = GeneratedTraffic(config, self.tick_s, self.horizon_s, seeds, self.workload,
                                         self.kv_capacity.astype(float))
         self._build_state()
@@ -501,12 +529,19 @@ class VectorFlow(FlowSimulator):
         arrivals to the pools; returns the routed IW (requests, prompt, tokens) and NIW requests."""
         N, E1, n_m = self.n_worlds, self.n_endpoints, len(self.model_names)
         iw = row[:, : self._n_iw].reshape(N, len(self._key_regions), n_m, 3)
-        u = util.reshape(N, -1, n_m)[:, self._key_regions]  # (N, keys, candidates, models)
-        below = u < self.util_threshold
-        pos = np.where(below.any(2), below.argmax(2), u.argmin(2))  # (N, keys, models)
-        region = np.take_along_axis(np.broadcast_to(self._key_regions[None, :, :, None], u.shape), pos[:, :, None],
-                                    axis=2)[:, :, 0]
-        dest = (np.arange(N)[:, None, None] * E1 + region * n_m + np.arange(n_m))[..., None] * 3 + np.arange(3)
+        keys = self._key_regions  # (keys, candidates): each key's regions, nearest first
+        if util.max() < self.util_threshold:
+            region = keys[None, :, :1]  # every key's first candidate: home
+        else:  # the first candidate below the threshold, else the least utilized (first on ties)
+            u = util.reshape(N, -1, n_m)
+            least, region = u[:, keys[:, 0]], np.broadcast_to(keys[None, :, :1], (N, len(keys), n_m))
+            for c in range(1, keys.shape[1]):
+                uc = u[:, keys[:, c]]
+                lower = uc < least
+                least, region = np.where(lower, uc, least), np.where(lower, keys[None, :, c:c + 1], region)
+            for c in range(keys.shape[1] - 1, -1, -1):
+                region = np.where(u[:, keys[:, c]] < self.util_threshold, keys[None, :, c:c + 1], region)
+        dest = (self._route_base + region * (3 * n_m))[..., None] + np.arange(3)
         routed = np.bincount(dest.ravel(), iw.ravel(), 3 * self._E).reshape(-1, 3)
         home = row[:, self._n_iw:].reshape(-1, HOME_COLS)
         Q = self._Q
