@@ -5,7 +5,7 @@ import pytest
 
 from sageserve_env.config import load_config
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, STARTING, Fleet
-from sageserve_env.sim.vector import REFUSALS, VectorFleet, VectorFlow
+from sageserve_env.sim.vector import REFUSALS, VectorFleet, VectorFlow, take_from_largest
 
 TICK = 5.0
 
@@ -127,3 +127,18 @@ def test_worlds_differ_and_seeds_repeat():
     last = a[-1][0]
     np.testing.assert_allclose(last[0], last[2], rtol=1e-12, atol=1e-12)
     assert not np.allclose(last[0], last[1])
+
+
+def test_take_from_largest_equals_one_at_a_time():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        rows, cols = rng.integers(1, 6, size=2)
+        counts = rng.integers(0, rng.integers(1, 12), (rows, cols))
+        k = rng.integers(0, 40, rows)
+        want, left = np.zeros_like(counts), counts.copy()
+        for i in range(rows):
+            for _ in range(min(k[i], left[i].sum())):
+                d = left[i].argmax()
+                left[i, d] -= 1
+                want[i, d] += 1
+        assert np.array_equal(take_from_largest(counts, k), want), (counts, k)
