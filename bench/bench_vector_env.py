@@ -2,6 +2,7 @@
 
     python bench/bench_vector_env.py                      # paper and small, N = 1 .. 1024
     python bench/bench_vector_env.py --scenario paper --worlds 256 --steps 200
+    python bench/bench_vector_env.py --traffic --scenario paper small --worlds 256 1024
 
 One process, one core (OPENBLAS_NUM_THREADS=1), seeded random masked actions, 60 s decisions,
 5 s ticks. Each N runs in a fresh subprocess so that its peak RSS is its own; the clock covers
@@ -49,13 +50,36 @@ def run_one(scenario: str, n: int, steps: int) -> dict:
             "cpu_steps_per_s": steps * n / cpu, "peak_rss_mb": rss_mb}
 
 
+def traffic_chunks(scenario: str, n: int, ticks: int = 2048) -> None:
+    """CPU ms per tick of drawing the traffic alone, against the chunk length (ticks per draw)."""
+    from sageserve_env.env.vector_env import SageServeVectorEnv
+
+    env = SageServeVectorEnv(n, scenario=scenario, decision_interval_s=60.0, fidelity_tick_s=5.0)
+    env.reset(seed=0)
+    traffic = env.sim.traffic
+    for chunk in (16, 64, 128, 512):
+        traffic.chunk = min(chunk, traffic.n_ticks + 1)
+        traffic.reseed(list(range(n)))
+        cpu = time.process_time()
+        for k in range(ticks):
+            traffic.row(k)
+        print(f"{scenario:>8} {n:>6} chunk {traffic.chunk:>4} ticks: "
+              f"{(time.process_time() - cpu) / ticks * 1e3:.3f} CPU ms per tick", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", nargs="*", default=["paper", "small"])
     ap.add_argument("--worlds", nargs="*", type=int, default=[1, 16, 64, 256, 1024])
     ap.add_argument("--steps", type=int, default=None, help="vector steps per N (default: ~2e4 / N, 30..300)")
+    ap.add_argument("--traffic", action="store_true", help="time the traffic draw alone per chunk length")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.traffic:
+        for scenario in args.scenario:
+            for n in args.worlds:
+                traffic_chunks(scenario, n)
+        return
     if args.one:
         print(json.dumps(run_one(args.scenario[0], args.worlds[0], args.steps)))
         return

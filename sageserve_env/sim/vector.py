@@ -44,7 +44,8 @@ N_KINDS = 5  # undrain, reclaim, load_free, load_other, drain: the ``ScaleKind``
 SIZE_SEED = 20250214  # the fixed sample the size constants come from: a constant of the world
 SIZE_REQUESTS = 300_000  # requests of that sample (a generated stretch of the scenario's days)
 CHECKPOINT_S = 300.0  # NIW deadline misses read cumulative NIW arrivals at this spacing
-CHUNK_ELEMENTS = 1 << 17  # ticks x worlds of traffic drawn at a time (memory, not results)
+CHUNK_ELEMENTS = 1 << 14  # ticks x worlds of traffic drawn at a time (memory and speed, not results)
+CHUNK_TICKS = 64  # at least this many ticks a chunk (each chunk costs two generator calls per world)
 
 
 # -- the fleet ----------------------------------------------------------------------------
@@ -326,7 +327,9 @@ class GeneratedTraffic:
         sizes = np.bincount(reference.batch_id[reference.batch_id >= 0]).astype(float)
         sizes = sizes[sizes > 0] if (sizes > 0).any() else np.ones(1)
         self._job_mu, self._job_sd = float(sizes.mean()), float(sizes.std())
-        self.chunk = max(1, min(self.n_ticks + 1, CHUNK_ELEMENTS // max(self.n_worlds, 1)))
+        # ``bench/bench_vector_env.py --traffic``, CPU ms per tick for 16 / 64 / 128 / 512-tick chunks:
+        # paper N = 256 0.79 / 0.73 / 0.91 / 1.09, small N = 1,024 1.21 / 0.75 / 0.75 / 0.86
+        self.chunk = min(self.n_ticks + 1, max(CHUNK_TICKS, CHUNK_ELEMENTS // max(self.n_worlds, 1)))
         self._n_iw = R * M * 3
         self.columns = self._n_iw + E * HOME_COLS
         self.reseed(seeds)
