@@ -15,8 +15,8 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from sageserve_env.env.sageserve_env import RATE_WINDOWS_S, REWARD_TERMS, SageServeEnv
-from sageserve_env.sim.fleet import BILLED_STATES, DRAINING, FREE, NO_MODEL, SPOT, STARTING
+from sageserve_env.env.sageserve_env import RATE_WINDOWS_S, REWARD_TERMS, SageServeEnv, action_masks
+from sageserve_env.sim.fleet import BILLED_STATES, FREE, NO_MODEL, SPOT, STARTING
 from sageserve_env.sim.stats import Stat
 from sageserve_env.sim.vector import VectorFlow, reference_workload
 
@@ -178,21 +178,11 @@ class SageServeVectorEnv(VectorEnv):
     # -- masks ------------------------------------------------------------------------------
     def action_masks(self) -> np.ndarray:
         """Valid choices per world and endpoint, concatenated per world: (N, E x (2 max_delta + 1)).
-        The rule of ``SageServeEnv.action_masks``: a change valid alone."""
-        md, N, E, M = self.max_delta, self.num_envs, self.n_endpoints, self.n_models
-        offsets = np.arange(-md, md + 1)
-        if self.sim is None or self.sim.fleet.level == 0:
-            return np.broadcast_to(offsets == 0, (N, E, 2 * md + 1)).reshape(N, -1).copy()
+        The rule of ``SageServeEnv.action_masks`` (one function: ``action_masks``), a change valid alone."""
+        if self.sim is None:
+            return action_masks(None, 0, 0, self.max_delta, self.n_endpoints)[None].repeat(self.num_envs, 0)
         fleet = self.sim.fleet
-        g = fleet.grid  # (N, R, M + 1, states)
-        spot = g[:, :, :-1, SPOT]
-        others = (spot.sum(2, keepdims=True) - spot).reshape(N, E) if fleet.level >= 2 else 0
-        free = np.repeat(g[:, :, NO_MODEL, FREE], M, axis=1)
-        active = fleet.endpoint_counts(0)
-        up = fleet.endpoint_counts(DRAINING) + spot.reshape(N, E) + free + others
-        down = np.minimum(active, active + fleet.endpoint_counts(STARTING) - fleet.min_instances)
-        hi, lo = np.minimum(md, up), np.minimum(md, np.maximum(down, 0))
-        return ((offsets >= -lo[..., None]) & (offsets <= hi[..., None])).reshape(N, -1)
+        return action_masks(fleet.grid, fleet.level, fleet.min_instances, self.max_delta)
 
     # -- observation, reward, info ----------------------------------------------------------
     def _reward_terms(self, d: np.ndarray, gpu_s: np.ndarray) -> Dict[str, np.ndarray]:
