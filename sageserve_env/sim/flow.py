@@ -366,17 +366,10 @@ class FlowSimulator:
         """Step 1: add the tick's arrivals (IW routed on ``util``) to the pools and the arrival
         curves; returns the routed IW (requests, prompt tokens, tokens) and NIW requests per
         endpoint."""
-        Q = self._Q
         dest = self._home_dest if util.max() < self.util_threshold else self._route(util)
         routed = np.bincount(dest, row[: self._n_iw], 3 * self._E).reshape(-1, 3)
         home = row[self._n_iw:].reshape(-1, HOME_COLS)
-        Q[W, :, IW] += routed[:, ::2].T
-        self._routed += routed
-        self._home += home
-        if self.feed_async:
-            self._F += home[:, :2].T
-        else:
-            Q[W, :, NIW] += home[:, :2].T
+        self._add_arrivals(routed, home)
         k = self._n_hist
         if k == len(self._hist_t):
             self._hist_t = np.concatenate([self._hist_t, np.zeros(k)])
@@ -387,6 +380,18 @@ class FlowSimulator:
         self._hist[k, NIW] = self._hist[k - 1, NIW] + home[:, 0]
         self._n_hist = k + 1
         return routed, home[:, 0]
+
+    def _add_arrivals(self, routed: np.ndarray, home: np.ndarray) -> None:
+        """The routed IW (requests, prompt tokens, tokens) into W, the home columns into the totals
+        and their NIW requests and tokens into the feed (or into W without ``feed_async``)."""
+        Q = self._Q
+        Q[W, :, IW] += routed[:, ::2].T
+        self._routed += routed
+        self._home += home
+        if self.feed_async:
+            self._F += home[:, :2].T
+        else:
+            Q[W, :, NIW] += home[:, :2].T
 
     def _admit_all(self) -> Tuple[np.ndarray, np.ndarray]:
         """Step 3: W -> P, IW first; returns the room left (requests, KV tokens) and the requests

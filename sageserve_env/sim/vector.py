@@ -547,14 +547,7 @@ class VectorFlow(FlowSimulator):
         dest = (self._route_base + region * (3 * n_m))[..., None] + np.arange(3)
         routed = np.bincount(dest.ravel(), iw.ravel(), 3 * self._E).reshape(-1, 3)
         home = row[:, self._n_iw:].reshape(-1, HOME_COLS)
-        Q = self._Q
-        Q[W, :, IW] += routed[:, ::2].T
-        self._routed += routed
-        self._home += home
-        if self.feed_async:
-            self._F += home[:, :2].T
-        else:
-            Q[W, :, NIW] += home[:, :2].T
+        self._add_arrivals(routed, home)
         self._iw_rate += (routed[:, 0] / self.tick_s - self._iw_rate) * -math.expm1(-self.tick_s / LOAD_SMOOTHING_S)
         return routed, home[:, 0]
 
