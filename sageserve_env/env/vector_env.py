@@ -292,6 +292,7 @@ class SageServeFastEnv(gym.Env):
         self.vector = SageServeVectorEnv(1, config, autoreset=False, **kwargs)
         self.observation_space = self.vector.single_observation_space
         self.action_space = self.vector.single_action_space
+        self.n_regions, self.n_models = self.vector.n_regions, self.vector.n_models
         self.n_endpoints, self.max_delta = self.vector.n_endpoints, self.vector.max_delta
         self.config, self.sim_config = self.vector.template.config, self.vector.sim_config  # SageServeEnv's
         self.interval, self.horizon = self.vector.interval, self.vector.horizon

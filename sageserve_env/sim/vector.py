@@ -35,6 +35,7 @@ from sageserve_env.sim.fleet import ACTIVE, DRAINING, FREE, NO_MODEL, SPOT, STAR
 from sageserve_env.sim.flow import BOUNDARY_WAIT, HOME_COLS, LOAD_SMOOTHING_S, RHO_MAX, D, P, W, FlowSimulator
 from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
+from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.generator import JOB_SPREAD_S, expected_counts, generate
 from sageserve_env.workload.readers import model_popularity, nearest_first_orders
 from sageserve_env.workload.workload import IW, NIW
@@ -684,6 +685,15 @@ class VectorFlow(FlowSimulator):
         due = self._niw_arrived_at(self.now - self._niw_sla) if self.now > self._niw_sla else np.zeros(self._E)
         niw = np.floor(np.maximum(due - self._served[NIW], 0.0))
         return np.stack([iw.reshape(self.n_worlds, -1).sum(1), niw.reshape(self.n_worlds, -1).sum(1)], axis=1)
+
+    def world_iw_slo(self) -> np.ndarray:
+        """Per world, IW requests that met their TTFT SLO and that missed it (late first token,
+        dropped, or unserved past it), as ``metrics.summarize`` counts them: (N, 2)."""
+        c = self._totals()
+        late = self.statistics()[:, Stat.IW_SLO_MISSES]
+        met = (c["iw_first_tokens"] - late).reshape(self.n_worlds, -1).sum(1)
+        missed = (late + self._home[:, 2]).reshape(self.n_worlds, -1).sum(1) + self.world_overdue()[:, 0]
+        return np.stack([met, missed], axis=1)
 
     def world_problems(self) -> List[Optional[str]]:
         """Per world, what breaks an invariant (None if nothing): requests and tokens conserved
