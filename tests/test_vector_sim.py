@@ -142,3 +142,36 @@ def test_take_from_largest_equals_one_at_a_time():
                 left[i, d] -= 1
                 want[i, d] += 1
         assert np.array_equal(take_from_largest(counts, k), want), (counts, k)
+
+
+def test_generated_traffic_moments_match_the_request_generator():
+    """Per-tick traffic of 16 worlds against 4 generated days of requests (small scenario): daily
+    IW per endpoint, the hourly shape, NIW per day, tokens per IW request."""
+    from sageserve_env.sim.perf_model import kv_capacity
+    from sageserve_env.sim.vector import GeneratedTraffic, reference_workload
+    from sageserve_env.workload.generator import generate
+    from sageserve_env.workload.workload import IW
+
+    cfg = load_config("small")
+    R, M = len(cfg.regions), len(cfg.model_names)
+    cap = np.array([kv_capacity(cfg, r, m) for r in range(R) for m in range(M)], dtype=float)
+    traffic = GeneratedTraffic(cfg, TICK, 86400.0, list(range(16)), reference_workload(cfg), cap)
+    rows = np.stack([np.array(traffic.row(k)) for k in range(traffic.n_ticks)])  # (ticks, worlds, columns)
+    iw = rows[..., : R * M * 3].reshape(len(rows), 16, R * M, 3)
+    home = rows[..., R * M * 3:].reshape(len(rows), 16, R * M, -1)
+    t_iw = iw[..., 0].sum(0).mean(0) + home[..., 2].sum(0).mean(0)  # per endpoint and day
+    t_hourly = (iw[..., 0] + home[..., 2]).sum((1, 2)).reshape(24, -1).sum(1) / 16
+    days = [generate(cfg, np.random.default_rng(s), days=1.0) for s in range(4)]
+    g_iw = np.mean([np.bincount((w.region * M + w.model)[w.tier == IW], minlength=R * M) for w in days], axis=0)
+    g_hourly = np.mean([np.bincount((w.arrival_s[w.tier == IW] // 3600).astype(int), minlength=24)[:24]
+                        for w in days], axis=0)
+    np.testing.assert_allclose(t_iw, g_iw, rtol=0.05)
+    assert np.corrcoef(t_hourly, g_hourly)[0, 1] > 0.98
+    t_niw = (home[..., 0] + home[..., 3]).sum((0, 2)).mean()
+    g_niw = np.mean([np.count_nonzero(w.tier != IW) for w in days])
+    assert abs(t_niw / g_niw - 1) < 0.2, (t_niw, g_niw)
+    fits = [(w.tier == IW) & (w.prompt_tokens + w.output_tokens <= cap[w.region * M + w.model]) for w in days]
+    g_prompt = sum(w.prompt_tokens[f].sum() for w, f in zip(days, fits)) / sum(f.sum() for f in fits)
+    g_need = sum((w.prompt_tokens + w.output_tokens)[f].sum() for w, f in zip(days, fits)) / sum(f.sum() for f in fits)
+    n = iw[..., 0].sum()
+    np.testing.assert_allclose([iw[..., 1].sum() / n, iw[..., 2].sum() / n], [g_prompt, g_need], rtol=0.03)
