@@ -123,3 +123,22 @@ def test_sb3_adapter_passes_vecenv_checks_and_trains():
     assert all(i["episode"]["l"] == 5 for i in infos)
     model = MaskablePPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0)
     model.learn(64)
+
+
+def test_sb3_env_checker_and_vec_check_nan():
+    """SB3's own checks: ``check_env`` on the one-world env, ``VecCheckNan`` (raising) over an
+    episode of the SB3 adapter."""
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+    from stable_baselines3.common.vec_env import VecCheckNan
+
+    from agents.vector_training import SB3VectorEnv
+
+    sb3_check_env(gym.make("sageserve_env/SageServeSmall-fast-v1", **SHORT).unwrapped, warn=True)
+    venv = SB3VectorEnv(gym.make_vec(SMALL, num_envs=3, vectorization_mode="vector_entry_point", horizon_s=300.0))
+    checked = VecCheckNan(venv, raise_exception=True)
+    checked.seed(2)
+    checked.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        obs, reward, dones, infos = checked.step(_random_masked(venv.venv, rng))
+    assert dones.all() and np.isfinite(obs).all()
