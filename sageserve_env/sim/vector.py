@@ -153,36 +153,38 @@ class VectorFleet:
         return ScaleOutcome(applied, kinds, refusal)
 
     def _ups(self, deltas, now, applied, kinds, refusal, undrain) -> None:
-        N, M = self.n_worlds, self.n_models
-        order = np.argsort(deltas, axis=1, kind="stable")
-        w = np.arange(N)
+        """Scale-ups in delta order within each region of each world: only an endpoint's own
+        region's servers serve it, so the regions of all worlds are taken at once, rank by rank."""
+        N, R, M = self.n_worlds, self.n_regions, self.n_models
+        order = np.argsort(deltas.reshape(N * R, M), axis=1, kind="stable")  # per (world, region)
+        w, r = np.repeat(np.arange(N), R), np.tile(np.arange(R), N)
         drained = np.zeros_like(applied)
         draining_before = self.endpoint_counts(DRAINING).copy()
-        for j in range(self.n_endpoints):  # ranks, not endpoints: each rank is every world's j-th
-            e = order[:, j]
+        g = self.grid
+        for j in range(M):  # ranks, not models: each rank is every region's j-th endpoint
+            m = order[:, j]
+            e = r * M + m
             d = deltas[w, e]
             if not (d > 0).any():
                 continue
             d = np.maximum(d, 0)
-            r, m = e // M, e % M
-            c = self.grid[w, r]  # (N, M + 1, states), a copy
-            u_drain = np.minimum(d, c[w, m, DRAINING])
+            u_drain = np.minimum(d, g[w, r, m, DRAINING])
             rest = d - u_drain
-            u_spot = np.minimum(rest, c[w, m, SPOT])
+            u_spot = np.minimum(rest, g[w, r, m, SPOT])
             rest = rest - u_spot
-            u_free = np.minimum(rest, c[w, NO_MODEL, FREE])
+            u_free = np.minimum(rest, g[w, r, NO_MODEL, FREE])
             rest = rest - u_free
-            self.grid[w, r, m, DRAINING] -= u_drain
-            self.grid[w, r, m, ACTIVE] += u_drain
-            self.grid[w, r, m, SPOT] -= u_spot
-            self.grid[w, r, NO_MODEL, FREE] -= u_free
-            self.grid[w, r, m, STARTING] += u_spot + u_free
+            g[w, r, m, DRAINING] -= u_drain
+            g[w, r, m, ACTIVE] += u_drain
+            g[w, r, m, SPOT] -= u_spot
+            g[w, r, NO_MODEL, FREE] -= u_free
+            g[w, r, m, STARTING] += u_spot + u_free
             u_other = np.zeros_like(rest)
             if self.level >= 2 and (rest > 0).any():  # other models' spot servers, the most held first
-                taken = take_from_largest(self.grid[w, r, :-1, SPOT], rest)
-                self.grid[w, r, :-1, SPOT] -= taken
+                taken = take_from_largest(g[w, r, :-1, SPOT], rest)
+                g[w, r, :-1, SPOT] -= taken
                 u_other = taken.sum(1)
-                self.grid[w, r, m, STARTING] += u_other
+                g[w, r, m, STARTING] += u_other
                 rest = rest - u_other
             no = rest > 0
             refusal[w[no], e[no]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2 else Refusal.NO_SERVER_LEVEL_1)
@@ -195,7 +197,7 @@ class VectorFleet:
             drained[w, e] += u_drain
             self._pend(w, e, u_spot, now + self.reclaim_s)
             self._pend(w, e, u_free + u_other, now + self.spin_up_s)
-            self.n_scale_ups += up
+            self.n_scale_ups += up.reshape(N, R).sum(1)
         if drained.any():
             undrain(drained, draining_before)
 
