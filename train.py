@@ -266,14 +266,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from agents import make_policy
     from agents.learned import normalizer_path, sidecar
-    from agents.training import SaveNormalizerOnBest, behaviour_clone, collect_demonstrations
+    from agents.training import PhaseClock, SaveNormalizerOnBest, behaviour_clone, collect_demonstrations
 
     torch.set_num_threads(cfg.torch_threads)
     out = run_dir(cfg)  # created once the model exists: a failed start leaves no folder behind
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
     residual_reach = int(hp.pop("residual_reach", 2))
-    fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
-    venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
+    if gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual:
+        from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
+
+        venv = SB3VectorEnv(gym.make_vec(cfg.env, num_envs=n_envs, vectorization_mode="vector_entry_point",
+                                         **cfg.env_kwargs))
+    else:
+        fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
+        venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
     venv.seed(cfg.seed)
     try:
         model, venv = build_model(cfg, hp, venv, out, normalize)
@@ -322,14 +328,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     model_path = out / "model.zip"
     out.mkdir(parents=True)
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))  # checkpoints use it too
-    start = time.perf_counter()
-    model.learn(total_timesteps=total, callback=callbacks, progress_bar=cfg.progress_bar,
+    clock = PhaseClock()
+    start, steps_before = time.perf_counter(), model.num_timesteps
+    model.learn(total_timesteps=total, callback=callbacks + [clock], progress_bar=cfg.progress_bar,
                 reset_num_timesteps=not cfg.resume, tb_log_name=cfg.algo)
     minutes = (time.perf_counter() - start) / 60
+    rollout_s, update_s = clock.seconds()
+    steps = model.num_timesteps - steps_before
+    print(f"trained {steps} steps in {minutes:.2f} min: rollouts {rollout_s:.0f} s ({steps / max(rollout_s, 1e-9):,.0f} "
+          f"steps/s), updates {update_s:.0f} s ({steps / max(update_s, 1e-9):,.0f} steps/s)")
     model.save(str(model_path))
     if isinstance(venv, VecNormalize):
         venv.save(str(sidecar(model_path, "_vecnormalize.pkl")))
-    meta.update(timesteps=int(model.num_timesteps), train_minutes=round(minutes, 2))
+    meta.update(timesteps=int(model.num_timesteps), train_minutes=round(minutes, 2),
+                rollout_minutes=round(rollout_s / 60, 2), update_minutes=round(update_s / 60, 2))
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     venv.close()
     if cfg.ship:  # the best model on the validation days, with the run's statistics and metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -43,6 +44,34 @@ class SaveNormalizerOnBest(BaseCallback):
     def _on_step(self) -> bool:
         self.model.get_vec_normalize_env().save(str(self.path))
         return True
+
+
+class PhaseClock(BaseCallback):
+    """Wall seconds of ``learn`` spent collecting rollouts and the rest (the updates):
+    ``seconds()`` -> (rollout s, update s). Callbacks that run during a rollout (evaluation,
+    checkpoints) count as rollout."""
+
+    def __init__(self):
+        super().__init__()
+        self.rollout_s, self.total_s, self._mark, self._start = 0.0, 0.0, 0.0, None
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_rollout_start(self) -> None:
+        self._mark = time.perf_counter()
+
+    def _on_rollout_end(self) -> None:
+        self.rollout_s += time.perf_counter() - self._mark
+
+    def _on_training_end(self) -> None:
+        self.total_s = time.perf_counter() - self._start
+
+    def _on_step(self) -> bool:
+        return True
+
+    def seconds(self):
+        return self.rollout_s, self.total_s - self.rollout_s
 
 
 def residual_change(plan: np.ndarray, adjustment: np.ndarray, reach: int, max_delta: int) -> np.ndarray:

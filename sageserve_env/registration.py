@@ -1,7 +1,11 @@
 """Gymnasium IDs: ``sageserve_env/SageServe-v0`` (paper scale), ``sageserve_env/SageServeSmall-v0``
 and ``sageserve_env/SageServe-<preset>-v0`` for every preset in ``configs/scenarios``; each also as
 ``...-fast-v0`` (``SageServe-fast-v0``, ``SageServeSmall-fast-v0``...), the same world in the fast
-fidelity (token flows per tick, ``sageserve_env/sim/flow.py``) for training.
+fidelity (token flows per tick, ``sageserve_env/sim/flow.py``) for training; and
+``...-fast-v1`` (``SageServe-fast-v1``, ``SageServeSmall-fast-v1``...), the fast fidelity
+vectorized over worlds (``sageserve_env/sim/vector.py``): ``gymnasium.make_vec(ID, num_envs=N,
+vectorization_mode="vector_entry_point")`` gives ``SageServeVectorEnv``, ``gymnasium.make(ID)``
+its one-world case.
 
 The v1 benchmark tasks (``sageserve_env.tasks``: ``Day-v1``, ``DayLight-v1``, ``Week-v1``,
 ``Burst-v1``, detailed fidelity) are registered as ``sageserve_env/<Task>-v1``.
@@ -15,6 +19,8 @@ from gymnasium.envs.registration import register, registry
 from sageserve_env.config import preset_names
 
 ENTRY_POINT = "sageserve_env.env.sageserve_env:SageServeEnv"
+V1_ENTRY_POINT = "sageserve_env.env.vector_env:SageServeFastEnv"
+V1_VECTOR_ENTRY_POINT = "sageserve_env.env.vector_env:SageServeVectorEnv"
 
 
 def env_ids() -> dict:
@@ -32,8 +38,19 @@ def env_ids() -> dict:
     return ids
 
 
+def vector_env_ids() -> dict:
+    """Every v1 (vectorized fast fidelity) ID without namespace and the kwargs it fixes."""
+    return {name.replace("-fast-v0", "-fast-v1"): dict(kwargs)
+            for name, kwargs in env_ids().items() if name.endswith("-fast-v0")}
+
+
 def register_envs() -> None:
     for name, kwargs in env_ids().items():
         for env_id in (f"sageserve_env/{name}", name):
             if env_id not in registry:
                 register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs), disable_env_checker=False)
+    for name, kwargs in vector_env_ids().items():
+        for env_id in (f"sageserve_env/{name}", name):
+            if env_id not in registry:
+                register(id=env_id, entry_point=V1_ENTRY_POINT, vector_entry_point=V1_VECTOR_ENTRY_POINT,
+                         kwargs=dict(kwargs), disable_env_checker=False)

@@ -18,7 +18,7 @@ from gymnasium.error import ResetNeeded
 from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
 from sageserve_env.env.view import SimView
 from sageserve_env.sim import FIDELITIES, make_simulator
-from sageserve_env.sim.fleet import BILLED_STATES, DRAINING, FREE, NO_MODEL, SPOT, STARTING
+from sageserve_env.sim.fleet import ACTIVE, BILLED_STATES, DRAINING, FREE, NO_MODEL, SPOT, STARTING
 from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.forecast import FORECASTERS, EndpointForecasters
 from sageserve_env.workload.workload import Workload
@@ -106,6 +106,9 @@ class SageServeEnv(gym.Env):
     ``SimView.endpoints().niw_queue_requests`` now counts the NIW queue (it read 0).
     v1: the benchmark tasks (``sageserve_env.tasks``, ``docs/benchmark.md``): the v1 workload
     process, generated history days, a first-hour allocation, fixed seed splits.
+    v1 (``...-fast-v1`` only): the fast fidelity vectorized over worlds, ``SageServeVectorEnv``
+    (``sageserve_env/env/vector_env.py``) through ``make_vec``, its one-world case through ``make``;
+    the same spaces and reward, traffic as per-tick aggregates (``docs/fidelity.md``, "v1").
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 30}
@@ -375,21 +378,11 @@ class SageServeEnv(gym.Env):
         ``min_instances``. Several endpoints of a region draw on one spot pool, so a set of
         individually valid changes can still be partly refused.
         """
-        md = self.max_delta
-        offsets = np.arange(-md, md + 1)
-        if self.sim is None or self.sim.fleet.level == 0:
-            return np.broadcast_to(offsets == 0, (self.n_endpoints, 2 * md + 1)).reshape(-1).copy()
+        if self.sim is None:
+            return action_masks(None, 0, 0, self.max_delta, self.n_endpoints)
         fleet = self.sim.fleet
-        counts = fleet.counts[:, :-1].reshape(self.n_endpoints, -1)  # (endpoints, states)
-        region = np.arange(self.n_endpoints) // self.n_models
-        spot = fleet.counts[:, :-1, SPOT]
-        others = (spot.sum(1, keepdims=True) - spot).reshape(-1) if fleet.level >= 2 else 0
-        up = counts[:, DRAINING] + counts[:, SPOT] + fleet.counts[region, NO_MODEL, FREE] + others
-        down = np.minimum(counts[:, 0], counts[:, 0] + counts[:, STARTING] - fleet.min_instances)
-        hi, lo = np.minimum(md, up), np.minimum(md, np.maximum(down, 0))
-        ready = fleet.may_scale(self.sim.now).reshape(-1)  # scaling.interval_s
-        hi, lo = np.where(ready, hi, 0), np.where(ready, lo, 0)
-        return ((offsets >= -lo[:, None]) & (offsets <= hi[:, None])).reshape(-1)
+        return action_masks(fleet.counts, fleet.level, fleet.min_instances, self.max_delta,
+                            ready=fleet.may_scale(self.sim.now))
 
     # -- observation, reward, info --------------------------------------------------------
     def _billed_cost(self, gpu_s: np.ndarray) -> float:
@@ -537,3 +530,28 @@ class SageServeEnv(gym.Env):
         if self.sim is None:
             raise RuntimeError("call reset() first")
         return self._view
+
+
+def action_masks(counts: Optional[np.ndarray], level: int, min_instances: int, max_delta: int,
+                 n_endpoints: int = 0, ready: Optional[np.ndarray] = None) -> np.ndarray:
+    """The masks of ``SageServeEnv.action_masks`` from fleet counts (..., regions, models + 1,
+    states), any leading axes (worlds): (..., endpoints x (2 max_delta + 1)). Up to ``max_delta``
+    up, bounded by the draining instances and the spot and free servers the endpoint may take;
+    down, by ``min_instances`` and the active instances. ``counts`` None (no fleet yet) or
+    ``level`` 0: only "no change", for ``n_endpoints`` (or the counts' endpoints); so too for
+    the endpoints (..., regions, models) not ``ready`` (``scaling.interval_s``)."""
+    offsets = np.arange(-max_delta, max_delta + 1)
+    lead = () if counts is None else counts.shape[:-3]
+    if counts is None or level == 0:
+        n = n_endpoints if counts is None else counts.shape[-3] * (counts.shape[-2] - 1)
+        return np.broadcast_to(offsets == 0, lead + (n, len(offsets))).reshape(lead + (-1,)).copy()
+    c = counts[..., :-1, :]  # (..., regions, models, states)
+    spot = c[..., SPOT]
+    others = spot.sum(-1, keepdims=True) - spot if level >= 2 else 0
+    up = c[..., DRAINING] + spot + counts[..., NO_MODEL, FREE][..., None] + others
+    down = np.minimum(c[..., ACTIVE], c[..., ACTIVE] + c[..., STARTING] - min_instances)
+    if ready is not None:
+        up, down = np.where(ready, up, 0), np.where(ready, down, 0)
+    hi = np.minimum(max_delta, up).reshape(lead + (-1, 1))
+    lo = np.minimum(max_delta, np.maximum(down, 0)).reshape(lead + (-1, 1))
+    return ((offsets >= -lo) & (offsets <= hi)).reshape(lead + (-1,))

@@ -253,19 +253,12 @@ class FlowSimulator(SimulatorBase):
         self._home = np.zeros((E, HOME_COLS))  # cumulative HOME_COLS
         self._done = np.zeros((2, 2, E))  # completed (requests, tokens) per tier
         self._expected = np.zeros((4, E))  # IW SLO, IW e2e and NIW deadline misses; IW TTFT sum
-        # cumulative IW (routed) and NIW arrivals per endpoint at every tick end: the FIFO curves
-        self._hist_t = np.zeros(self._n_bins + 1)
-        self._hist = np.zeros((self._n_bins + 1, 2, E))
-        self._n_hist = 1
-        self._ptr = np.zeros(E, dtype=np.int64)
+        self._build_history()
         self._served = np.zeros((2, E))  # FIFO departures: IW first tokens and drops, NIW completions
         self._wait = np.zeros(E)  # FIFO wait of the last IW departure
         self._stale = np.zeros((2, E))  # IW dropped by drop_iw_after_s: requests, tokens
         self._drains: List[_Drain] = []  # every draining instance, in the order they began
         self._draining: List[List[_Drain]] = [[] for _ in range(E)]  # per endpoint, in that order
-        # per tick: first tokens, FIFO wait, decode marginal, boundary wait, iteration, P(queue), mean queue
-        self._log = np.zeros((self._n_bins + 1, 7, E))
-        self._n_log = 0
         # per-endpoint constants of the tick's arithmetic
         sz = self._sizes
         self._endpoint_index = np.arange(E)
@@ -280,6 +273,18 @@ class FlowSimulator(SimulatorBase):
                                      sz.chunks ** 2 @ sz.weights])
         self._no_wait = np.zeros(E)
         self._fleet_changed = True  # active counts to recount at the next tick
+
+    def _build_history(self) -> None:
+        """The per-tick history: the FIFO curves and the latency log, one row per tick."""
+        E = self._E
+        # cumulative IW (routed) and NIW arrivals per endpoint at every tick end: the FIFO curves
+        self._hist_t = np.zeros(self._n_bins + 1)
+        self._hist = np.zeros((self._n_bins + 1, 2, E))
+        self._n_hist = 1
+        self._ptr = np.zeros(E, dtype=np.int64)
+        # per tick: first tokens, FIFO wait, decode marginal, boundary wait, iteration, P(queue), mean queue
+        self._log = np.zeros((self._n_bins + 1, 7, E))
+        self._n_log = 0
 
     # -- the tick loop ------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
@@ -344,17 +349,10 @@ class FlowSimulator(SimulatorBase):
         """Step 1: add the tick's arrivals (IW routed on ``util``) to the pools and the arrival
         curves; returns the routed IW (requests, prompt tokens, tokens) and NIW requests per
         endpoint."""
-        Q = self._Q
         dest = self._home_dest if util.max() < self.util_threshold else self._route(util)
         routed = np.bincount(dest, row[: self._n_iw], 3 * self._E).reshape(-1, 3)
         home = row[self._n_iw:].reshape(-1, HOME_COLS)
-        Q[W, :, IW] += routed[:, ::2].T
-        self._routed += routed
-        self._home += home
-        if self.feed_async:
-            self._F += home[:, :2].T
-        else:
-            Q[W, :, NIW] += home[:, :2].T
+        self._add_arrivals(routed, home)
         k = self._n_hist
         if k == len(self._hist_t):
             self._hist_t = np.concatenate([self._hist_t, np.zeros(k)])
@@ -365,6 +363,18 @@ class FlowSimulator(SimulatorBase):
         self._hist[k, NIW] = self._hist[k - 1, NIW] + home[:, 0]
         self._n_hist = k + 1
         return routed, home[:, 0]
+
+    def _add_arrivals(self, routed: np.ndarray, home: np.ndarray) -> None:
+        """The routed IW (requests, prompt tokens, tokens) into W, the home columns into the totals
+        and their NIW requests and tokens into the feed (or into W without ``feed_async``)."""
+        Q = self._Q
+        Q[W, :, IW] += routed[:, ::2].T
+        self._routed += routed
+        self._home += home
+        if self.feed_async:
+            self._F += home[:, :2].T
+        else:
+            Q[W, :, NIW] += home[:, :2].T
 
     def _admit_all(self) -> Tuple[np.ndarray, np.ndarray]:
         """Step 3: W -> P, IW first; returns the room left (requests, KV tokens) and the requests
@@ -385,6 +395,18 @@ class FlowSimulator(SimulatorBase):
         """Step 4: the iteration time at the decoding batch with the prefill it absorbs, and
         P -> D (first tokens). Returns the inflow to D (requests, tokens) x tier, the batch per
         instance, the decode marginal, the iteration time and where prefill saturates."""
+        Q = self._Q
+        b, marg, x, t, saturated = self._iteration(dt)
+        if not saturated.any():
+            inflow = Q[P] * self._has  # an endpoint without an active instance prefills nothing
+            Q[P] -= inflow
+        else:
+            inflow = self._prefill_limited(self._A * x * dt / t, ~saturated)
+        return inflow, b, marg, t, saturated
+
+    def _iteration(self, dt: float):
+        """The decoding batch per instance, the decode marginal, the prompt tokens an iteration
+        absorbs, the iteration time, and where prefill saturates (``max_batch_tokens``)."""
         Q, A1, mbt = self._Q, self._A1, self.max_batch_tokens
         b, kv = Q[D].sum(1) / A1  # requests and KV tokens per instance
         marg = self._ds * b + self._dk_context * kv  # what the decoding batch adds to an iteration
@@ -392,13 +414,7 @@ class FlowSimulator(SimulatorBase):
         rate = Q[P, 1].sum(0) * self._sizes.prompt_share / (A1 * dt)  # prompt tokens per second per instance
         x = np.minimum(mbt, rate * t_dec / np.maximum(1.0 - self._pt_mixed * rate, 1e-9))
         t = t_dec + (self._pt_mixed + self._pq_mixed * x) * x
-        saturated = x >= mbt
-        if not saturated.any():
-            inflow = Q[P] * self._has  # an endpoint without an active instance prefills nothing
-            Q[P] -= inflow
-        else:
-            inflow = self._prefill_limited(self._A * x * dt / t, ~saturated)
-        return inflow, b, marg, t, saturated
+        return b, marg, x, t, x >= mbt
 
     def _decode(self, dt: float, inflow: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Step 5: D -> done, integrated exactly over the tick (requests and tokens together),
@@ -471,18 +487,28 @@ class FlowSimulator(SimulatorBase):
         (Sakasegawa), mean = service (1 + SCV) / 2 / (c (1 - rho)) (Allen-Cunneen). Every rho is
         at most RHO_MAX.
         """
+        p, wait = self._prefill_queue(dt, rate, marg)
+        p_s, wait_s = self._slot_queue(t, occupancy)
+        if p_s.max() > 1e-4:  # else the batch has room for every burst
+            wait = wait + wait_s
+            p = 1.0 - (1.0 - p) * (1.0 - p_s)
+        return p, wait / np.maximum(p, 1e-12)
+
+    def _prefill_queue(self, dt: float, rate: np.ndarray, marg: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The prefill bottleneck of ``_queueing``: P(wait) and P(wait) x the mean wait when
+        waiting; updates the smoothed load."""
         load = self._load
         load += (rate - load) * -math.expm1(-dt / LOAD_SMOOTHING_S)
         service = self._prefill_mean + self._chunks_mean * marg  # E[s]
         residual = (self._prefill_sq[0] + marg * (self._prefill_sq[1] + marg * self._prefill_sq[2])) / (2 * service)
         p = np.minimum((load[IW] + load[NIW]) * service, RHO_MAX) ** self._prefill_power
-        wait = p * residual / (1.0 - np.minimum(load[IW] * service, RHO_MAX))
+        return p, p * residual / (1.0 - np.minimum(load[IW] * service, RHO_MAX))
+
+    def _slot_queue(self, t: np.ndarray, occupancy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The batch-slot bottleneck of ``_queueing``: P(wait) and P(wait) x the mean wait."""
         rho_s = np.minimum(occupancy.max(0), RHO_MAX)
         p_s = rho_s ** self._slot_power
-        if p_s.max() > 1e-4:  # else the batch has room for every burst
-            wait = wait + p_s * self._slot_service * t / (1.0 - rho_s)
-            p = 1.0 - (1.0 - p) * (1.0 - p_s)
-        return p, wait / np.maximum(p, 1e-12)
+        return p_s, p_s * self._slot_service * t / (1.0 - rho_s)
 
     def _route(self, util: np.ndarray) -> np.ndarray:
         """Bin index (destination endpoint x 3 + column) of every IW column of the table:

@@ -1,0 +1,177 @@
+"""The vectorized fast fidelity: its fleet against ``Fleet``, world independence, conservation."""
+
+import numpy as np
+import pytest
+
+from sageserve_env.config import load_config
+from sageserve_env.sim.fleet import ACTIVE, DRAINING, STARTING, Fleet
+from sageserve_env.sim.vector import REFUSALS, VectorFleet, VectorFlow, take_from_largest
+
+TICK = 5.0
+
+
+class _Hooks:
+    """``ScalingHooks`` for a bare ``Fleet``: the first ``idle[e]`` drains hold nothing."""
+
+    def __init__(self, n_models):
+        self.n_models, self.idle, self.starts = n_models, {}, []
+
+    def undrain(self, r, m, now):
+        pass
+
+    def start(self, r, m, ready_at):
+        self.starts.append((ready_at, r, m))
+
+    def drain(self, r, m, now):
+        e = r * self.n_models + m
+        if self.idle.get(e, 0) > 0:
+            self.idle[e] -= 1
+            return False
+        return True
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_vector_fleet_follows_fleet_rules(level):
+    """Random scale calls, start-ups, releases: every world's counts, applied changes, refusals
+    and GPU-seconds by state equal a ``Fleet`` driven with the same calls."""
+    cfg = load_config("small", [f"scaling.level={level}", "scaling.min_instances=1"])
+    n_worlds, rng = 4, np.random.default_rng(level)
+    vf = VectorFleet(cfg, n_worlds, TICK)
+    fleets = [Fleet(cfg) for _ in range(n_worlds)]
+    hooks = [_Hooks(vf.n_models) for _ in range(n_worlds)]
+    E = vf.n_endpoints
+    now, k = 0.0, 0
+    for step in range(300):
+        deltas = rng.integers(-4, 5, size=(n_worlds, E)) * (rng.random((n_worlds, E)) < 0.7)
+        idle = rng.integers(0, 3, size=(n_worlds, E))
+        out = vf.scale(deltas, now, lambda n: np.minimum(n, idle), lambda u, kk: None)
+        for w in range(n_worlds):
+            hooks[w].idle = {e: int(idle[w, e]) for e in range(E)}
+            for e in np.argsort(deltas[w], kind="stable"):
+                if deltas[w, e]:
+                    res = fleets[w].scale(int(e) // vf.n_models, int(e) % vf.n_models, int(deltas[w, e]), now, hooks[w])
+                    assert out.applied[w, e] == res.applied
+                    want = REFUSALS.index(res.refusal) if res.refusal is not None else -1
+                    assert out.refusal[w, e] == want, (w, e, res)
+        for _ in range(int(rng.integers(1, 20))):  # ticks: start-ups complete, some drains finish
+            t0, now = k * TICK, (k + 1) * TICK
+            vf.activate_due(k, t0)
+            for w in range(n_worlds):
+                due = sorted(s for s in hooks[w].starts if s[0] <= now)
+                hooks[w].starts = [s for s in hooks[w].starts if s[0] > now]
+                for ready, r, m in due:
+                    fleets[w].activate(r, m, ready)
+            release = np.minimum(vf.endpoint_counts(DRAINING), rng.integers(0, 2, size=(n_worlds, E)))
+            vf.release(release, now)
+            for w in range(n_worlds):
+                for e in range(E):
+                    for _ in range(int(release[w, e])):
+                        fleets[w].release(e // vf.n_models, e % vf.n_models, now)
+            k += 1
+        for w in range(n_worlds):
+            assert np.array_equal(vf.grid[w], fleets[w].counts), (step, w)
+    gpu = vf.gpu_seconds_by_state(now)
+    for w in range(n_worlds):
+        np.testing.assert_allclose(gpu[w], fleets[w].gpu_seconds_by_state(now), rtol=1e-9, atol=1e-6)
+        assert vf.n_scale_downs[w] == fleets[w].n_scale_downs
+        assert vf.n_scale_ups[w] == len(fleets[w].scale_log) - fleets[w].n_scale_downs
+    assert vf.check(now) == [None] * n_worlds
+    assert out.refused.any() and (vf.endpoint_counts(STARTING) >= 0).all()
+
+
+def _run(seeds, actions, scenario="small", horizon=3600.0):
+    cfg = load_config(scenario, ["scaling.level=2"])
+    sim = VectorFlow(cfg, seeds, horizon)
+    stats = []
+    for a in actions:
+        sim.scale_all(a[: len(seeds)] if a.shape[0] >= len(seeds) else a)
+        sim.run_until(sim.now + 60.0)
+        stats.append((sim.world_statistics(), sim.world_gpu_seconds(), sim.fleet.grid.copy()))
+    return sim, stats
+
+
+def test_world_independence():
+    """World i of a batch of 8 equals a batch of one seeded s + i under the same actions."""
+    rng = np.random.default_rng(7)
+    steps = 40
+    actions = rng.integers(-2, 3, size=(steps, 8, 2))
+    _, batch = _run([100 + i for i in range(8)], actions)
+    for i in (0, 3, 7):
+        _, single = _run([100 + i], actions[:, i: i + 1])
+        for (s8, g8, c8), (s1, g1, c1) in zip(batch, single):
+            np.testing.assert_allclose(s8[i], s1[0], rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(g8[i], g1[0], rtol=1e-9, atol=1e-9)
+            assert np.array_equal(c8[i], c1[0])
+
+
+def test_conservation_and_fleet_invariants_over_random_steps():
+    """5,000 random steps (short decisions over 8 worlds): requests and tokens conserved, pools
+    whole and non-negative, fleet counts and GPU-seconds consistent, in every world."""
+    cfg = load_config("small", ["scaling.level=2"])
+    rng = np.random.default_rng(3)
+    sim = VectorFlow(cfg, list(range(8)), cfg.duration_s)
+    for step in range(5000 // 8):
+        sim.scale_all(rng.integers(-3, 4, size=(8, sim.n_endpoints)))
+        sim.run_until(sim.now + 2 * TICK)
+        if step % 25 == 0 or step == 5000 // 8 - 1:
+            assert sim.world_problems() == [None] * 8, step
+    stats = sim.world_statistics()
+    assert (stats[..., 0] > 0).all()  # traffic arrived everywhere
+    assert sim.fleet.n_scale_ups.min() > 0 and sim.fleet.n_scale_downs.min() > 0
+
+
+def test_worlds_differ_and_seeds_repeat():
+    """Different seeds draw different days; the same seed the same one."""
+    actions = np.zeros((10, 3, 2), dtype=np.int64)
+    _, a = _run([1, 2, 1], actions)
+    last = a[-1][0]
+    np.testing.assert_allclose(last[0], last[2], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(last[0], last[1])
+
+
+def test_take_from_largest_equals_one_at_a_time():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        rows, cols = rng.integers(1, 6, size=2)
+        counts = rng.integers(0, rng.integers(1, 12), (rows, cols))
+        k = rng.integers(0, 40, rows)
+        want, left = np.zeros_like(counts), counts.copy()
+        for i in range(rows):
+            for _ in range(min(k[i], left[i].sum())):
+                d = left[i].argmax()
+                left[i, d] -= 1
+                want[i, d] += 1
+        assert np.array_equal(take_from_largest(counts, k), want), (counts, k)
+
+
+def test_generated_traffic_moments_match_the_request_generator():
+    """Per-tick traffic of 16 worlds against 4 generated days of requests (small scenario): daily
+    IW per endpoint, the hourly shape, NIW per day, tokens per IW request."""
+    from sageserve_env.sim.perf_model import kv_capacity
+    from sageserve_env.sim.vector import GeneratedTraffic, reference_workload
+    from sageserve_env.workload.generator import generate
+    from sageserve_env.workload.workload import IW
+
+    cfg = load_config("small")
+    R, M = len(cfg.regions), len(cfg.model_names)
+    cap = np.array([kv_capacity(cfg, r, m) for r in range(R) for m in range(M)], dtype=float)
+    traffic = GeneratedTraffic(cfg, TICK, 86400.0, list(range(16)), reference_workload(cfg), cap)
+    rows = np.stack([np.array(traffic.row(k)) for k in range(traffic.n_ticks)])  # (ticks, worlds, columns)
+    iw = rows[..., : R * M * 3].reshape(len(rows), 16, R * M, 3)
+    home = rows[..., R * M * 3:].reshape(len(rows), 16, R * M, -1)
+    t_iw = iw[..., 0].sum(0).mean(0) + home[..., 2].sum(0).mean(0)  # per endpoint and day
+    t_hourly = (iw[..., 0] + home[..., 2]).sum((1, 2)).reshape(24, -1).sum(1) / 16
+    days = [generate(cfg, np.random.default_rng(s), days=1.0) for s in range(4)]
+    g_iw = np.mean([np.bincount((w.region * M + w.model)[w.tier == IW], minlength=R * M) for w in days], axis=0)
+    g_hourly = np.mean([np.bincount((w.arrival_s[w.tier == IW] // 3600).astype(int), minlength=24)[:24]
+                        for w in days], axis=0)
+    np.testing.assert_allclose(t_iw, g_iw, rtol=0.05)
+    assert np.corrcoef(t_hourly, g_hourly)[0, 1] > 0.98
+    t_niw = (home[..., 0] + home[..., 3]).sum((0, 2)).mean()
+    g_niw = np.mean([np.count_nonzero(w.tier != IW) for w in days])
+    assert abs(t_niw / g_niw - 1) < 0.2, (t_niw, g_niw)
+    fits = [(w.tier == IW) & (w.prompt_tokens + w.output_tokens <= cap[w.region * M + w.model]) for w in days]
+    g_prompt = sum(w.prompt_tokens[f].sum() for w, f in zip(days, fits)) / sum(f.sum() for f in fits)
+    g_need = sum((w.prompt_tokens + w.output_tokens)[f].sum() for w, f in zip(days, fits)) / sum(f.sum() for f in fits)
+    n = iw[..., 0].sum()
+    np.testing.assert_allclose([iw[..., 1].sum() / n, iw[..., 2].sum() / n], [g_prompt, g_need], rtol=0.03)
