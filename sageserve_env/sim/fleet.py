@@ -134,8 +134,8 @@ class Fleet:
         delta = int(delta)
         kinds: List[ScaleKind] = []
         refusal = Refusal.SCALING_DISABLED if delta and self.level == 0 else None
-        if delta and refusal is None and not self.may_scale(now)[r, m]:
-            refusal = Refusal.INTERVAL
+        if delta and refusal is None and 0 <= self.interval_s and now - self.last_scaled[r, m] < self.interval_s:
+            refusal = Refusal.INTERVAL  # the test of may_scale, for one endpoint
         for _ in range(abs(delta) if refusal is None else 0):
             step = self._up(r, m, now, hooks) if delta > 0 else self._down(r, m, now, hooks)
             if isinstance(step, Refusal):
