@@ -263,18 +263,19 @@ def results_table(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
     return table
 
 
-def markdown(table: pd.DataFrame) -> str:
-    """The results table as GitHub Markdown, intervals in brackets."""
-    cols = ["policy", "scenario", "episodes", *TABLE_METRICS, "normalized_score"]
+def markdown(table: pd.DataFrame, cols=("policy", "scenario", "episodes", *TABLE_METRICS, "normalized_score")) -> str:
+    """The ``cols`` of a results table as GitHub Markdown; a value with a ``<col>_ci_low`` /
+    ``_ci_high`` interval over more than one episode shows it in brackets."""
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table.iterrows():
         cells = []
         for c in cols:
             v = row[c]
-            if c in TABLE_METRICS and row["episodes"] > 1 and np.isfinite(row[f"{c}_ci_low"]):
-                cells.append(f"{v:.4g} [{row[f'{c}_ci_low']:.4g}, {row[f'{c}_ci_high']:.4g}]")
-            elif isinstance(v, float):
-                cells.append("" if math.isnan(v) else f"{v:.4g}")
+            if isinstance(v, float):
+                text = "" if math.isnan(v) else f"{v:.4g}"
+                if c != "episodes" and row["episodes"] > 1 and np.isfinite(row.get(f"{c}_ci_low", math.nan)):
+                    text += f" [{row[f'{c}_ci_low']:.4g}, {row[f'{c}_ci_high']:.4g}]"
+                cells.append(text)
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
@@ -315,21 +316,8 @@ def suite_table(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
 
 
 def suite_markdown(table: pd.DataFrame) -> str:
-    cols = ["task", "policy", "episodes", *SUITE_METRICS, "normalized_score"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in table.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, float):
-                text = "" if math.isnan(v) else f"{v:.4g}"
-                if c != "episodes" and row["episodes"] > 1 and np.isfinite(row.get(f"{c}_ci_low", math.nan)):
-                    text += f" [{row[f'{c}_ci_low']:.4g}, {row[f'{c}_ci_high']:.4g}]"
-                cells.append(text)
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """The suite's results table (one row per task and policy) as GitHub Markdown."""
+    return markdown(table, ("task", "policy", "episodes", *SUITE_METRICS, "normalized_score"))
 
 
 def suite_aggregates(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
