@@ -5,9 +5,12 @@ A dataset holds one policy's episodes on generated days of one env ID: the Dict 
 truncations, and per step ``infos`` with ``action_mask`` (the mask the action was chosen under:
 ``infos["action_mask"][t]`` goes with ``actions[t]``), ``reward_terms``, ``kpis`` (running totals,
 refused changes among them) and ``sim_time_s``. IDs follow the Farama convention
-``sageserve/<env name>/<policy>-v0``, e.g. ``sageserve/SageServe/reactive-v0``; datasets are
-written to Minari's local data directory (``MINARI_DATASETS_PATH``, default ``~/.minari/datasets``)
-in Minari's HDF5 format (its default; its Arrow reader flattens nested infos).
+``sageserve/<env name>/<policy>-v<env version>``, e.g. ``sageserve/Day/reactive-v1`` for the
+``Day-v1`` task or ``sageserve/SageServe/reactive-v0``: the dataset's version is its env's, so a
+new task version gets new datasets. Days are training seeds only: a task's train split
+(``sageserve_env.tasks``), below 900 for the v0 IDs. Datasets are written to Minari's local data
+directory (``MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) in Minari's HDF5 format (its
+default; its Arrow reader flattens nested infos).
 """
 
 from __future__ import annotations
@@ -21,13 +24,31 @@ import numpy as np
 from gymnasium import spaces
 
 NAMESPACE = "sageserve"
-TRAIN_SEEDS_BELOW = 900  # days of datasets (and of training); 900-999 validate, 1000 and up evaluate
+TRAIN_SEEDS_BELOW = 900  # v0 IDs: days of datasets (and of training); 900-999 validate, 1000 and up evaluate
 
 
-def dataset_id(env_id: str, policy: str, version: int = 0) -> str:
-    """``sageserve/<env name>/<policy>-v<version>`` for an env ID such as ``sageserve_env/SageServe-v0``."""
-    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1].split(":")[-1])
-    return f"{NAMESPACE}/{name}/{re.sub(r'[^A-Za-z0-9_]+', '_', policy)}-v{version}"
+def _env_name(env_id: str) -> str:
+    return env_id.split("/")[-1].split(":")[-1]
+
+
+def dataset_id(env_id: str, policy: str, version: Optional[int] = None) -> str:
+    """``sageserve/<env name>/<policy>-v<version>`` for an env ID such as ``sageserve_env/Day-v1``;
+    ``version`` defaults to the env ID's."""
+    match = re.fullmatch(r"(.+)-v(\d+)", _env_name(env_id))
+    if match is None:
+        raise ValueError(f"env ID {env_id!r} has no version suffix -vN")
+    name, env_version = match.groups()
+    return f"{NAMESPACE}/{name}/{re.sub(r'[^A-Za-z0-9_]+', '_', policy)}-v{env_version if version is None else version}"
+
+
+def training_seeds(env_id: str) -> range:
+    """The days a dataset of ``env_id`` may hold: a task's train split, below 900 for the v0 IDs."""
+    from sageserve_env.tasks import task
+
+    try:
+        return task(env_id).seeds.seeds("train")
+    except ValueError:  # not a benchmark task: a v0 ID
+        return range(TRAIN_SEEDS_BELOW)
 
 
 def _info_record(env: gym.Env, info: Dict[str, Any]) -> Dict[str, Any]:
@@ -89,7 +110,8 @@ def record_dataset(policy_spec: str, seeds: Sequence[int], env_id: str = "sagese
     (default ``dataset_id(env_id, policy_spec)``); returns the ``MinariDataset``.
 
     The env is ``gym.make(env_id, **{**policy.env_kwargs(), **env_kwargs})``, so the dataset's
-    env spec recreates it. Seeds must be training days (below 900) unless ``allow_held_out``.
+    env spec recreates it. Seeds must be training days (``training_seeds(env_id)``) unless
+    ``allow_held_out``.
     ``on_episode(seed, episode_buffer)`` is called after each episode.
     """
     import minari
@@ -99,8 +121,11 @@ def record_dataset(policy_spec: str, seeds: Sequence[int], env_id: str = "sagese
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("record_dataset needs at least one seed")
-    if not allow_held_out and max(seeds) >= TRAIN_SEEDS_BELOW:
-        raise ValueError(f"seeds must be training days (below {TRAIN_SEEDS_BELOW}); got {max(seeds)}")
+    allowed = training_seeds(env_id)
+    outside = [s for s in seeds if s not in allowed]
+    if outside and not allow_held_out:
+        raise ValueError(f"seeds must be training days of {_env_name(env_id)} (in [{allowed.start}, "
+                         f"{allowed.stop})); got {outside[0]}")
     name = name or dataset_id(env_id, policy_spec)
     if name in minari.list_local_datasets():
         if not overwrite:
@@ -173,6 +198,15 @@ def _seeds(text: str) -> list:
     return seeds
 
 
+def env_ids_of(text: str) -> list:
+    """``v1`` -> every v1 task's env ID; otherwise a comma-separated list of env IDs."""
+    if text == "v1":
+        from sageserve_env.tasks import tasks
+
+        return [f"sageserve_env/{env_id}" for env_id in tasks("v1")]
+    return [e for e in text.split(",") if e]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m agents.datasets``: record the baselines' datasets into Minari's data directory."""
     import argparse
@@ -182,27 +216,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m agents.datasets", description=main.__doc__)
     ap.add_argument("--policies", default="reactive,lt_ua,oracle", help="comma-separated policy names")
-    ap.add_argument("--seeds", default="0-3", help="training days, e.g. 0-3 or 0,5,9 (below 900)")
-    ap.add_argument("--env", default="sageserve_env/SageServe-v0", help="env ID (default: paper scale)")
+    ap.add_argument("--seeds", default="0-1", help="training days, e.g. 0-3 or 0,5,9 (a task's train split)")
+    ap.add_argument("--env", default="v1", help="comma-separated env IDs, or v1 (default): every v1 task")
     ap.add_argument("--env-kwargs", default="{}", help='JSON env keywords, e.g. \'{"horizon_s": 3600}\'')
     ap.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
     args = ap.parse_args(argv)
     try:
-        seeds, kwargs = _seeds(args.seeds), json.loads(args.env_kwargs)
+        seeds, kwargs, env_ids = _seeds(args.seeds), json.loads(args.env_kwargs), env_ids_of(args.env)
     except ValueError as exc:
         print(f"datasets: error: {exc}", file=sys.stderr)
         return 2
-    for policy in [p for p in args.policies.split(",") if p]:
-        start = time.perf_counter()
-        try:
-            dataset = record_dataset(policy, seeds, env_id=args.env, env_kwargs=kwargs, overwrite=args.overwrite,
-                                     on_episode=lambda s, ep: print(f"  {policy} seed {s}: {len(ep)} steps, "
-                                                                    f"return {sum(ep.rewards):.2f}", flush=True))
-        except ValueError as exc:
-            print(f"datasets: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"{dataset.spec.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps "
-              f"in {time.perf_counter() - start:.0f} s", flush=True)
+    for env_id in env_ids:
+        for policy in [p for p in args.policies.split(",") if p]:
+            start = time.perf_counter()
+            try:
+                dataset = record_dataset(
+                    policy, seeds, env_id=env_id, env_kwargs=kwargs, overwrite=args.overwrite,
+                    on_episode=lambda s, ep: print(f"  {policy} seed {s}: {len(ep)} steps, return "
+                                                   f"{sum(ep.rewards):.2f}", flush=True))
+            except ValueError as exc:
+                print(f"datasets: error: {env_id} {policy}: {exc}", file=sys.stderr)
+                return 2
+            print(f"{dataset.spec.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps "
+                  f"in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
 

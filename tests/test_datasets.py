@@ -120,3 +120,16 @@ def test_train_refuses_a_dataset_it_cannot_use(data_dir, tmp_path, capsys, extra
     record_dataset("static", seeds=[0], env_id=ENV, env_kwargs={"horizon_s": 600.0})
     assert train.main([f"log_folder={tmp_path / 'logs'}", *extra]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_task_datasets_hold_train_days_and_carry_the_task_version(data_dir):
+    task_env = "sageserve_env/DayLight-v1"
+    short = {"horizon_s": 300.0}
+    with pytest.raises(ValueError, match=r"training days of DayLight-v1 \(in \[0, 10000\)\); got 20000"):
+        record_dataset("reactive", seeds=[20000], env_id=task_env, env_kwargs=short)
+    made = record_dataset("reactive", seeds=[0], env_id=task_env, env_kwargs=short)
+    assert made.spec.dataset_id == "sageserve/DayLight/reactive-v1"
+    env = made.recover_environment()
+    assert env.unwrapped.config["initial_allocation"] == "first_hour"  # the task's own settings
+    episode = next(made.iterate_episodes())
+    assert episode.infos["sim_time_s"][-1] == 300.0 and len(episode) == 30  # reactive: 10 s decisions
