@@ -1,6 +1,6 @@
 """Compare autoscaling policies on scenarios and held-out seeds; the project's main job.
 
-    python evaluate.py                                   # the default comparison (configs/evaluate.yaml)
+    python evaluate.py                                   # the default comparison (configs/commands/evaluate.yaml)
     python evaluate.py policies=[reactive,lt_ua] scenario=paper seeds=[1001,1002] out=results/run1
     python evaluate.py policies=[reactive,my_pkg.autoscaler:MyPolicy] policy.reactive.up_threshold=0.6
     python evaluate.py -m policies=[reactive] policy.reactive.up_threshold=0.4,0.6   # a sweep: one folder a job
@@ -10,7 +10,8 @@
     python evaluate.py suite=v1 seeds=[20000] tasks=[Burst-v1] policies=[lt_i,lt_ua,reactive,oracle]
 
 The command line is Hydra's (``sageserve_env.app``): ``key=value`` overrides of ``EvalConfig``
-over ``configs/evaluate.yaml``, ``-m`` for a multirun, ``--cfg job`` to print the config. A policy
+over ``configs/commands/evaluate.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (each job
+writes ``out/<its overrides>/``), ``--cfg job`` to print the config. A policy
 is an alias of the ``policy`` table (the registry's, with every knob), ``rl``, ``ckpt:PATH`` or
 ``module:Class`` (any importable ``agents.base.Policy``); ``+policy.NAME={_target_: module:Class,
 knob: value}`` adds an entry with knobs.
@@ -61,7 +62,7 @@ SUITE_POLICIES = ["reactive", "lt_i", "lt_u", "lt_ua", "chiron", "oracle"]
 
 @dataclass
 class EvalConfig:
-    """The evaluation matrix; defaults in ``configs/evaluate.yaml``."""
+    """The evaluation matrix; defaults in ``configs/commands/evaluate.yaml``."""
 
     policies: List[str] = field(default_factory=list)
     policy: Dict[str, Any] = field(default_factory=dict)  # alias -> {_target_: module:Class, knob: value...}

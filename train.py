@@ -3,11 +3,15 @@
     python train.py                                                  # MaskablePPO on the small env
     python train.py algo=ppo env=sageserve_env/SageServe-fast-v0 n_timesteps=300000 seed=1
     python train.py algo=maskable_ppo bc_policy=reactive hyperparams.learning_rate=1e-4
+    python train.py 'env_kwargs={reward: cost, decision_interval_s: 900}' residual=true hyperparams=rl_agent
     python train.py bc_dataset=sageserve/SageServeSmall/reactive-v0    # a Minari dataset (agents.datasets)
     python train.py resume=logs/maskable_ppo/SageServeSmall-v0_1/checkpoints/rl_model_20000_steps.zip
 
-Defaults in ``configs/train.yaml``; hyperparameters in ``configs/hyperparams/<algo>.yml`` keyed by
-env ID (RL Baselines3 Zoo layout). Runs go to ``logs/<algo>/<env>_<n>/``: TensorBoard events,
+The command line is Hydra's (``sageserve_env.app``): overrides of ``TrainConfig`` over
+``configs/commands/train.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (``-m seed=0,1``:
+each job under ``log_folder/<its overrides>/``), ``--cfg job`` to print the config. Hyperparameters
+come from ``configs/hyperparams/<algo>.yml`` keyed by env ID (RL Baselines3 Zoo layout), then
+``hyperparams=rl_agent`` (a named set) and ``hyperparams.<key>=value``. Runs go to ``logs/<algo>/<env>_<n>/``: TensorBoard events,
 checkpoints, the best model on validation days, and the final ``model.zip`` with
 ``model_vecnormalize.pkl`` and ``model.yaml`` (what ``evaluate.py policies=[ckpt:PATH]`` loads).
 """
@@ -38,7 +42,7 @@ from sageserve_env.config import CONFIG_DIR, ConfigError
 
 @dataclass
 class TrainConfig:
-    """What to train; defaults in ``configs/train.yaml``. On the command line ``env_kwargs`` and
+    """What to train; defaults in ``configs/commands/train.yaml``. On the command line ``env_kwargs`` and
     ``eval_env_kwargs`` are typed env options (``sageserve_env.config.EnvConfig``) and
     ``hyperparams`` typed ``Hyperparams``, of which only the keys given count."""
 

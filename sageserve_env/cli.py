@@ -218,7 +218,7 @@ def run_policy(cfg: SimConfig, workload: Workload, policy_spec: Any, out_dir: Pa
 
 @dataclass
 class SimulateConfig:
-    """The options of ``simulate``; defaults in ``configs/simulate.yaml``."""
+    """The options of ``simulate``; defaults in ``configs/commands/simulate.yaml``."""
 
     scenario: str = "paper"
     trace: Optional[str] = None
@@ -322,9 +322,9 @@ def _preset_description(name: str) -> str:
 USAGE = """usage: sageserve-env COMMAND [Hydra overrides]   (python -m sageserve_env COMMAND ...)
 
 commands:
-  simulate   replay a trace or a generated day; write summary, records, plots (configs/simulate.yaml)
-  evaluate   compare policies on scenarios and seeds (evaluate.py; configs/evaluate.yaml)
-  train      train an RL autoscaler (train.py; configs/train.yaml)
+  simulate   replay a trace or a generated day; write summary, records, plots (configs/commands/simulate.yaml)
+  evaluate   compare policies on scenarios and seeds (evaluate.py; configs/commands/evaluate.yaml)
+  train      train an RL autoscaler (train.py; configs/commands/train.yaml)
   presets    list the scenario presets
 
 Every command takes Hydra's command line: key=value overrides, -m for a multirun, --cfg job to
