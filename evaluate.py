@@ -73,7 +73,7 @@ class EvalConfig:
     trace_format: str = "canonical"
     horizon_s: Optional[float] = None
     fidelity: str = "detailed"
-    reward: str = "balanced"
+    reward: Any = "balanced"  # a preset name or its weights (the `reward` group: reward=slo reward.drop=2)
     sim_overrides: List[str] = field(default_factory=list)
     out: str = "results/default"
     workers: int = 2

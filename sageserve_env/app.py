@@ -5,7 +5,9 @@ Each command is a Hydra app: a dataclass schema (a structured config, stored in 
 grammar for all: ``key=value`` overrides, ``-m`` multirun over any key (``seeds=[1],[2]``,
 ``policy.reactive.up_threshold=0.4,0.6``), ``--cfg job`` prints the resolved config, ``--help``.
 Config groups: ``policy`` (the table of policies and their knobs, ``policy/baselines`` holding the
-registry's aliases) and ``env_options`` (the typed env options of ``train.py``'s ``env_kwargs``).
+registry's aliases), ``reward`` (the presets of ``configs/rewards.yaml``: ``reward=slo``,
+``reward.iw_slo_miss=2``), ``env_options`` (the typed env options of ``train.py``'s ``env_kwargs``)
+and ``hyperparams`` (``train.py``).
 
 Hydra's own outputs are set by ``configs/hydra/output/here.yaml``: the working directory is never
 changed and a single run writes nothing of Hydra's, so relative paths resolve from where the
@@ -49,10 +51,13 @@ def register_configs(config_name: str, schema: type, groups: Sequence[tuple] = (
     from hydra.core.config_store import ConfigStore
 
     from agents import policy_table
+    from sageserve_env.env.sageserve_env import reward_presets
 
     store = ConfigStore.instance()
     store.store(name=f"{config_name}_schema", node=schema)
     store.store(group="policy", name="baselines", node=policy_table(), package="policy")
+    for name, weights in reward_presets().items():
+        store.store(group="reward", name=name, node=weights)
     store.store(group="env_options", name="given", node=unset(EnvConfig))
     for group, name, node in groups:
         store.store(group=group, name=name, node=node)

@@ -71,6 +71,19 @@ def test_evaluate_composes_defaults_overrides_and_the_policy_table():
     assert evaluate.policy_spec(cfg, "rl") == "rl"
 
 
+def test_evaluate_reward_group_gives_the_presets_weights():
+    from agents.runner import run_episode
+    from sageserve_env.env.sageserve_env import SageServeEnv, reward_presets
+
+    cfg = evaluate.parse_args(["reward=slo", "reward.drop=2"])
+    assert cfg.reward == {**reward_presets()["slo"], "drop": 2}
+    assert evaluate.parse_args([]).reward == reward_presets()["balanced"]
+    weights = evaluate.parse_args(["reward=cost"]).reward
+    by_name, by_weights = (run_episode(SageServeEnv(scenario="small", horizon_s=600.0, reward=r),
+                                       make_policy("reactive"), seed=5).reward for r in ("cost", weights))
+    assert by_name == by_weights
+
+
 def test_train_composes_typed_env_options_and_hyperparameters():
     cfg = train.parse_args(["env_kwargs={reward: cost, decision_interval_s: 900}",
                             "eval_env_kwargs.fidelity=detailed", "hyperparams.learning_rate=0.0005",
