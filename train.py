@@ -8,12 +8,13 @@
     python train.py resume=logs/maskable_ppo/SageServeSmall-v0_1/checkpoints/rl_model_20000_steps.zip
 
 The command line is Hydra's (``sageserve_env.app``): overrides of ``TrainConfig`` over
-``configs/commands/train.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (``-m seed=0,1``:
-each job under ``log_folder/<its overrides>/``), ``--cfg job`` to print the config. Hyperparameters
-come from ``configs/hyperparams/<algo>.yml`` keyed by env ID (RL Baselines3 Zoo layout), then
-``hyperparams=rl_agent`` (a named set) and ``hyperparams.<key>=value``. Runs go to ``logs/<algo>/<env>_<n>/``: TensorBoard events,
-checkpoints, the best model on validation days, and the final ``model.zip`` with
-``model_vecnormalize.pkl`` and ``model.yaml`` (what ``evaluate.py policies=[ckpt:PATH]`` loads).
+``configs/commands/train.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (``-m
+seed=0,1``: each job under ``log_folder/<its overrides>/``), ``--cfg job`` to print the config.
+Hyperparameters come from ``configs/hyperparams/<algo>.yml`` keyed by env ID (RL Baselines3 Zoo
+layout), then ``hyperparams=rl_agent`` (a named set) and ``hyperparams.<key>=value``. Runs go to
+``logs/<algo>/<env>_<n>/``: TensorBoard events, checkpoints, the best model on validation days,
+and the final ``model.zip`` with ``model_vecnormalize.pkl`` and ``model.yaml`` (what ``evaluate.py
+policies=[ckpt:PATH]`` loads).
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def _unparsable(argv: Sequence[str]) -> Optional[str]:
             parser.parse_overrides([item])
         except OverrideParseException as exc:
             why = str(exc).splitlines()[0]
-            return f"override {item!r} is not Hydra's key=value grammar: {why} (quote a value holding '=', ',' or spaces)"
+            return (f"override {item!r} is not Hydra's key=value grammar: {why} "
+                    "(quote a value holding '=', ',' or spaces)")
     return None
 
 

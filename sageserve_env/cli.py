@@ -1,8 +1,9 @@
 """Command line: ``sageserve-env simulate|evaluate|train|presets`` (also ``python -m sageserve_env``).
 
-The commands take Hydra's command line (``sageserve_env.app``). ``simulate`` replays a trace (or a day generated from the config's ``workload`` section) with
-the initial allocation held fixed, or with a scripted scaling schedule, then prints the summary
-and writes the run's outputs (``outputs.write_run``). Library entry points:
+The commands take Hydra's command line (``sageserve_env.app``). ``simulate`` replays a trace (or a
+day generated from the config's ``workload`` section) with the initial allocation held fixed, or
+with a scripted scaling schedule, then prints the summary and writes the run's outputs
+(``outputs.write_run``). Library entry points:
 
 - ``run_simulation(cfg, workload, out_dir, ...)``: simulate, summarize, write; returns the summary.
 - ``finish_run(sim, wall_seconds, cfg, out_dir, ...)``: check, summarize and write any finished

@@ -109,7 +109,8 @@ def test_simulate_composes_and_requires_out():
 @pytest.mark.parametrize("run, argv, expect", [
     (evaluate.main, ["policies=[reactive]", "policy.reactive.up_threshold=0.7"],
      lambda c: c["policies"] == ["reactive"] and c["policy"]["reactive"]["up_threshold"] == 0.7),
-    (train.main, ["algo=ppo", "hyperparams.gamma=0.9"], lambda c: c["algo"] == "ppo" and c["hyperparams"]["gamma"] == 0.9),
+    (train.main, ["algo=ppo", "hyperparams.gamma=0.9"],
+     lambda c: c["algo"] == "ppo" and c["hyperparams"]["gamma"] == 0.9),
     (lambda argv: cli_main(["simulate", *argv]), ["out=somewhere", "seed=2"],
      lambda c: c["out"] == "somewhere" and c["seed"] == 2),
 ])

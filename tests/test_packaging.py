@@ -59,8 +59,8 @@ def test_the_wheel_runs_the_commands_from_any_folder(tmp_path):
           "workers=1", "plots=false", "out=eval"], work, env)
     assert set(pd.read_csv(work / "eval" / "results.csv").policy) == {"static", "reactive"}
 
-    out = _run([python, "-c", "import gymnasium as gym, sageserve_env; env = gym.make('sageserve_env/SageServeSmall-v0'); "
-                              "obs, info = env.reset(seed=0); print(env.step(env.action_space.sample())[1] < 0)"],
-               work, env)
+    out = _run([python, "-c", "import gymnasium as gym, sageserve_env; "
+                              "env = gym.make('sageserve_env/SageServeSmall-v0'); obs, info = env.reset(seed=0); "
+                              "print(env.step(env.action_space.sample())[1] < 0)"], work, env)
     assert out.split()[-1] == "True"
     assert sorted(p.name for p in work.iterdir()) == ["day", "eval"]  # the commands wrote where told, nothing else
