@@ -1,11 +1,20 @@
 """Compare autoscaling policies on scenarios and held-out seeds; the project's main job.
 
-    python evaluate.py                                   # the default comparison (configs/evaluate.yaml)
+    python evaluate.py                                   # the default comparison (configs/commands/evaluate.yaml)
     python evaluate.py policies=[reactive,lt_ua] scenario=paper seeds=[1001,1002] out=results/run1
+    python evaluate.py policies=[reactive,my_pkg.autoscaler:MyPolicy] policy.reactive.up_threshold=0.6
+    python evaluate.py -m policies=[reactive] policy.reactive.up_threshold=0.4,0.6   # a sweep: one folder a job
     python evaluate.py trace=traces/sample_small.csv trace_format=canonical scenario=small
     python evaluate.py policies=[reactive,ckpt:logs/maskable_ppo/run_1/best_model.zip] scenario=small
     python evaluate.py suite=v1                          # the benchmark: every baseline, every task's test seeds
     python evaluate.py suite=v1 seeds=[20000] tasks=[Burst-v1] policies=[lt_i,lt_ua,reactive,oracle]
+
+The command line is Hydra's (``sageserve_env.app``): ``key=value`` overrides of ``EvalConfig``
+over ``configs/commands/evaluate.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (each job
+writes ``out/<its overrides>/``), ``--cfg job`` to print the config. A policy
+is an alias of the ``policy`` table (the registry's, with every knob), ``rl``, ``ckpt:PATH`` or
+``module:Class`` (any importable ``agents.base.Policy``); ``+policy.NAME={_target_: module:Class,
+knob: value}`` adds an entry with knobs.
 
 Each (policy, scenario, seed) episode runs in its own process and writes the outputs of the
 ``simulate`` command under ``out/runs/<scenario>/<policy>/seed_<n>/``. The matrix is summarized in
@@ -41,7 +50,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from sageserve_env.config import CONFIG_DIR, ConfigError, load_cli_config
+from sageserve_env.app import Job, compose
+from sageserve_env.app import run as run_app
+from sageserve_env.config import ConfigError
 
 TABLE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p90", "iw_e2e_p90", "niw_deadline_misses", "reward")
 SUITE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p99", "iw_ttft_p90", "scale_ups", "scale_downs",
@@ -51,16 +62,18 @@ SUITE_POLICIES = ["reactive", "lt_i", "lt_u", "lt_ua", "chiron", "oracle"]
 
 @dataclass
 class EvalConfig:
-    """The evaluation matrix; defaults in ``configs/evaluate.yaml``."""
+    """The evaluation matrix; defaults in ``configs/commands/evaluate.yaml``."""
 
     policies: List[str] = field(default_factory=list)
+    policy: Dict[str, Any] = field(default_factory=dict)  # alias -> {_target_: module:Class, knob: value...}
     scenarios: List[str] = field(default_factory=list)
+    scenario: Optional[str] = None  # short for scenarios=[X]
     seeds: List[int] = field(default_factory=list)
     trace: Optional[str] = None
     trace_format: str = "canonical"
     horizon_s: Optional[float] = None
     fidelity: str = "detailed"
-    reward: str = "balanced"
+    reward: Any = "balanced"  # a preset name or its weights (the `reward` group: reward=slo reward.drop=2)
     sim_overrides: List[str] = field(default_factory=list)
     out: str = "results/default"
     workers: int = 2
@@ -77,10 +90,17 @@ EVAL_FILES = ("episodes.csv", "results.csv", "results.md", "evaluate_config.yaml
 
 
 def parse_args(argv: List[str]) -> EvalConfig:
-    """Defaults, then ``key=value`` overrides (``scenario=X`` is short for ``scenarios=[X]``)."""
-    cfg: EvalConfig = load_cli_config(EvalConfig, CONFIG_DIR / "evaluate.yaml", argv, "evaluate",
-                                      aliases={"scenario": lambda v: ("scenarios", f"[{v}]")})
-    given = {item.partition("=")[0] for item in argv}
+    """Defaults, then Hydra overrides, checked (``check_config``)."""
+    cfg, job = compose("evaluate", EvalConfig, argv)
+    return check_config(cfg, job.given)
+
+
+def check_config(cfg: EvalConfig, given: frozenset) -> EvalConfig:
+    """Check the options and resolve the shorthands (``given``: the keys set on the command line)."""
+    if cfg.scenario is not None:
+        if "scenarios" in given:
+            raise ConfigError("scenario and scenarios exclude each other (scenario=X is short for scenarios=[X])")
+        cfg.scenarios = [cfg.scenario]
     if cfg.suite is not None:
         from sageserve_env.tasks import tasks
 
@@ -139,6 +159,13 @@ def env_kwargs(cfg: EvalConfig, scenario: str) -> Dict[str, Any]:
     return kwargs
 
 
+def policy_spec(cfg: EvalConfig, name: str) -> Any:
+    """What ``make_policy`` builds for the policy ``name`` of the matrix: its entry in the
+    ``policy`` table (knobs as configured), else the name itself (``rl``, ``ckpt:PATH``,
+    ``module:Class``)."""
+    return cfg.policy.get(name, name)
+
+
 def seeds_of(cfg: EvalConfig, scenario: str) -> List[int]:
     """The seeds of one scenario: ``seeds``, or with ``suite`` and no ``seeds`` the task's test seeds."""
     if cfg.suite is not None and not cfg.seeds:
@@ -159,13 +186,13 @@ def check_matrix(cfg: EvalConfig) -> List[str]:
     from sageserve_env.workload.generator import check_not_empty
     from sageserve_env.workload.readers import load_trace
 
-    for spec in cfg.policies:
-        check_policy_spec(spec)
+    for name in cfg.policies:
+        check_policy_spec(policy_spec(cfg, name), name)
     learned = {}
-    for spec in cfg.policies:
-        policy = make_policy(spec)
+    for name in cfg.policies:
+        policy = make_policy(policy_spec(cfg, name), name)
         if isinstance(policy, LearnedPolicy):
-            learned[spec] = policy
+            learned[name] = policy
     notes = []
     for scenario in cfg.scenarios:
         try:
@@ -196,7 +223,7 @@ def run_one(job: Dict[str, Any]) -> Dict[str, Any]:
     from agents.runner import make_env_for, run_episode
     from sageserve_env.cli import finish_run
 
-    policy = make_policy(job["policy"])
+    policy = make_policy(job["policy_spec"], job["policy"])
     env = make_env_for(policy, job["env_kwargs"])
     result = run_episode(env, policy, seed=job["seed"])
     if result.env.sim.n_requests == 0 and not job["allow_empty"]:
@@ -351,11 +378,18 @@ def aggregates_markdown(agg: pd.DataFrame) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``python evaluate.py [Hydra overrides]``: the exit code (2: bad input, 1: an episode failed)."""
+    return run_app("evaluate", EvalConfig, evaluate, sys.argv[1:] if argv is None else argv, "evaluate.py")
+
+
+def evaluate(cfg: EvalConfig, job: Job) -> int:
+    """Run the evaluation matrix of ``cfg`` (in a multirun, into the job's own folder)."""
     from sageserve_env.cli import prepare_out_dir
 
     try:
-        cfg = parse_args(argv)
+        cfg = check_config(cfg, job.given)
+        if job.output_dir is not None:
+            cfg.out = job.output_dir
         from agents import shipped_agent_path
 
         if "rl" in cfg.policies and not shipped_agent_path().exists():
@@ -364,7 +398,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             cfg.policies = [p for p in cfg.policies if p != "rl"]
         notes = check_matrix(cfg)  # fail before any episode runs
         out = Path(cfg.out)
-        jobs = [{"policy": p, "scenario": s, "seed": seed, "env_kwargs": env_kwargs(cfg, s),
+        jobs = [{"policy": p, "policy_spec": policy_spec(cfg, p), "scenario": s, "seed": seed,
+                 "env_kwargs": env_kwargs(cfg, s),
                  "out": str(out / "runs" / Path(s).stem / p.replace(":", "_").replace("/", "_") / f"seed_{seed}"),
                  "plots": cfg.plots, "csv_records": cfg.csv_records, "allow_empty": cfg.allow_empty}
                 for s in cfg.scenarios for p in cfg.policies for seed in seeds_of(cfg, s)]

@@ -3,13 +3,18 @@
     python train.py                                                  # MaskablePPO on the small env
     python train.py algo=ppo env=sageserve_env/SageServe-fast-v0 n_timesteps=300000 seed=1
     python train.py algo=maskable_ppo bc_policy=reactive hyperparams.learning_rate=1e-4
+    python train.py 'env_kwargs={reward: cost, decision_interval_s: 900}' residual=true hyperparams=rl_agent
     python train.py bc_dataset=sageserve/SageServeSmall/reactive-v0    # a Minari dataset (agents.datasets)
     python train.py resume=logs/maskable_ppo/SageServeSmall-v0_1/checkpoints/rl_model_20000_steps.zip
 
-Defaults in ``configs/train.yaml``; hyperparameters in ``configs/hyperparams/<algo>.yml`` keyed by
-env ID (RL Baselines3 Zoo layout). Runs go to ``logs/<algo>/<env>_<n>/``: TensorBoard events,
-checkpoints, the best model on validation days, and the final ``model.zip`` with
-``model_vecnormalize.pkl`` and ``model.yaml`` (what ``evaluate.py policies=[ckpt:PATH]`` loads).
+The command line is Hydra's (``sageserve_env.app``): overrides of ``TrainConfig`` over
+``configs/commands/train.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (``-m
+seed=0,1``: each job under ``log_folder/<its overrides>/``), ``--cfg job`` to print the config.
+Hyperparameters come from ``configs/hyperparams/<algo>.yml`` keyed by env ID (RL Baselines3 Zoo
+layout), then ``hyperparams=rl_agent`` (a named set) and ``hyperparams.<key>=value``. Runs go to
+``logs/<algo>/<env>_<n>/``: TensorBoard events, checkpoints, the best model on validation days,
+and the final ``model.zip`` with ``model_vecnormalize.pkl`` and ``model.yaml`` (what ``evaluate.py
+policies=[ckpt:PATH]`` loads).
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ from typing import Any, Dict, List, Optional
 
 import gymnasium as gym
 import yaml
+from omegaconf import MISSING
 
-from sageserve_env.config import CONFIG_DIR, ConfigError, load_cli_config
+from sageserve_env.app import Job, compose
+from sageserve_env.app import run as run_app
+from sageserve_env.config import CONFIG_DIR, ConfigError
 
 
 @dataclass
 class TrainConfig:
-    """What to train; defaults in ``configs/train.yaml``."""
+    """What to train; defaults in ``configs/commands/train.yaml``. On the command line ``env_kwargs`` and
+    ``eval_env_kwargs`` are typed env options (``sageserve_env.config.EnvConfig``) and
+    ``hyperparams`` typed ``Hyperparams``, of which only the keys given count."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
@@ -65,6 +75,34 @@ class TrainConfig:
     torch_threads: int = 1
 
 
+@dataclass
+class Hyperparams:
+    """The hyperparameters of the files ``configs/hyperparams/<algo>.yml`` with their types: the
+    schema of ``hyperparams.<key>=value`` (any other keyword of the algorithm: ``+hyperparams.<key>=value``).
+    Every field is missing (``???``) unless given: the file's entry holds the values."""
+
+    n_envs: int = MISSING
+    n_timesteps: int = MISSING
+    policy: str = MISSING
+    normalize: bool = MISSING
+    n_steps: int = MISSING
+    batch_size: int = MISSING
+    n_epochs: int = MISSING
+    gamma: float = MISSING
+    gae_lambda: float = MISSING
+    learning_rate: float = MISSING
+    ent_coef: float = MISSING
+    vf_coef: float = MISSING
+    clip_range: float = MISSING
+    max_grad_norm: float = MISSING
+    residual_reach: int = MISSING
+    use_masks: bool = MISSING
+    policy_kwargs: Any = MISSING
+
+
+# the typed Hyperparams node the command line fills (train.yaml: hyperparams: given)
+CONFIG_GROUPS = (("hyperparams", "given", Hyperparams),)
+
 # (lowest, highest, lowest allowed, must be an integer) of the hyperparameters train.py knows;
 # the others go to the algorithm as given (any number among them must still be finite)
 HYPERPARAM_RANGES = {
@@ -88,7 +126,8 @@ COUNT_FIELDS = (("eval_freq", 0), ("eval_episodes", 1), ("save_freq", 0), ("bc_e
 
 
 def parse_args(argv: List[str]) -> TrainConfig:
-    return load_cli_config(TrainConfig, CONFIG_DIR / "train.yaml", argv, "train")
+    """Defaults, then Hydra overrides (not yet checked: ``resolve``)."""
+    return compose("train", TrainConfig, argv, CONFIG_GROUPS)[0]
 
 
 def check_hyperparams(hp: Dict[str, Any], source: str) -> None:
@@ -253,9 +292,15 @@ def run_dir(cfg: TrainConfig) -> Path:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """``python train.py [Hydra overrides]``: the exit code (2: bad input)."""
+    return run_app("train", TrainConfig, train, sys.argv[1:] if argv is None else argv, "train.py", CONFIG_GROUPS)
+
+
+def train(cfg: TrainConfig, job: Job) -> int:
+    """Check ``cfg``, train, save (in a multirun, under the job's own folder)."""
+    if job.output_dir is not None:
+        cfg.log_folder = job.output_dir
     try:
-        cfg = parse_args(argv)
         hp = resolve(cfg)
     except (ConfigError, ValueError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
@@ -324,7 +369,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   "forecaster": probe.config["forecaster"]}
     meta = {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs, "residual": cfg.residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
-            "command": "python train.py " + " ".join(argv)}
+            "command": "python train.py " + " ".join(job.overrides)}
     model_path = out / "model.zip"
     out.mkdir(parents=True)
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))  # checkpoints use it too

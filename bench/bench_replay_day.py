@@ -2,7 +2,7 @@
 
     python bench/bench_replay_day.py [--out DIR] [--seed N] [extra simulate arguments...]
 
-Runs ``python -m sageserve_env simulate --config paper`` in this process (generation, simulation,
+Runs ``python -m sageserve_env simulate scenario=paper`` in this process (generation, simulation,
 summary, Parquet records and plots) and prints the wall time, simulated requests per second and
 peak RSS. Targets: the day in <= 60 s on one core, <= 2 GB RSS.
 """
@@ -37,8 +37,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         start = time.perf_counter()
-        code = simulate_main(["simulate", "--config", "paper", "--seed", str(args.seed), "--out", str(out),
-                              "--quiet", *extra])
+        code = simulate_main(["simulate", "scenario=paper", f"seed={args.seed}", f"out={out}", "progress=false",
+                              *extra])
         wall = time.perf_counter() - start
         if code:
             return code

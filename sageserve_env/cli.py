@@ -1,8 +1,9 @@
-"""Command line: ``python -m sageserve_env simulate ...`` and ``python -m sageserve_env presets``.
+"""Command line: ``sageserve-env simulate|evaluate|train|presets`` (also ``python -m sageserve_env``).
 
-``simulate`` replays a trace (or a day generated from the config's ``workload`` section) with
-the initial allocation held fixed, or with a scripted scaling schedule, then prints the summary
-and writes the run's outputs (``outputs.write_run``). Library entry points:
+The commands take Hydra's command line (``sageserve_env.app``). ``simulate`` replays a trace (or a
+day generated from the config's ``workload`` section) with the initial allocation held fixed, or
+with a scripted scaling schedule, then prints the summary and writes the run's outputs
+(``outputs.write_run``). Library entry points:
 
 - ``run_simulation(cfg, workload, out_dir, ...)``: simulate, summarize, write; returns the summary.
 - ``finish_run(sim, wall_seconds, cfg, out_dir, ...)``: check, summarize and write any finished
@@ -11,21 +12,24 @@ and writes the run's outputs (``outputs.write_run``). Library entry points:
 
 from __future__ import annotations
 
-import argparse
 import csv
+import importlib
 import json
 import math
 import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from omegaconf import MISSING
 from tqdm import tqdm
 
+from sageserve_env.app import Job
+from sageserve_env.app import run as run_app
 from sageserve_env.config import SCENARIO_DIR, ConfigError, SimConfig, load_config, preset_names
 from sageserve_env.outputs import RUN_FILES, print_summary, write_run
 from sageserve_env.sim.metrics import summarize
@@ -179,89 +183,92 @@ def run_simulation(cfg: SimConfig, workload: Workload, out_dir: Path | str, *,
     return finish_run(sim, wall, cfg, out_dir, extra=extra, csv_records=csv_records, plots=plots)
 
 
-def check_policy(policy_spec: str, cfg: SimConfig) -> None:
-    """Raise ValueError unless the policy can be built and act in the env of ``cfg`` (a learned
-    agent's observation and action shapes must be the env's); before any simulation."""
-    from agents import check_policy_spec, make_policy
+def check_policy(policy_spec: Any, cfg: SimConfig, name: Optional[str] = None) -> None:
+    """Raise ValueError unless the policy (an ``agents.make_policy`` spec, called ``name``) can be
+    built and act in the env of ``cfg`` (a learned agent's observation and action shapes must be
+    the env's); before any simulation."""
+    from agents import make_policy
     from agents.learned import LearnedPolicy
     from agents.runner import make_env_for
 
-    check_policy_spec(policy_spec)
-    policy = make_policy(policy_spec)
+    policy = make_policy(policy_spec, name)
     if isinstance(policy, LearnedPolicy):
         policy.check_env(make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s}))
 
 
-def run_policy(cfg: SimConfig, workload: Workload, policy_spec: str, out_dir: Path | str, *,
+def run_policy(cfg: SimConfig, workload: Workload, policy_spec: Any, out_dir: Path | str, *,
                csv_records: bool = False, plots: bool = True, progress: bool = True,
-               extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Let a policy (``agents.make_policy`` spec) scale the endpoints through the env, then
-    ``finish_run`` (the summary gets the ``extra`` entries)."""
+               extra: Optional[Dict[str, Any]] = None, name: Optional[str] = None) -> Dict[str, Any]:
+    """Let a policy (``agents.make_policy`` spec, called ``name``: default the spec) scale the
+    endpoints through the env, then ``finish_run`` (the summary gets the ``extra`` entries)."""
     from agents import make_policy
     from agents.runner import make_env_for, run_episode
 
-    policy = make_policy(policy_spec)
+    name = name or str(policy_spec)
+    policy = make_policy(policy_spec, name)
     env = make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s})
     with tqdm(total=cfg.duration_s, unit="sim s", disable=not progress, leave=False, file=sys.stderr,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim s [{elapsed}<{remaining}]") as bar:
         result = run_episode(env, policy, options={"workload": workload},
                              on_step=lambda t: bar.update(t - bar.n))
-    extra = {**(extra or {}), "policy": policy_spec, "reward": result.reward, "decision_steps": result.steps,
+    extra = {**(extra or {}), "policy": name, "reward": result.reward, "decision_steps": result.steps,
              "policy_stats": result.policy_stats}
     return finish_run(result.env.sim, result.wall_seconds, cfg, out_dir, extra=extra,
                       csv_records=csv_records, plots=plots)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sageserve_env",
-                                     description="Multi-region LLM serving simulator after SageServe.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="replay a trace or a generated day; write summary, records, plots",
-                         description="Replay a trace (or a generated day) with the initial allocation held "
-                                     "fixed or a scripted scaling schedule.")
-    sim.add_argument("--config", default="paper", help="scenario preset name or YAML path (default: paper)")
-    sim.add_argument("--trace", help="trace file to replay (default: generate from the config's workload)")
-    sim.add_argument("--trace-format", choices=("sageserve", "azure", "canonical"), default="canonical")
-    sim.add_argument("--duration", type=float, help="simulated seconds (overrides duration_s)")
-    sim.add_argument("--seed", type=int, default=0, help="seed of the generated workload (default: 0)")
-    sim.add_argument("--out", required=True, help="output directory")
-    sim.add_argument("--csv", action="store_true", help="also write requests.csv")
-    sim.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    sim.add_argument("--schedule", help="CSV of scaling changes: time_s,region,model,delta")
-    sim.add_argument("--policy", help="let a policy scale the endpoints (static, reactive, lt_ua, oracle, rl, "
-                                      "ckpt:PATH, ...) instead of a fixed allocation or schedule")
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.add_argument("--allow-empty", action="store_true",
-                     help="run even when no request arrives before the end (an error otherwise)")
-    sim.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. scaling.level=1")
-    sub.add_parser("presets", help="list the scenario presets")
-    return parser
+@dataclass
+class SimulateConfig:
+    """The options of ``simulate``; defaults in ``configs/commands/simulate.yaml``."""
+
+    scenario: str = "paper"
+    trace: Optional[str] = None
+    trace_format: str = "canonical"
+    duration_s: Optional[float] = None
+    seed: int = 0
+    out: str = MISSING
+    csv: bool = False
+    plots: bool = True
+    schedule: Optional[str] = None
+    policies: List[str] = field(default_factory=list)
+    policy: Dict[str, Any] = field(default_factory=dict)  # alias -> {_target_: module:Class, knob: value...}
+    sim_overrides: List[str] = field(default_factory=list)
+    progress: bool = True
+    allow_empty: bool = False
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
+def _simulate(args: SimulateConfig, job: Job) -> int:
+    """One ``simulate`` run (in a multirun, into the job's own folder)."""
+    if job.output_dir is not None:
+        args.out = job.output_dir
+    overrides = list(args.sim_overrides)
     if args.trace:
         overrides += ["workload.source=trace", f"workload.trace={json.dumps(args.trace)}",
                       f"workload.trace_format={args.trace_format}"]
-    if args.duration is not None:
-        overrides.append(f"duration_s={args.duration}")
-    trace_span = bool(args.trace) and args.duration is None  # the run lasts as long as the trace
+    if args.duration_s is not None:
+        overrides.append(f"duration_s={args.duration_s}")
+    trace_span = bool(args.trace) and args.duration_s is None  # the run lasts as long as the trace
     created = not Path(args.out).exists()
+    policy = None
     try:
         if args.seed < 0:
-            raise ConfigError(f"--seed {args.seed}: must be >= 0")
-        cfg = load_config(args.config, overrides)
+            raise ConfigError(f"seed {args.seed}: must be >= 0")
+        if len(args.policies) > 1:
+            raise ConfigError(f"policies {args.policies}: simulate runs one policy (evaluate.py compares several)")
+        cfg = load_config(args.scenario, overrides)
         schedule = read_schedule(args.schedule, cfg) if args.schedule else ()
-        if args.policy:
+        if args.policies:
+            name = args.policies[0]
+            policy = (name, args.policy.get(name, name))
             if schedule:
-                raise ConfigError("--policy and --schedule exclude each other")
-            check_policy(args.policy, cfg)
-        removed = prepare_out_dir(args.out)
+                raise ConfigError("policies and schedule exclude each other")
+            check_policy(policy[1], cfg, name)
+        removed = prepare_out_dir(args.out, what="out")
         if trace_span:
-            cfg = _trace_length(cfg, args.policy is not None)
+            cfg = _trace_length(cfg, policy is not None)
         workload = build_workload(cfg, args.seed)
         if not args.allow_empty:
-            check_not_empty(workload, cfg.duration_s, "--allow-empty")
+            check_not_empty(workload, cfg.duration_s, "allow_empty=true")
     except (ConfigError, ScheduleError, WorkloadError, OSError, ValueError) as exc:
         if created and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
             Path(args.out).rmdir()  # leave no empty folder behind a run that never started
@@ -278,16 +285,16 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"{cfg.name}: {len(workload):,} requests over {cfg.duration_s:g} s, "
           f"{len(cfg.regions)} region(s) x {len(cfg.models)} model(s)", file=sys.stderr)
     extra = {"trace_rows_outside_horizon": outside} if cfg.workload.source == "trace" else {}
-    if args.policy:
-        summary = run_policy(cfg, workload, args.policy, args.out, csv_records=args.csv,
-                             plots=not args.no_plots, progress=not args.quiet, extra=extra)
+    if policy is not None:
+        summary = run_policy(cfg, workload, policy[1], args.out, csv_records=args.csv, plots=args.plots,
+                             progress=args.progress, extra=extra, name=policy[0])
     else:
         summary = run_simulation(cfg, workload, args.out, schedule=schedule, csv_records=args.csv,
-                                 plots=not args.no_plots, progress=not args.quiet, extra=extra,
+                                 plots=args.plots, progress=args.progress, extra=extra,
                                  until_drained=trace_span)
     if trace_span:
         print(f"note: the trace's span: billed over [0, {summary['sim_seconds']:g}) s "
-              f"({'its last arrival' if args.policy else 'until its last request left'}; --duration sets another)",
+              f"({'its last arrival' if policy else 'until its last request left'}; duration_s= sets another)",
               file=sys.stderr)
     print_summary(summary)
     print(f"outputs in {args.out}")
@@ -313,11 +320,30 @@ def _preset_description(name: str) -> str:
     return ""
 
 
+USAGE = """usage: sageserve-env COMMAND [Hydra overrides]   (python -m sageserve_env COMMAND ...)
+
+commands:
+  simulate   replay a trace or a generated day; write summary, records, plots (configs/commands/simulate.yaml)
+  evaluate   compare policies on scenarios and seeds (evaluate.py; configs/commands/evaluate.yaml)
+  train      train an RL autoscaler (train.py; configs/commands/train.yaml)
+  presets    list the scenario presets
+
+Every command takes Hydra's command line: key=value overrides, -m for a multirun, --cfg job to
+print the resolved config, --help for its options."""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m sageserve_env`` and the ``sageserve-env`` script."""
-    args = _parser().parse_args(argv)
-    if args.command == "presets":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "simulate":
+        return run_app("simulate", SimulateConfig, _simulate, rest, "sageserve-env simulate")
+    if command in ("evaluate", "train"):
+        module = importlib.import_module(command)
+        return module.main(rest)
+    if command == "presets" and not rest:
         for name in preset_names():
             print(f"{name:<18} {_preset_description(name)}")
         return 0
-    return _simulate(args)
+    print(USAGE, file=sys.stderr if command not in ("-h", "--help") else sys.stdout)
+    return 0 if command in ("-h", "--help") else 2

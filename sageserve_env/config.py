@@ -1,9 +1,10 @@
-"""Typed configuration: dataclasses, YAML presets under ``configs/``, Hydra-style overrides.
+"""Typed configuration: dataclasses, YAML presets under ``sageserve_env/configs/``, overrides.
 
 A scenario is ``configs/base.yaml`` (hardware and model catalogue) merged with
 ``configs/scenarios/<name>.yaml`` (or any YAML path), then with ``key=value`` overrides.
 OmegaConf checks types against the dataclasses below; ``validate()`` checks values. Every
-error names the offending key and value.
+error names the offending key and value. ``EnvConfig`` is the typed form of the env's own
+options; the command lines' schemas and their Hydra front are in ``sageserve_env.app``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCENARIO_DIR = CONFIG_DIR / "scenarios"
 
 
@@ -187,6 +188,30 @@ class SimConfig:
 
     def initial_instances(self, region: str, model: str) -> int:
         return int(self.scaling.initial_overrides.get(f"{region}/{model}", self.scaling.initial_instances))
+
+
+@dataclass
+class EnvConfig:
+    """The options of ``SageServeEnv`` (its keywords and ``default_config()``)."""
+
+    scenario: str = "paper"  # preset name or YAML path (the env also takes a SimConfig)
+    sim_overrides: Any = field(default_factory=list)  # key=value strings or a dict, applied to the scenario
+    decision_interval_s: float = 60.0
+    horizon_s: Optional[float] = None  # default: the scenario's duration_s
+    max_delta: Optional[int] = None  # default: the largest initial instance count of an endpoint
+    reward: Any = "balanced"  # preset name (configs/rewards.yaml) or dict of weights
+    forecaster: str = "none"  # none | seasonal_naive | arima: fills the forecast feature
+    trace_window: str = "random"  # random | start: where a trace episode begins
+    fidelity: str = "detailed"  # detailed (request-level) | fast (token flows per tick, for training)
+    fidelity_tick_s: float = 5.0  # tick of the fast fidelity
+    initial_allocation: str = "scenario"  # scenario | first_hour: sized for the episode's first hour
+
+
+def unset(schema: type) -> Any:
+    """An instance of the dataclass ``schema`` with every field missing (``???``): a typed node
+    of which only the keys given count (``env_kwargs={reward: cost}`` sets one option and
+    leaves the others to the env ID's registration)."""
+    return schema(**{f.name: MISSING for f in fields(schema)})
 
 
 def _check(ok: bool, key: str, value: Any, why: str) -> None:
@@ -410,28 +435,6 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
     if cfg.workload.trace:
         cfg.workload.trace = str(Path(cfg.workload.trace).expanduser().absolute())
     return validate(cfg)
-
-
-def load_cli_config(schema: type, defaults: Path, argv: Sequence[str], what: str,
-                    aliases: Optional[Dict[str, Any]] = None) -> Any:
-    """A command's dataclass config: YAML ``defaults`` then Hydra-style ``key=value`` arguments.
-
-    ``aliases`` maps a shorthand key to a function of its value returning ``(key, value)``.
-    """
-    base = OmegaConf.merge(OmegaConf.structured(schema), load_yaml(defaults))
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"argument {item!r} is not of the form key=value")
-        if aliases and key in aliases:
-            key, value = aliases[key](value)
-        if key.split(".")[0] not in base:
-            raise ConfigError(f"unknown {what} option {key!r}; known: {sorted(base.keys())}")
-        try:
-            OmegaConf.update(base, key, parse_value(value, item), merge=True)
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"{what} option {key!r}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(base)
 
 
 def to_yaml(cfg: SimConfig) -> str:

@@ -50,7 +50,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
     bad.write_text("name: broken\nregions:\n  - {name: westus, servers: 4\nduration_s: 600\n")
     with pytest.raises(ConfigError, match=rf"{bad}:4:\d+: YAML syntax error"):
         load_config(str(bad))
-    assert cli_main(["simulate", "--config", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert cli_main(["simulate", f"scenario={bad}", f"out={tmp_path / 'o'}", "progress=false"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4:" in err and "Traceback" not in err
     listed = tmp_path / "list.yaml"
@@ -196,25 +196,25 @@ def test_reset_workload_over_other_names_is_refused():
 # --- simulate -----------------------------------------------------------------------------
 
 def _simulate(tmp_path, *args):
-    return cli_main(["simulate", "--config", "small", "--quiet", "--no-plots", *args])
+    return cli_main(["simulate", "scenario=small", "progress=false", "plots=false", *args])
 
 
 def test_out_that_is_a_file_or_unwritable_fails_before_work(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert _simulate(tmp_path, "--duration", "600", "--out", str(blocker)) == 2
-    assert f"--out '{blocker}' exists and is not a directory" in capsys.readouterr().err
-    assert _simulate(tmp_path, "--duration", "600", "--out", str(blocker / "sub")) == 2
-    assert f"--out '{blocker / 'sub'}' is not a writable directory" in capsys.readouterr().err
+    assert _simulate(tmp_path, "duration_s=600", f"out={blocker}") == 2
+    assert f"out '{blocker}' exists and is not a directory" in capsys.readouterr().err
+    assert _simulate(tmp_path, "duration_s=600", f"out={blocker / 'sub'}") == 2
+    assert f"out '{blocker / 'sub'}' is not a writable directory" in capsys.readouterr().err
     assert blocker.read_text() == "not a folder"
 
 
 def test_reused_out_folder_holds_only_the_new_run(tmp_path, capsys):
     out = tmp_path / "run"
-    assert _simulate(tmp_path, "--duration", "600", "--csv", "--out", str(out)) == 0
+    assert _simulate(tmp_path, "duration_s=600", "csv=true", f"out={out}") == 0
     assert (out / "requests.csv").exists()
     (out / "notes.txt").write_text("mine")
-    assert _simulate(tmp_path, "--duration", "900", "--out", str(out)) == 0
+    assert _simulate(tmp_path, "duration_s=900", f"out={out}") == 0
     assert "removed 9 file(s) of an earlier run" in capsys.readouterr().err
     assert not (out / "requests.csv").exists() and (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "summary.json").read_text())["sim_seconds"] == 900
@@ -234,12 +234,12 @@ def test_trace_past_the_horizon_is_an_error_unless_allowed(tmp_path, capsys):
     late = pd.read_csv(SAMPLE)
     late["arrival_s"] += 1000.0
     trace = write(late, tmp_path / "late.csv")
-    args = ["--trace", trace, "--trace-format", "canonical"]
-    assert _simulate(tmp_path, *args, "--duration", "600", "--out", str(tmp_path / "a")) == 2
+    args = [f"trace={trace}", "trace_format=canonical"]
+    assert _simulate(tmp_path, *args, "duration_s=600", f"out={tmp_path / 'a'}") == 2
     err = capsys.readouterr().err
     assert f"0 requests in [0, 600) s (all {len(late)} trace rows arrive at or after 600 s)" in err
-    assert "--allow-empty" in err and not (tmp_path / "a").exists()
-    assert _simulate(tmp_path, *args, "--duration", "600", "--allow-empty", "--out", str(tmp_path / "a")) == 0
+    assert "allow_empty=true" in err and not (tmp_path / "a").exists()
+    assert _simulate(tmp_path, *args, "duration_s=600", "allow_empty=true", f"out={tmp_path / 'a'}") == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["requests_total"] == 0 and summary["trace_rows_outside_horizon"] == len(late)
 
@@ -247,7 +247,7 @@ def test_trace_past_the_horizon_is_an_error_unless_allowed(tmp_path, capsys):
 def test_trace_rows_past_duration_are_counted_and_reported(tmp_path, capsys):
     trace = pd.read_csv(SAMPLE)
     inside = int((trace["arrival_s"] < 1200.0).sum())
-    assert _simulate(tmp_path, "--trace", SAMPLE, "--duration", "1200", "--out", str(tmp_path / "r")) == 0
+    assert _simulate(tmp_path, f"trace={SAMPLE}", "duration_s=1200", f"out={tmp_path / 'r'}") == 0
     err = capsys.readouterr().err
     assert f"{len(trace) - inside:,} of {len(trace):,} trace rows arrive at or after duration_s=1200" in err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -255,15 +255,15 @@ def test_trace_rows_past_duration_are_counted_and_reported(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--duration", "inf"], "config key 'duration_s' = inf: must be a finite number"),
-    (["--duration", "600", "--seed", "-1"], "--seed -1: must be >= 0"),
-    (["--duration", "1800", "--policy", "rl"], r"policy 'rl' .* expects observations of shape \(178,\) .* "
+    (["duration_s=inf"], "config key 'duration_s' = inf: must be a finite number"),
+    (["duration_s=600", "seed=-1"], "seed -1: must be >= 0"),
+    (["duration_s=1800", "policies=[rl]"], r"policy 'rl' .* expects observations of shape \(178,\) .* "
                                                r"scenario 'small' .* observations of shape \(34,\)"),
-    (["--duration", "600", "routing.delay_s=.inf"], "config key 'routing.delay_s' = inf"),
+    (["duration_s=600", "sim_overrides=['routing.delay_s=.inf']"], "config key 'routing.delay_s' = inf"),
 ])
 def test_simulate_arguments_fail_before_work(tmp_path, capsys, args, match):
     out = tmp_path / "never"
-    assert _simulate(tmp_path, *args, "--out", str(out)) == 2
+    assert _simulate(tmp_path, *args, f"out={out}") == 2
     err = capsys.readouterr().err
     assert re.search(match, err), err
     assert "Traceback" not in err and not out.exists()

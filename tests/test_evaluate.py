@@ -35,7 +35,7 @@ def test_bootstrap_interval_contains_the_mean():
 @pytest.mark.parametrize("argv, match", [
     (["policies=[reactive,genius]"], "unknown policy 'genius'"),
     (["scenario=nowhere"], "unknown scenario"),
-    (["colour=blue"], "unknown evaluate option"),
+    (["colour=blue"], "Key 'colour' not in 'EvalConfig'"),
     (["fidelity=perfect"], "fidelity must be"),
 ])
 def test_bad_arguments_fail_before_running(tmp_path, capsys, argv, match):

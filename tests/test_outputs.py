@@ -149,8 +149,8 @@ def test_json_is_valid_without_samples(tmp_path):
 
 def test_simulate_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["simulate", "--config", "small", "--duration", "1200", "--seed", "3", "--out", str(out), "--quiet",
-                 "scaling.initial_instances=3"]) == 0
+    assert main(["simulate", "scenario=small", "duration_s=1200", "seed=3", f"out={out}", "progress=false",
+                 "sim_overrides=['scaling.initial_instances=3']"]) == 0
     printed = capsys.readouterr().out
     assert "IW TTFT" in printed and "westus" in printed
     summary = strict_json(out / "summary.json")
@@ -165,14 +165,14 @@ def test_simulate_command_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config", "nope"], "unknown scenario 'nope'"),
-    (["scaling.nope=1"], "config key 'scaling.nope'"),
-    (["scaling.level"], "not of the form key=value"),
-    (["scaling.level=7"], "scaling.level"),
-    (["--trace", "/nonexistent/trace.csv"], "trace.csv"),
+    (["scenario=nope"], "unknown scenario 'nope'"),
+    (["sim_overrides=['scaling.nope=1']"], "config key 'scaling.nope'"),
+    (["sim_overrides=[scaling.level]"], "not of the form key=value"),
+    (["sim_overrides=['scaling.level=7']"], "scaling.level"),
+    (["trace=/nonexistent/trace.csv"], "trace.csv"),
 ])
 def test_simulate_reports_config_errors(tmp_path, capsys, args, message):
-    code = main(["simulate", "--config", "small", "--duration", "600", "--out", str(tmp_path), *args])
+    code = main(["simulate", "scenario=small", "duration_s=600", f"out={tmp_path}", *args])
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -189,8 +189,7 @@ def test_simulate_reports_config_errors(tmp_path, capsys, args, message):
 def test_simulate_reports_schedule_errors(tmp_path, capsys, text, message):
     path = tmp_path / "schedule.csv"
     path.write_text(text)
-    code = main(["simulate", "--config", "small", "--duration", "600", "--out", str(tmp_path / "out"),
-                 "--schedule", str(path)])
+    code = main(["simulate", "scenario=small", "duration_s=600", f"out={tmp_path / 'out'}", f"schedule={path}"])
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and str(path) in err
@@ -198,7 +197,7 @@ def test_simulate_reports_schedule_errors(tmp_path, capsys, text, message):
 
 
 def test_simulate_reports_a_missing_schedule(tmp_path, capsys):
-    assert main(["simulate", "--config", "small", "--out", str(tmp_path), "--schedule", "missing.csv"]) == 2
+    assert main(["simulate", "scenario=small", f"out={tmp_path}", "schedule=missing.csv"]) == 2
     assert "schedule file 'missing.csv' does not exist" in capsys.readouterr().err
 
 
@@ -211,19 +210,19 @@ def test_plot_matrix_draws_cost_against_slo(tmp_path):
 
 
 def test_a_trace_replays_over_its_own_span(tmp_path):
-    """simulate --trace runs to the trace's last arrival and until its requests have left (not
-    to the preset's duration_s); --duration still sets the span; a policy's episode ends at the
+    """simulate trace= runs to the trace's last arrival and until its requests have left (not
+    to the preset's duration_s); duration_s= still sets the span; a policy's episode ends at the
     last arrival, what is left reported as queued or in flight."""
     sample = str(Path(__file__).resolve().parents[1] / "traces" / "sample_small.csv")
-    args = ["simulate", "--config", "small", "--trace", sample, "--quiet", "--no-plots"]
-    assert main(args + ["--out", str(tmp_path / "span")]) == 0
+    args = ["simulate", "scenario=small", f"trace={sample}", "progress=false", "plots=false"]
+    assert main(args + [f"out={tmp_path / 'span'}"]) == 0
     s = json.loads((tmp_path / "span" / "summary.json").read_text())
     last = float(np.loadtxt(sample, delimiter=",", skiprows=1, usecols=0).max())
     assert last < s["sim_seconds"] < last + 120  # drained within two minutes of the last arrival
     assert s["requests_completed"] + s["requests_dropped"] == s["requests_total"]
-    assert main(args + ["--duration", "7200", "--out", str(tmp_path / "fixed")]) == 0
+    assert main(args + ["duration_s=7200", f"out={tmp_path / 'fixed'}"]) == 0
     assert json.loads((tmp_path / "fixed" / "summary.json").read_text())["sim_seconds"] == 7200
-    assert main(args + ["--policy", "static", "--out", str(tmp_path / "policy")]) == 0
+    assert main(args + ["policies=[static]", f"out={tmp_path / 'policy'}"]) == 0
     p = json.loads((tmp_path / "policy" / "summary.json").read_text())
     assert p["sim_seconds"] == 60 * np.ceil(last / 60)
     assert p["requests_total"] == sum(p[k] for k in ("requests_completed", "requests_dropped", "requests_queued",

@@ -6,6 +6,7 @@ import bisect
 import copy
 import math
 from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -15,7 +16,7 @@ import yaml
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from sageserve_env.config import CONFIG_DIR, SimConfig, load_config
+from sageserve_env.config import CONFIG_DIR, EnvConfig, SimConfig, load_config
 from sageserve_env.env.view import SimView
 from sageserve_env.sim import FIDELITIES, make_simulator
 from sageserve_env.sim.fleet import ACTIVE, BILLED_STATES, DRAINING, FREE, NO_MODEL, SPOT, STARTING
@@ -115,19 +116,8 @@ class SageServeEnv(gym.Env):
 
     @classmethod
     def default_config(cls) -> Dict[str, Any]:
-        return {
-            "scenario": "paper",  # preset name or YAML path
-            "sim_overrides": [],  # key=value strings or a dict, applied to the scenario
-            "decision_interval_s": 60.0,
-            "horizon_s": None,  # default: the scenario's duration_s
-            "max_delta": None,  # default: the largest initial instance count of an endpoint
-            "reward": "balanced",  # preset name or dict of weights
-            "forecaster": "none",  # none | seasonal_naive | arima: fills the forecast feature
-            "trace_window": "random",  # random | start: where a trace episode begins
-            "fidelity": "detailed",  # detailed (request-level) | fast (token flows per tick, for training)
-            "fidelity_tick_s": 5.0,  # tick of the fast fidelity
-            "initial_allocation": "scenario",  # scenario | first_hour: sized for the episode's first hour
-        }
+        """The options and their defaults: the fields of ``sageserve_env.config.EnvConfig``."""
+        return asdict(EnvConfig())
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, render_mode: Optional[str] = None, **kwargs: Any):
         self.config = self.default_config()
