@@ -97,7 +97,7 @@ class LongTermPolicy(Policy):
     fixed waits after scale-ups, none after a scale-down (``trigger``, ``*_wait_s``); the
     original's precomputed forecast files (``forecasts``), read from t = 0 without history;
     its demand rule (``plan_demand: window_max``) and per-instance throughputs
-    (``instance_tokens_per_min``); every endpoint down to ``start_instances`` before the first
+    (``plan_throughput: fixed``); every endpoint down to ``start_instances`` before the first
     plan; LT-UA's check on the region's tokens against one forecast (``ua_tokens: region``).
     """
 
@@ -205,9 +205,9 @@ class LongTermPolicy(Policy):
 
     def _instance_throughput(self, env) -> np.ndarray:
         """Prompt tokens per second one instance of each endpoint is planned to serve: from
-        the performance model, or the scenario's ``arbiter.instance_tokens_per_min``."""
+        the performance model, or (``plan_throughput: fixed``) ``arbiter.instance_tokens_per_min``."""
         fixed = self._arbiter.instance_tokens_per_min
-        if fixed:
+        if self._arbiter.plan_throughput == "fixed":
             per_model = np.array([fixed[m] for m in self._view.model_names]) / 60.0
             return np.broadcast_to(per_model, (env.n_regions, env.n_models)).copy()
         caps = endpoint_capacities(env, self._sizes, **self.capacity_limits)

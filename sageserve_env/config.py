@@ -140,7 +140,8 @@ class ArbiterConfig:
     down_wait_s: Optional[float] = None  # wait after a scale-down (None: the policy's own)
     forecasts: Optional[str] = None  # directory of precomputed per-minute forecasts (SageServe's files)
     plan_demand: str = "peak_mean"  # or "window_max": SageServe's forecast window maximum plus dev share
-    instance_tokens_per_min: Dict[str, float] = field(default_factory=dict)  # per model; empty: perf model
+    plan_throughput: str = "perf_model"  # or "fixed": an instance serves instance_tokens_per_min (SageServe)
+    instance_tokens_per_min: Dict[str, float] = field(default_factory=dict)  # per model, for "fixed"
     start_instances: Optional[int] = None  # long-term modes scale every endpoint down to this at t = 0
     ua_tokens: str = "endpoint"  # or "region": LT-UA counts every request of the region (SageServe)
 
@@ -308,11 +309,14 @@ def validate(cfg: SimConfig) -> SimConfig:
         _check(getattr(a, k) is None or getattr(a, k) >= 0, f"arbiter.{k}", getattr(a, k), "must be >= 0 or null")
     _check(a.plan_demand in ("peak_mean", "window_max"), "arbiter.plan_demand", a.plan_demand,
            "must be 'peak_mean' or 'window_max'")
+    _check(a.plan_throughput in ("perf_model", "fixed"), "arbiter.plan_throughput", a.plan_throughput,
+           "must be 'perf_model' or 'fixed'")
     for k, v in a.instance_tokens_per_min.items():
         _check(k in cfg.models, f"arbiter.instance_tokens_per_min.{k}", v, "unknown model")
         _check(v > 0, f"arbiter.instance_tokens_per_min.{k}", v, "must be > 0")
-    _check(not a.instance_tokens_per_min or set(a.instance_tokens_per_min) == set(cfg.models),
-           "arbiter.instance_tokens_per_min", sorted(a.instance_tokens_per_min), f"must name every model {list(cfg.models)}")
+    _check(a.plan_throughput != "fixed" or set(a.instance_tokens_per_min) == set(cfg.models),
+           "arbiter.instance_tokens_per_min", sorted(a.instance_tokens_per_min),
+           f"plan_throughput=fixed needs every model {list(cfg.models)}")
     _check(a.start_instances is None or a.start_instances >= s.min_instances, "arbiter.start_instances",
            a.start_instances, f"must be >= scaling.min_instances={s.min_instances} or null")
     _check(a.ua_tokens in ("endpoint", "region"), "arbiter.ua_tokens", a.ua_tokens, "must be 'endpoint' or 'region'")

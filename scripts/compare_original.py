@@ -58,29 +58,31 @@ def heavier_trace(rows: pd.DataFrame, factor: int) -> pd.DataFrame:
     return pd.concat(copies).sort_values("arrival_timestamp", kind="stable").reset_index(drop=True)
 
 
-def serving_instance_hours(timeline, end_s: float) -> float:
-    """Time integral over [0, end_s] of active plus starting instances, summed over endpoints,
-    from a fleet timeline of (time, region, model, active, starting, draining, spot) rows."""
+def instance_hours(timeline, end_s: float, draining: bool = False) -> float:
+    """Time integral over [0, end_s] of active plus starting (and with ``draining``, draining)
+    instances, summed over endpoints, from a fleet timeline of (time, region, model, active,
+    starting, draining, spot) rows."""
     tl = np.asarray(timeline, dtype=float).reshape(-1, 7)
     total = 0.0
     for r, m in {(int(a), int(b)) for a, b in tl[:, 1:3]}:
         rows = tl[(tl[:, 1] == r) & (tl[:, 2] == m)]
         t = np.minimum(np.append(rows[:, 0], end_s), end_s)
-        total += float(np.sum(np.diff(t) * (rows[:, 3] + rows[:, 4])))
+        total += float(np.sum(np.diff(t) * rows[:, 3:6 if draining else 5].sum(axis=1)))
     return total / 3600.0
 
 
-def run_mode(mode: str, trace: Path, forecasts: Path | None) -> dict:
-    """Our figures for one mode on ``trace`` in compat mode."""
+def run_mode(mode: str, trace: Path, forecasts: Path | None, extra=(),
+             decision_interval_s: float = DECISION_INTERVAL_S) -> dict:
+    """Our figures for one mode on ``trace`` in compat mode (plus the config overrides ``extra``)."""
     span = float(pd.read_csv(trace, usecols=["arrival_timestamp"])["arrival_timestamp"].max())
     overrides = ["workload.source=trace", f"workload.trace={json.dumps(str(trace))}", "workload.trace_format=sageserve",
                  f"duration_s={np.ceil(span + END_AFTER_TRACE_S)}"]
     if mode == "reactive":
-        policy = ReactivePolicy(decision_interval_s=DECISION_INTERVAL_S)
+        policy = ReactivePolicy(decision_interval_s=decision_interval_s)
     else:  # the original's long-term runs route every request to its first region (no_reroute)
         overrides += [f"arbiter.forecasts={json.dumps(str(forecasts))}", "routing.no_reroute=true"]
-        policy = LongTermPolicy(mode=mode, decision_interval_s=DECISION_INTERVAL_S)
-    cfg = load_config("sageserve_compat", overrides)
+        policy = LongTermPolicy(mode=mode, decision_interval_s=decision_interval_s)
+    cfg = load_config("sageserve_compat", overrides + list(extra))
     env = make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s})
     result = run_episode(env, policy, options={"workload": build_workload(cfg, 0)})
     sim = result.env.sim
@@ -95,7 +97,8 @@ def run_mode(mode: str, trace: Path, forecasts: Path | None) -> dict:
     for q in (50, 95, 99):
         out[f"iw_ttft_p{q}"] = float(np.nanpercentile(ttft, q))
         out[f"iw_e2e_p{q}"] = float(np.nanpercentile(e2e, q))
-    out["prod_instance_hours_total"] = serving_instance_hours(sim.fleet.timeline, end)
+    out["prod_instance_hours_total"] = instance_hours(sim.fleet.timeline, end)
+    out["instance_hours_with_draining"] = instance_hours(sim.fleet.timeline, end, draining=True)
     return out
 
 
@@ -106,6 +109,10 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--original", type=Path, help="the original's figures (default: the data folder's, factor 1)")
     parser.add_argument("--json", type=Path, help="also write our figures here")
+    parser.add_argument("--decision-interval", type=float, default=DECISION_INTERVAL_S,
+                        help=f"seconds between the policies' decisions (default {DECISION_INTERVAL_S:g})")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides on top of sageserve_compat, e.g. arbiter.trigger=interval")
     args = parser.parse_args(argv)
     if args.factor < 1:
         parser.error(f"--factor must be >= 1, got {args.factor}")
@@ -121,11 +128,11 @@ def main(argv=None) -> int:
             if any(m != "reactive" for m in args.modes):
                 write_sageserve_forecasts(rows, forecasts, n_regions=3)
         for mode in args.modes:
-            ours[mode] = run_mode(mode, trace, forecasts)
+            ours[mode] = run_mode(mode, trace, forecasts, args.overrides, args.decision_interval)
             theirs = original.get(mode, {})
             print(f"\n{mode} (x{args.factor}, {ours[mode]['wall_s']} s wall)")
             print(f"  {'figure':<28}{'ours':>10}{'original':>10}{'diff':>8}  target")
-            for k in FIGURES + ("iw_ttft_p99", "iw_e2e_p99"):
+            for k in FIGURES + ("iw_ttft_p99", "iw_e2e_p99", "instance_hours_with_draining"):
                 o, t = ours[mode][k], theirs.get(k)
                 diff = (o - t) / t if t else float("nan")
                 target = TARGETS[mode].get(k)
