@@ -271,7 +271,7 @@ class LongTermPolicy(Policy):
             self._goal = np.minimum(self._goal, t.later + self._bump)
             self._delay_pending = False
         ceiling = np.maximum(t.later if delayed else t.now, t.on_need) + self._bump
-        due = self._trigger.due(view) & (now >= self._cool_until)
+        due = (self._trigger.decisions(view) > 0) & (now >= self._cool_until)
         ready = due & (current >= self._goal)
         util = st.utilization
         on_need = ready & (util > UP_UTILIZATION) & (self._goal < ceiling)

@@ -73,13 +73,15 @@ class Trigger:
         self._shape = (env.n_regions, env.n_models)
         self._seen = np.zeros(self._shape)
 
-    def due(self, view: SimView) -> np.ndarray:
+    def decisions(self, view: SimView) -> np.ndarray:
+        """Decisions each endpoint takes at this step (int array): one each (``interval``), or
+        one per request that reached it since the previous step (``arrival``)."""
         if self.mode == "interval":
-            return np.ones(self._shape, dtype=bool)
+            return np.ones(self._shape, dtype=np.int64)
         arrived = view.statistics()[:, Stat.ARRIVED].reshape(self._shape)
-        due = arrived > self._seen
+        n = (arrived - self._seen).astype(np.int64)
         self._seen = arrived.copy()
-        return due
+        return n
 
 
 def can_scale_down(view: SimView, st: EndpointState) -> np.ndarray:
@@ -124,10 +126,12 @@ class ReactivePolicy(Policy):
     scaling delay).
 
     The scenario's ``arbiter`` section can make it decide as SageServe's ``BasicArbiter`` does
-    (``docs/compat.md``): only where requests arrived (``trigger: arrival``; with steps of
-    1 s that is at most one decision per endpoint and second), fixed waits after a scale-up
-    (``reclaim_wait_s``, ``spin_up_wait_s``) and ``down_wait_s`` after a scale-down (an explicit
-    ``down_cooldown_s`` wins).
+    (``docs/compat.md``): only where requests arrived (``trigger: arrival``: one decision per
+    request that reached the endpoint since the last step, so with no wait after a scale-down
+    as many instances may go as requests came, each decision reading the utilization of the
+    step: with join-shortest-queue routing an instance leaves with its share of the load and of
+    the memory alike), fixed waits after a scale-up (``reclaim_wait_s``, ``spin_up_wait_s``) and
+    ``down_wait_s`` after a scale-down (an explicit ``down_cooldown_s`` wins).
     """
 
     name = "reactive"
@@ -142,19 +146,26 @@ class ReactivePolicy(Policy):
     def reset(self, env, seed=None):
         arbiter = env.sim_config.arbiter
         down = self.down_cooldown_s if self.down_cooldown_s is not None else arbiter.down_wait_s
+        down = env.view().reclaim_s if down is None else down
         self._cooldown = Cooldown(env, down, UpWaits.of(env.view(), arbiter))
         self._trigger = Trigger(env, arbiter.trigger)
+        self._repeat_downs = arbiter.trigger == "arrival" and down == 0  # one scale-down per arrival
         self._ups = self._downs = 0
 
     def act(self, obs, env):
         view = env.view()
         st = view.endpoints()
-        due = self._trigger.due(view)
+        decisions = self._trigger.decisions(view)
+        due = decisions > 0
         up, down = self._cooldown.changes(view, st, due & (st.utilization > self.up_threshold),
                                           due & (st.utilization < self.down_threshold))
+        downs = down.astype(np.int64)
+        if self._repeat_downs:
+            room = np.minimum(st.active, st.active + st.starting - view.min_instances)
+            downs = np.where(down, np.minimum(decisions, room), 0)
         self._ups += int(up.sum())
-        self._downs += int(down.sum())
-        return deltas_to_action(env, up.astype(np.int64) - down.astype(np.int64))
+        self._downs += int(downs.sum())
+        return deltas_to_action(env, up.astype(np.int64) - downs)
 
     def stats(self):
         return {"scale_up_requests": self._ups, "scale_down_requests": self._downs}

@@ -151,13 +151,13 @@ class _Env:
 
 def test_arrival_trigger_picks_the_endpoints_requests_reached():
     view, trigger = _View(), Trigger(_Env(), "arrival")
-    assert not trigger.due(view).any()
+    assert not trigger.decisions(view).any()
     view.stats[[1, 4], Stat.ARRIVED] = [3, 1]
-    assert np.array_equal(np.flatnonzero(trigger.due(view)), [1, 4])
-    assert not trigger.due(view).any()  # nothing new since
-    view.stats[4, Stat.ARRIVED] += 1
-    assert np.array_equal(np.flatnonzero(trigger.due(view)), [4])
-    assert Trigger(_Env(), "interval").due(view).all()
+    assert trigger.decisions(view).ravel().tolist() == [0, 3, 0, 0, 1, 0]
+    assert not trigger.decisions(view).any()  # nothing new since
+    view.stats[4, Stat.ARRIVED] += 2
+    assert trigger.decisions(view).ravel().tolist() == [0, 0, 0, 0, 2, 0]
+    assert (Trigger(_Env(), "interval").decisions(view) == 1).all()
 
 
 def test_up_waits_are_the_delays_unless_the_arbiter_fixes_them():

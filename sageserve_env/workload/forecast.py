@@ -280,11 +280,25 @@ def write_sageserve_forecasts(rows, directory: str | Path, n_regions: int) -> No
             prod = mine[mine["workload_type"] == "prod"]
             series = np.bincount((prod["arrival_timestamp"] // 60).astype(np.int64),
                                  weights=prod["prompt_size"], minlength=minutes)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fit = ARIMA(series, order=(3, 1, 2)).fit()
-            predicted = np.asarray(fit.predict(start=0, end=minutes - 1 + FORECAST_TAIL_MINUTES), dtype=float)
+            predicted = _in_sample_arima(series, minutes - 1 + FORECAST_TAIL_MINUTES)
             predicted[0] = series[0]
             pd.DataFrame({"Predicted": predicted, "Time": 60 * np.arange(len(predicted))}).to_csv(
                 directory / PROD_FILE.format(model=model, region=r))
             mine[mine["workload_type"] == "dev"].to_csv(directory / DEV_FILE.format(model=model, region=r))
+
+
+def _in_sample_arima(series: np.ndarray, end: int) -> np.ndarray:
+    """ARIMA(3, 1, 2) fitted on ``series``, its predictions for minutes 0 to ``end``. Where the
+    fit on the raw token counts fails numerically (statsmodels' stationary initialization on
+    counts in the millions), the series divided by its mean is fitted instead: the same model in
+    exact arithmetic, better conditioned."""
+    def fit_predict(x: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(ARIMA(x, order=(3, 1, 2)).fit().predict(start=0, end=end), dtype=float)
+
+    try:
+        return fit_predict(series)
+    except (ValueError, np.linalg.LinAlgError):
+        scale = float(np.abs(series).mean()) or 1.0
+        return fit_predict(series / scale) * scale
