@@ -143,7 +143,10 @@ def main(argv=None) -> int:
                 print(f"  {k:<28}{o:>10.3f}{t if t is not None else float('nan'):>10.3f}{diff:>+8.1%}  {goal}")
     if args.json:
         args.json.write_text(json.dumps(ours, indent=1))
-    print("\nall targets met" if not missed else f"\ntargets missed: {', '.join(missed)}")
+    if not original:
+        print("\nno figures of the original to compare with (--original)")
+    else:
+        print("\nall targets met" if not missed else f"\ntargets missed: {', '.join(missed)}")
     return 0
 
 
