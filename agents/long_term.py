@@ -159,12 +159,13 @@ class LongTermPolicy(Policy):
         st = view.endpoints()
         now = view.now
         current = (st.active + st.starting).astype(np.int64)
-        if self._hour is None and self._arbiter.start_instances is not None:
-            current = np.minimum(current, self._arbiter.start_instances)  # SageServe's start_with_8_each
+        planned_from = current
+        if self._hour is None and self._arbiter.start_instances is not None:  # SageServe's start_with_8_each
+            planned_from = np.minimum(current, self._arbiter.start_instances)
         first = self._last_plan is None and now >= 60.0 * self.min_history_minutes
         if int(now // 3600) != self._hour or first:
             self._hour = int(now // 3600)
-            self._plan(env, view, st, current, now)
+            self._plan(env, view, st, planned_from, now)
         self._recent.add(view)
         self._release(view, st, current, now)
         return deltas_to_action(env, self._goal - current)

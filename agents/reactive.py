@@ -42,7 +42,7 @@ def scale_up_delays(view: SimView, st: EndpointState, want: np.ndarray, waits: O
     load a free server or, at scaling level 2, another model's spot server (``spin_up_s``).
     Endpoints of one region draw on one pool, in (region, model) order. ``waits`` replaces
     the three delays (an arbiter's own waits, ``UpWaits.of``)."""
-    w = waits or UpWaits(0.0, view.reclaim_s, view.spin_up_s)
+    w = waits or UpWaits.of(view)
     delays = np.full(want.shape, np.inf)
     if view.scaling_level == 0:
         return delays
