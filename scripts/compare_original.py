@@ -2,6 +2,7 @@
 
     python scripts/compare_original.py                       # the shared small trace, 3 modes
     python scripts/compare_original.py --factor 10 --modes reactive --original x10.json
+    python scripts/compare_original.py --factor 10 --first 600 --modes reactive --original x10_600.json
 
 Runs the ``sageserve_compat`` preset (``docs/compat.md``) with the policy of each mode deciding
 every second, over the trace's span plus 600 s (the original's end time), and prints each
@@ -106,6 +107,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="folder of SMALL.csv, forecasts/, original_results.json")
     parser.add_argument("--factor", type=int, default=1, help="replay this many copies of the trace (default 1)")
+    parser.add_argument("--first", type=float, help="replay only the arrivals of the first FIRST seconds "
+                                                      "(of the derived trace)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--original", type=Path, help="the original's figures (default: the data folder's, factor 1)")
     parser.add_argument("--json", type=Path, help="also write our figures here")
@@ -116,13 +119,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.factor < 1:
         parser.error(f"--factor must be >= 1, got {args.factor}")
-    original_path = args.original or (args.data / "original_results.json" if args.factor == 1 else None)
+    if args.first is not None and not args.first > 0:
+        parser.error(f"--first must be > 0, got {args.first}")
+    derived = args.factor > 1 or args.first is not None
+    original_path = args.original or (None if derived else args.data / "original_results.json")
     original = json.loads(original_path.read_text()) if original_path else {}
     ours, missed = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         trace, forecasts = args.data / "SMALL.csv", args.data / "forecasts"
-        if args.factor > 1:
+        if derived:
             rows = heavier_trace(pd.read_csv(trace, dtype={"regions": str}), args.factor)
+            if args.first is not None:
+                rows = rows[rows["arrival_timestamp"] < args.first]
             trace, forecasts = Path(tmp) / f"SMALL_x{args.factor}.csv", Path(tmp) / "forecasts"
             rows.to_csv(trace, index=False)
             if any(m != "reactive" for m in args.modes):
