@@ -152,7 +152,8 @@ class LongTermPolicy(Policy):
                              "set arbiter.forecasts to the directory of the trace's forecast files")
         self._precomputed = (None if a.forecasts is None else
                              SageServeForecasts.read(a.forecasts, env.n_regions, self._view.model_names))
-        self._recent = RecentTokens(env.n_regions)
+        region_check = self.mode == "lt_ua" and a.ua_tokens == "region"
+        self._recent = RecentTokens(env.n_regions) if region_check else None
 
     def act(self, obs, env):
         view = env.view()
@@ -166,7 +167,8 @@ class LongTermPolicy(Policy):
         if int(now // 3600) != self._hour or first:
             self._hour = int(now // 3600)
             self._plan(env, view, st, planned_from, now)
-        self._recent.add(view)
+        if self._recent is not None:
+            self._recent.add(view)
         self._release(view, st, current, now)
         return deltas_to_action(env, self._goal - current)
 
@@ -345,14 +347,14 @@ class RecentTokens:
         self._tokens = np.zeros(0)
 
     def add(self, view) -> None:
-        """Take in the requests that arrived since the last call."""
+        """Take in the requests that arrived since the last call; forget those older than 60 s."""
         self._seen, new = view.arrived_since(self._seen)
-        self._at = np.concatenate([self._at, new["arrival_s"]])
-        self._region = np.concatenate([self._region, new["region"].astype(np.int64)])
-        self._tokens = np.concatenate([self._tokens, new["prompt_tokens"].astype(float)])
+        keep = self._at > view.now - self.WINDOW_S
+        self._at = np.concatenate([self._at[keep], new["arrival_s"]])
+        self._region = np.concatenate([self._region[keep], new["region"].astype(np.int64)])
+        self._tokens = np.concatenate([self._tokens[keep], new["prompt_tokens"].astype(float)])
 
     def tokens(self, now: float) -> np.ndarray:
         """Tokens per region of the arrivals in (now - 60 s, now], (R,)."""
-        keep = self._at > now - self.WINDOW_S
-        self._at, self._region, self._tokens = self._at[keep], self._region[keep], self._tokens[keep]
-        return np.bincount(self._region, weights=self._tokens, minlength=self._n_regions)
+        inside = self._at > now - self.WINDOW_S
+        return np.bincount(self._region[inside], weights=self._tokens[inside], minlength=self._n_regions)

@@ -215,3 +215,30 @@ def test_compat_reactive_matches_the_original_on_a_heavier_trace(small, tmp_path
     for key, bound in script.TARGETS["reactive"].items():
         assert abs(ours[key] - theirs[key]) <= bound * theirs[key], (key, ours[key], theirs[key])
     assert ours["completed"] == theirs["completed"]
+
+
+class _ArrivalsView:
+    """The parts of SimView that RecentTokens reads: a clock and the arrivals so far."""
+
+    def __init__(self, at, region, tokens):
+        self.now = 0.0
+        self._at, self._region, self._tokens = (np.asarray(x) for x in (at, region, tokens))
+
+    def arrived_since(self, start):
+        n = int(np.searchsorted(self._at, self.now, side="right"))
+        return n, {"arrival_s": self._at[start:n], "region": self._region[start:n],
+                   "prompt_tokens": self._tokens[start:n]}
+
+
+def test_recent_tokens_count_the_last_minute_per_region():
+    from agents.long_term import RecentTokens
+
+    rng = np.random.default_rng(3)
+    at = np.sort(rng.uniform(0, 300, 400))
+    region, tokens = rng.integers(0, 3, 400), rng.integers(1, 5000, 400)
+    view, recent = _ArrivalsView(at, region, tokens), RecentTokens(3)
+    for now in np.arange(0.0, 300.0, 7.5):
+        view.now = now
+        recent.add(view)
+        inside = (at > now - 60) & (at <= now)
+        np.testing.assert_array_equal(recent.tokens(now), np.bincount(region[inside], tokens[inside], minlength=3))
