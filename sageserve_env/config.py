@@ -134,7 +134,7 @@ class ArbiterConfig:
     """How the heuristic arbiters of ``agents/`` decide where the original SageServe's differ from
     ours (``docs/compat.md``). The defaults are ours; ``sageserve_compat`` sets the original's."""
 
-    trigger: str = "interval"  # "arrival": an endpoint decides only on steps in which requests reached it
+    trigger: str = "interval"  # "arrival": an endpoint decides once per request that reached it (SageServe)
     reclaim_wait_s: Optional[float] = None  # wait after reclaiming own-model spot (None: the reclaim delay)
     spin_up_wait_s: Optional[float] = None  # wait after loading a server (None: the spin-up delay)
     down_wait_s: Optional[float] = None  # wait after a scale-down (None: the policy's own)
