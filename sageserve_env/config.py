@@ -131,6 +131,23 @@ class PerfConfig:
 
 
 @dataclass
+class ArbiterConfig:
+    """How the heuristic arbiters of ``agents/`` decide where the original SageServe's differ from
+    ours (``docs/compat.md``). The defaults are ours; ``sageserve_compat`` sets the original's."""
+
+    trigger: str = "interval"  # "arrival": an endpoint decides once per request that reached it (SageServe)
+    reclaim_wait_s: Optional[float] = None  # wait after reclaiming own-model spot (None: the reclaim delay)
+    spin_up_wait_s: Optional[float] = None  # wait after loading a server (None: the spin-up delay)
+    down_wait_s: Optional[float] = None  # wait after a scale-down (None: the policy's own)
+    forecasts: Optional[str] = None  # directory of precomputed per-minute forecasts (SageServe's files)
+    plan_demand: str = "peak_mean"  # or "window_max": SageServe's forecast window maximum plus dev share
+    plan_throughput: str = "perf_model"  # or "fixed": an instance serves instance_tokens_per_min (SageServe)
+    instance_tokens_per_min: Dict[str, float] = field(default_factory=dict)  # per model, for "fixed"
+    start_instances: Optional[int] = None  # long-term modes scale every endpoint down to this at t = 0
+    ua_tokens: str = "endpoint"  # or "region": LT-UA counts every request of the region (SageServe)
+
+
+@dataclass
 class WorkloadConfig:
     """Where requests come from: a generated day (``generator``) or a trace file."""
 
@@ -175,6 +192,7 @@ class SimConfig:
     niw: NIWConfig = field(default_factory=NIWConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
+    arbiter: ArbiterConfig = field(default_factory=ArbiterConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     duration_s: float = 86400.0
 
@@ -310,6 +328,23 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(p.mixed_prefill_factor is None or p.mixed_prefill_factor >= 1, "perf.mixed_prefill_factor",
            p.mixed_prefill_factor, "must be >= 1 or null")
     _check(p.kv_bytes_rule in ("gqa", "mha"), "perf.kv_bytes_rule", p.kv_bytes_rule, "must be 'gqa' or 'mha'")
+    a = cfg.arbiter
+    _check(a.trigger in ("interval", "arrival"), "arbiter.trigger", a.trigger, "must be 'interval' or 'arrival'")
+    for k in ("reclaim_wait_s", "spin_up_wait_s", "down_wait_s"):
+        _check(getattr(a, k) is None or getattr(a, k) >= 0, f"arbiter.{k}", getattr(a, k), "must be >= 0 or null")
+    _check(a.plan_demand in ("peak_mean", "window_max"), "arbiter.plan_demand", a.plan_demand,
+           "must be 'peak_mean' or 'window_max'")
+    _check(a.plan_throughput in ("perf_model", "fixed"), "arbiter.plan_throughput", a.plan_throughput,
+           "must be 'perf_model' or 'fixed'")
+    for k, v in a.instance_tokens_per_min.items():
+        _check(k in cfg.models, f"arbiter.instance_tokens_per_min.{k}", v, "unknown model")
+        _check(v > 0, f"arbiter.instance_tokens_per_min.{k}", v, "must be > 0")
+    _check(a.plan_throughput != "fixed" or set(a.instance_tokens_per_min) == set(cfg.models),
+           "arbiter.instance_tokens_per_min", sorted(a.instance_tokens_per_min),
+           f"plan_throughput=fixed needs every model {list(cfg.models)}")
+    _check(a.start_instances is None or a.start_instances >= s.min_instances, "arbiter.start_instances",
+           a.start_instances, f"must be >= scaling.min_instances={s.min_instances} or null")
+    _check(a.ua_tokens in ("endpoint", "region"), "arbiter.ua_tokens", a.ua_tokens, "must be 'endpoint' or 'region'")
     w = cfg.workload
     _check(w.source in ("generator", "trace"), "workload.source", w.source, "must be 'generator' or 'trace'")
     _check(w.source != "trace" or bool(w.trace), "workload.trace", w.trace, "a trace path is required when source=trace")
@@ -407,8 +442,8 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
     """Load a preset name or YAML path (or copy a SimConfig), apply overrides, validate.
 
     ``overrides`` is a list of ``key=value`` strings (``scaling.level=1``) or a nested dict.
-    A relative ``workload.trace`` is made absolute here, from the working directory: the one
-    rule every command and the env follow.
+    A relative ``workload.trace`` (or ``arbiter.forecasts``) is made absolute here, from the
+    working directory: the one rule every command and the env follow.
     """
     try:
         schema = OmegaConf.structured(SimConfig)
@@ -434,6 +469,8 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
     assert isinstance(cfg, SimConfig)
     if cfg.workload.trace:
         cfg.workload.trace = str(Path(cfg.workload.trace).expanduser().absolute())
+    if cfg.arbiter.forecasts:
+        cfg.arbiter.forecasts = str(Path(cfg.arbiter.forecasts).expanduser().absolute())
     return validate(cfg)
 
 

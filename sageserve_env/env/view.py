@@ -147,10 +147,11 @@ class SimView:
 
     def arrived_since(self, start: int) -> Tuple[int, Dict[str, np.ndarray]]:
         """Requests [start, arrived) (indices in arrival order) and the number arrived: their
-        home region and model (the config's indices), tier, prompt and output tokens."""
+        home region and model (the config's indices), arrival time, tier, prompt and output tokens."""
         n = self._sim.arrived
         w = self._sim.workload
         return n, {"region": self._indexed.region[start:n], "model": self._indexed.model[start:n],
+                   "arrival_s": w.arrival_s[start:n],
                    "tier": w.tier[start:n], "prompt_tokens": w.prompt_tokens[start:n],
                    "output_tokens": w.output_tokens[start:n]}
 

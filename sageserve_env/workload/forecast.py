@@ -18,7 +18,9 @@ evaluation workers) a multi-threaded OpenBLAS slows it about tenfold: run such p
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, EstimationWarning
@@ -168,3 +170,135 @@ class EndpointForecasters:
                 self.models[(r, m)] = model
             out[:, r, m] = model.forecast(history[:, r, m], horizon)
         return out
+
+
+# -- SageServe's precomputed long-term inputs ------------------------------------------------------
+# The original's long-term arbiters read one file pair per (model, region index): the ARIMA
+# predictions of prod prompt tokens per minute, and the dev requests (``global_arbiter.py``,
+# ``MilpGlobalArbiter.load_predicted_traces``).
+PROD_FILE = "final_{model}_prod_1minute_region{region}_arima.csv"
+DEV_FILE = "final_{model}_dev_region{region}_exact.csv"
+FORECAST_TAIL_MINUTES = 180  # the original's files extend 180 minutes past the trace
+
+
+@dataclass(frozen=True)
+class SageServeForecasts:
+    """SageServe's long-term inputs for one trace, arrays indexed like the config (region, model).
+
+    ``prod_tokens_per_min`` (minutes, R, M): predicted prompt tokens of the minute starting at
+    ``60 * index`` s (the files' ``Time``); ``dev_arrival_s`` and ``dev_prompt_tokens``: per
+    endpoint, the dev requests whose first region it is. These are in-sample predictions made
+    with the whole trace, so they know its future, as the original's did.
+    """
+
+    prod_tokens_per_min: np.ndarray
+    dev_arrival_s: Dict[Tuple[int, int], np.ndarray]
+    dev_prompt_tokens: Dict[Tuple[int, int], np.ndarray]
+
+    @classmethod
+    def read(cls, directory: str | Path, n_regions: int, model_names: Sequence[str]) -> "SageServeForecasts":
+        """Read ``directory``'s files (region ``r`` is the config's ``r``-th region, as in the
+        trace's ``regions`` digits); ValueError naming the file, row and column otherwise."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ValueError(f"arbiter.forecasts: {str(directory)!r} is not a directory")
+        series, dev_at, dev_tokens = {}, {}, {}
+        for r in range(n_regions):
+            for m, model in enumerate(model_names):
+                prod = _read_columns(directory / PROD_FILE.format(model=model, region=r), ("Time", "Predicted"))
+                time_s, predicted = prod["Time"], prod["Predicted"]
+                bad = np.flatnonzero((time_s % 60 != 0) | (time_s < 0) | (predicted < 0))
+                if len(bad):
+                    raise ValueError(f"{directory / PROD_FILE.format(model=model, region=r)}: row {bad[0] + 2}: "
+                                     f"Time must be a non-negative multiple of 60 and Predicted >= 0, "
+                                     f"got Time={time_s[bad[0]]!r}, Predicted={predicted[bad[0]]!r}")
+                series[r, m] = (time_s // 60).astype(np.int64), predicted
+                dev = _read_columns(directory / DEV_FILE.format(model=model, region=r),
+                                    ("arrival_timestamp", "prompt_size"))
+                dev_at[r, m], dev_tokens[r, m] = dev["arrival_timestamp"], dev["prompt_size"]
+        minutes = 1 + max((int(idx.max()) for idx, _ in series.values() if len(idx)), default=0)
+        tokens = np.zeros((minutes, n_regions, len(model_names)))
+        for (r, m), (idx, predicted) in series.items():
+            tokens[idx, r, m] = predicted
+        return cls(tokens, dev_at, dev_tokens)
+
+    def window_max(self, start_s: float, end_s: float) -> np.ndarray:
+        """Largest predicted tokens per minute among the minutes whose ``Time`` lies in
+        [start_s, end_s], per endpoint (0 where none does), (R, M)."""
+        first = max(0, int(np.ceil(start_s / 60.0)))
+        last = min(len(self.prod_tokens_per_min) - 1, int(np.floor(end_s / 60.0)))
+        if last < first:
+            return np.zeros(self.prod_tokens_per_min.shape[1:])
+        return self.prod_tokens_per_min[first:last + 1].max(axis=0)
+
+    def dev_max_prompt(self, start_s: float, end_s: float) -> np.ndarray:
+        """Largest dev prompt arriving in [start_s, end_s], per endpoint (0 where none), (R, M)."""
+        out = np.zeros(self.prod_tokens_per_min.shape[1:])
+        for (r, m), at in self.dev_arrival_s.items():
+            inside = (at >= start_s) & (at <= end_s)
+            if inside.any():
+                out[r, m] = self.dev_prompt_tokens[r, m][inside].max()
+        return out
+
+
+def _read_columns(path: Path, columns: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Numeric columns of a CSV file; ValueError naming the file, and the row and column of a
+    value that is not a finite number."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ValueError(f"arbiter.forecasts: missing file {str(path)!r}")
+    frame = pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
+    out = {}
+    for c in columns:
+        values = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise ValueError(f"{path}: row {bad[0] + 2}, column {c!r}: not a finite number: {frame[c].iloc[bad[0]]!r}")
+        out[c] = values
+    return out
+
+
+def write_sageserve_forecasts(rows, directory: str | Path, n_regions: int) -> None:
+    """Write SageServe's long-term inputs for a trace in its layout (``rows``: the trace as a
+    pandas DataFrame of its 15 columns), as the original's notebook made them: per (model,
+    first region), the prod prompt tokens per minute, ARIMA(3, 1, 2) fitted on the whole series,
+    its in-sample one-step predictions (the first minute's actual value at minute 0) followed by
+    ``FORECAST_TAIL_MINUTES`` of forecast; and the dev rows as they are."""
+    import pandas as pd
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    first = rows["regions"].astype(str).str.zfill(3).str[0].astype(int)
+    minutes = int(rows["arrival_timestamp"].max() // 60) + 1
+    for model in sorted(rows["model_type"].unique()):
+        for r in range(n_regions):
+            mine = rows[(rows["model_type"] == model) & (first == r)]
+            prod = mine[mine["workload_type"] == "prod"]
+            series = np.bincount((prod["arrival_timestamp"] // 60).astype(np.int64),
+                                 weights=prod["prompt_size"], minlength=minutes)
+            predicted = _in_sample_arima(series, minutes - 1 + FORECAST_TAIL_MINUTES)
+            predicted[0] = series[0]
+            pd.DataFrame({"Predicted": predicted, "Time": 60 * np.arange(len(predicted))}).to_csv(
+                directory / PROD_FILE.format(model=model, region=r))
+            mine[mine["workload_type"] == "dev"].to_csv(directory / DEV_FILE.format(model=model, region=r))
+
+
+def _in_sample_arima(series: np.ndarray, end: int) -> np.ndarray:
+    """ARIMA(3, 1, 2) fitted on ``series``, its predictions for minutes 0 to ``end``. Where the
+    fit on the raw token counts fails numerically (statsmodels' stationary initialization on
+    counts in the millions), the series divided by its mean is fitted instead: the same model in
+    exact arithmetic, better conditioned."""
+    def fit_predict(x: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(ARIMA(x, order=(3, 1, 2)).fit().predict(start=0, end=end), dtype=float)
+
+    try:
+        return fit_predict(series)
+    except (ValueError, np.linalg.LinAlgError):
+        scale = float(np.abs(series).mean()) or 1.0
+        return fit_predict(series / scale) * scale
