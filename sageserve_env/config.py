@@ -174,12 +174,14 @@ class OutageConfig:
 @dataclass
 class FaultConfig:
     """Server faults: outages scheduled here, and ``generated`` more drawn per episode from its
-    seed (``SageServeEnv.reset``: a region and a start uniform over the horizon)."""
+    seed (``SageServeEnv.reset``: a region, and a start in the window, uniformly)."""
 
     outages: List[OutageConfig] = field(default_factory=list)
     generated: int = 0  # outages drawn per episode
     generated_share: float = 0.5
     generated_duration_s: float = 3600.0
+    generated_earliest_s: float = 0.0  # the window a generated outage starts in
+    generated_latest_s: Optional[float] = None  # None: the horizon minus the duration
 
 
 @dataclass
@@ -347,6 +349,9 @@ def validate(cfg: SimConfig) -> SimConfig:
     _check(f.generated >= 0, "faults.generated", f.generated, "must be >= 0")
     _check(0 < f.generated_share <= 1, "faults.generated_share", f.generated_share, "must be in (0, 1]")
     _check(f.generated_duration_s > 0, "faults.generated_duration_s", f.generated_duration_s, "must be > 0")
+    _check(f.generated_earliest_s >= 0, "faults.generated_earliest_s", f.generated_earliest_s, "must be >= 0")
+    _check(f.generated_latest_s is None or f.generated_latest_s >= f.generated_earliest_s, "faults.generated_latest_s",
+           f.generated_latest_s, f"must be null or >= faults.generated_earliest_s={f.generated_earliest_s:g}")
     return cfg
 
 

@@ -56,14 +56,21 @@ def schedule_outages(sim) -> None:
 
 def draw_outages(cfg: SimConfig, rng: np.random.Generator, horizon_s: float) -> List[OutageConfig]:
     """``faults.generated`` outages of ``faults.generated_share`` for ``generated_duration_s``:
-    each in a region drawn uniformly, starting at a whole minute drawn uniformly from those that
-    let it end within ``horizon_s`` (from 0 if it is longer than the horizon)."""
+    each in a region drawn uniformly, starting at a whole minute drawn uniformly from
+    [``generated_earliest_s``, ``generated_latest_s``] (default: the last start that ends within
+    ``horizon_s``)."""
     f = cfg.faults
-    minutes = max(int(math.floor((horizon_s - f.generated_duration_s) / 60.0)), 0) + 1
+    latest = horizon_s - f.generated_duration_s if f.generated_latest_s is None else f.generated_latest_s
+    first = int(math.ceil(f.generated_earliest_s / 60.0))
+    if not (first * 60.0 <= latest and first * 60.0 < horizon_s):
+        raise ValueError(f"faults.generated: no whole minute in [generated_earliest_s={f.generated_earliest_s:g}, "
+                         f"{latest:g}] starts an outage before horizon_s={horizon_s:g}")
+    minutes = int(math.floor(min(latest, math.nextafter(horizon_s, 0.0)) / 60.0)) - first + 1
     out = []
     for _ in range(f.generated):
         region = cfg.regions[int(rng.integers(len(cfg.regions)))].name
-        out.append(OutageConfig(region=region, share=f.generated_share, start_s=60.0 * int(rng.integers(minutes)),
+        start_s = 60.0 * (first + int(rng.integers(minutes)))
+        out.append(OutageConfig(region=region, share=f.generated_share, start_s=start_s,
                                 duration_s=f.generated_duration_s))
     return out
 
