@@ -43,6 +43,14 @@ def first_test_workload(spec):
     return workload, history, env.draw_outages()
 
 
+def test_fast_task_draws_the_same_episode():
+    """A fast task's episode is its detailed task's: the same workload, history and outages."""
+    spec = task("DayLight-fast-v1")
+    workload, history, outages = first_test_workload(spec)
+    assert spec.fidelity == "fast" and not outages
+    assert workload_hash(workload, history) == FIRST_TEST_WORKLOAD["DayLight-v1"]
+
+
 @pytest.mark.parametrize("env_id", sorted(FIRST_TEST_WORKLOAD))
 def test_first_test_workload_is_pinned(env_id):
     spec = tasks()[env_id]
@@ -148,16 +156,24 @@ def test_first_hour_allocation_follows_demand():
     assert sum(b.values()) > sum(a.values()) and sum(b.values()) <= heavy.regions[0].servers
 
 
-def test_v1_episode_plans_at_start():
+@pytest.mark.parametrize("fidelity", ["detailed", "fast"])
+def test_v1_episode_plans_at_start(fidelity):
     from agents import make_policy
     from agents.runner import run_episode
 
-    kw = {"scenario": "small", "horizon_s": 1800.0, "initial_allocation": "first_hour",
+    kw = {"scenario": "small", "horizon_s": 1800.0, "initial_allocation": "first_hour", "fidelity": fidelity,
           "sim_overrides": ["workload.history_days=1", "workload.rate_sigma=0.2"]}
     plans = {}
-    for name, extra in (("v1", kw), ("v0", {"scenario": "small", "horizon_s": 1800.0})):
+    for name, extra in (("v1", kw), ("v0", {"scenario": "small", "horizon_s": 1800.0, "fidelity": fidelity})):
         policy = make_policy("lt_i", forecaster="seasonal_naive")
         env = SageServeEnv(**policy.env_kwargs(), **extra)
+        if name == "v1":  # the start: the first hour's allocation, the preceding day as history
+            workload, history = env.draw_episode(7)
+            env.reset(seed=7)
+            wanted = first_hour_instances(env.sim_config, workload)
+            assert {f"westus/{m}": int(n) for m, n in zip(env.sim_config.model_names,
+                                                          env.sim.fleet.counts[0, :-1, 0])} == wanted
+            assert env.sim.fidelity == fidelity and env.view().history_minutes() == len(history) == 1440
         run_episode(env, policy, seed=7)
         plans[name] = [t for t, _ in policy.plan_log]
     assert plans["v1"][0] == 0.0  # the forecaster has the preceding day from the start
