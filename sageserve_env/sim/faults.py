@@ -15,7 +15,7 @@ the outage the same number of servers come back, free (``Fleet.restore``).
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Sequence
 
 import numpy as np
 
@@ -75,8 +75,12 @@ def draw_outages(cfg: SimConfig, rng: np.random.Generator, horizon_s: float) -> 
     return out
 
 
-def failover_regions(order: Sequence[int], failed: int) -> Tuple[int, ...]:
-    """A retried IW request's candidate regions: its priority order without the failed region
-    (the order itself if that is all it has)."""
-    rest = tuple(r for r in order if r != failed)
-    return rest or tuple(order)
+def failover_region(order: Sequence[int], failed: int, utilization: Callable[[int], float], threshold: float) -> int:
+    """The region a retried IW request goes to: the global router's rule (the first region below
+    ``threshold``, else the least utilized; ``Simulator._arrive`` inlines it for arrivals) over its
+    priority order without the failed region (the order itself if that is all it has)."""
+    candidates = [r for r in order if r != failed] or list(order)
+    for r in candidates:
+        if utilization(r) < threshold:
+            return r
+    return min(candidates, key=utilization)

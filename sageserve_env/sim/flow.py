@@ -55,7 +55,7 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.base import SimulatorBase
-from sageserve_env.sim.faults import failover_regions
+from sageserve_env.sim.faults import failover_region
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, ScaleResult
 from sageserve_env.sim.metrics import PERCENTILES
 from sageserve_env.sim.simulator import InvariantError
@@ -718,15 +718,13 @@ class FlowSimulator(SimulatorBase):
         self._fleet_changed = True
 
     def _failover(self, r: int, m: int) -> int:
-        """The endpoint retried IW requests of (r, m) go to: the global router's rule over the
-        priority order of requests homed in ``r`` without ``r`` (``routing.no_reroute``: r)."""
+        """The endpoint retried IW requests of (r, m) go to: ``failover_region`` over the priority
+        order of the requests homed in ``r`` (``routing.no_reroute``: (r, m) itself)."""
         if self.no_reroute:
             return r * len(self.model_names) + m
         order = next((o for o in self._orders if o[0] == r), tuple(range(len(self.region_names))))
         util = self._utilization()[1].reshape(len(self.region_names), -1)[:, m]
-        candidates = failover_regions(order, r)
-        below = [c for c in candidates if util[c] < self.util_threshold]
-        return (below[0] if below else min(candidates, key=lambda c: util[c])) * len(self.model_names) + m
+        return failover_region(order, r, lambda c: float(util[c]), self.util_threshold) * len(self.model_names) + m
 
     def activate(self, r: int, m: int, now: float) -> None:
         """A starting instance finished loading."""

@@ -19,7 +19,7 @@ import numpy as np
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.endpoint import Endpoint
 from sageserve_env.sim.base import SimulatorBase
-from sageserve_env.sim.faults import failover_regions
+from sageserve_env.sim.faults import failover_region
 from sageserve_env.sim.fleet import ACTIVE, DOWN, DRAINING, SPOT, STARTING, STATE_NAMES, ScaleResult
 from sageserve_env.sim.instance import Instance
 from sageserve_env.sim.metrics import RecordMetrics
@@ -209,21 +209,18 @@ class Simulator(SimulatorBase):
             ep.feed(now)
         for rid in sorted(retried):
             if req.tier[rid] != NIW:
-                self._failover(rid, r, now).route(rid, now)
+                self._failover(rid, r).route(rid, now)
             elif not self.feed_async:
                 ep.route(rid, now)
 
-    def _failover(self, rid: int, failed: int, now: float) -> Endpoint:
-        """The endpoint a retried IW request goes to: the global router's rule (the first region
-        below ``routing.util_threshold``, else the least utilized) over its priority order without
-        the failed region; its home region with ``routing.no_reroute``."""
+    def _failover(self, rid: int, failed: int) -> Endpoint:
+        """The endpoint a retried IW request goes to (``failover_region``; its home region with
+        ``routing.no_reroute``)."""
         req = self.requests
-        m = req.model[rid]
+        eps = [row[req.model[rid]] for row in self.endpoints]
         if self.no_reroute:
-            return self.endpoints[req.region[rid]][m]
-        candidates = [self.endpoints[r][m] for r in failover_regions(req.order[rid], failed)]
-        below = [ep for ep in candidates if ep.utilization() < self.util_threshold]
-        return below[0] if below else min(candidates, key=Endpoint.utilization)
+            return eps[req.region[rid]]
+        return eps[failover_region(req.order[rid], failed, lambda r: eps[r].utilization(), self.util_threshold)]
 
     def activated(self, inst: Instance, now: float) -> None:
         """A starting instance finished loading."""
