@@ -58,14 +58,16 @@ def draw_outages(cfg: SimConfig, rng: np.random.Generator, horizon_s: float) -> 
     """``faults.generated`` outages of ``faults.generated_share`` for ``generated_duration_s``:
     each in a region drawn uniformly, starting at a whole minute drawn uniformly from
     [``generated_earliest_s``, ``generated_latest_s``] (default: the last start that ends within
-    ``horizon_s``)."""
+    ``horizon_s``). A window set past a shortened horizon gives an outage after the episode's end,
+    which the episode does not reach (the task's window belongs to its day, not to the horizon)."""
     f = cfg.faults
     latest = horizon_s - f.generated_duration_s if f.generated_latest_s is None else f.generated_latest_s
     first = int(math.ceil(f.generated_earliest_s / 60.0))
-    if not (first * 60.0 <= latest and first * 60.0 < horizon_s):
+    if first * 60.0 > latest:
         raise ValueError(f"faults.generated: no whole minute in [generated_earliest_s={f.generated_earliest_s:g}, "
-                         f"{latest:g}] starts an outage before horizon_s={horizon_s:g}")
-    minutes = int(math.floor(min(latest, math.nextafter(horizon_s, 0.0)) / 60.0)) - first + 1
+                         f"{latest:g}] to start an outage (generated_latest_s null: the horizon {horizon_s:g} s minus "
+                         f"generated_duration_s={f.generated_duration_s:g})")
+    minutes = int(math.floor(latest / 60.0)) - first + 1
     out = []
     for _ in range(f.generated):
         region = cfg.regions[int(rng.integers(len(cfg.regions)))].name
