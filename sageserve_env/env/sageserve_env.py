@@ -105,7 +105,10 @@ class SageServeEnv(gym.Env):
     ``scaling.interval_s`` knob (default -1, no limit); in the fast fidelity,
     ``SimView.endpoints().niw_queue_requests`` now counts the NIW queue (it read 0).
     v1: the benchmark tasks (``sageserve_env.tasks``, ``docs/benchmark.md``): the v1 workload
-    process, generated history days, a first-hour allocation, fixed seed splits.
+    process, generated history days, a first-hour allocation, fixed seed splits; server faults
+    (``Outage-v1``: ``faults`` in the config, generated outages drawn by ``reset`` after the
+    workload, ``draw_outages()``; ``info["kpis"]`` ``requests_retried`` and ``servers_down``);
+    every task also as ``<Task>-fast-v1`` (this env with ``fidelity="fast"``).
     v1 (``...-fast-v1`` only): the fast fidelity vectorized over worlds, ``SageServeVectorEnv``
     (``sageserve_env/env/vector_env.py``) through ``make_vec``, its one-world case through ``make``;
     the same spaces and reward, traffic as per-tick aggregates (``docs/fidelity.md``, "v1").
