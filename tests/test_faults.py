@@ -186,7 +186,8 @@ def test_outage_knobs_are_validated_with_their_key():
 
 def test_generated_outages_follow_the_seed_and_the_window():
     kw = {"scenario": "small", "horizon_s": 7200.0,
-          "sim_overrides": ["faults.generated=2", "faults.generated_duration_s=600", "faults.generated_earliest_s=1800"]}
+          "sim_overrides": ["faults.generated=2", "faults.generated_duration_s=600",
+                            "faults.generated_earliest_s=1800"]}
     env = SageServeEnv(**kw)
     drawn = {}
     for seed in range(6):

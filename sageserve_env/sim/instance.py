@@ -108,7 +108,8 @@ class Instance:
 
     def held(self) -> list:
         """The requests held (waiting, prefilling or decoding), in arrival order."""
-        return sorted([*self.wait_iw, *self.wait_niw, *(e[0] for e in self.prefill), *(rid for _, rid in self.decoders)])
+        return sorted([*self.wait_iw, *self.wait_niw, *(entry[0] for entry in self.prefill),
+                       *(rid for _, rid in self.decoders)])
 
     # -- requests arriving ----------------------------------------------------------------
     def assign(self, rid: int, need: int, now: float) -> None:
