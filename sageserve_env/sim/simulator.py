@@ -199,15 +199,16 @@ class Simulator(SimulatorBase):
             if state == ACTIVE:
                 ep.committed -= inst.pending_tokens
             retried += inst.held()
+        retried.sort()  # in arrival order
         ep.stats[_RETRIED] += len(retried)
         self._retried.update(retried)
         req = self.requests
-        niw = [rid for rid in sorted(retried) if req.tier[rid] == NIW]
+        niw = [rid for rid in retried if req.tier[rid] == NIW]
         if self.feed_async and niw:  # back to the front of the NIW queue, in arrival order
             ep.niw_queue.extendleft(reversed(niw))
             ep.niw_queue_tokens += sum(req.prompt[rid] + req.output[rid] for rid in niw)
             ep.feed(now)
-        for rid in sorted(retried):
+        for rid in retried:
             if req.tier[rid] != NIW:
                 self._failover(rid, r).route(rid, now)
             elif not self.feed_async:
