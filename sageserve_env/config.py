@@ -179,6 +179,30 @@ class WorkloadConfig:
 
 
 @dataclass
+class OutageConfig:
+    """A partial region outage: ``share`` of ``region``'s servers down from ``start_s`` for
+    ``duration_s`` seconds (``sageserve_env/sim/faults.py``)."""
+
+    region: str = ""
+    share: float = 0.5
+    start_s: float = 0.0
+    duration_s: float = 3600.0
+
+
+@dataclass
+class FaultConfig:
+    """Server faults: outages scheduled here, and ``generated`` more drawn per episode from its
+    seed (``SageServeEnv.reset``: a region, and a start in the window, uniformly)."""
+
+    outages: List[OutageConfig] = field(default_factory=list)
+    generated: int = 0  # outages drawn per episode
+    generated_share: float = 0.5
+    generated_duration_s: float = 3600.0
+    generated_earliest_s: float = 0.0  # the window a generated outage starts in
+    generated_latest_s: Optional[float] = None  # None: the horizon minus the duration
+
+
+@dataclass
 class SimConfig:
     """Everything the simulator needs. ``duration_s`` bounds the simulated time."""
 
@@ -194,6 +218,7 @@ class SimConfig:
     perf: PerfConfig = field(default_factory=PerfConfig)
     arbiter: ArbiterConfig = field(default_factory=ArbiterConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
     duration_s: float = 86400.0
 
     @property
@@ -375,6 +400,18 @@ def validate(cfg: SimConfig) -> SimConfig:
         _check(k in names, f"workload.region_weights.{k}", v, "unknown region")
         _check(v >= 0, f"workload.region_weights.{k}", v, "must be >= 0")
     _check(cfg.duration_s > 0, "duration_s", cfg.duration_s, "must be > 0")
+    f = cfg.faults
+    for i, o in enumerate(f.outages):
+        _check(o.region in names, f"faults.outages.{i}.region", o.region, f"unknown region; known: {names}")
+        _check(0 < o.share <= 1, f"faults.outages.{i}.share", o.share, "must be in (0, 1]")
+        _check(o.start_s >= 0, f"faults.outages.{i}.start_s", o.start_s, "must be >= 0")
+        _check(o.duration_s > 0, f"faults.outages.{i}.duration_s", o.duration_s, "must be > 0")
+    _check(f.generated >= 0, "faults.generated", f.generated, "must be >= 0")
+    _check(0 < f.generated_share <= 1, "faults.generated_share", f.generated_share, "must be in (0, 1]")
+    _check(f.generated_duration_s > 0, "faults.generated_duration_s", f.generated_duration_s, "must be > 0")
+    _check(f.generated_earliest_s >= 0, "faults.generated_earliest_s", f.generated_earliest_s, "must be >= 0")
+    _check(f.generated_latest_s is None or f.generated_latest_s >= f.generated_earliest_s, "faults.generated_latest_s",
+           f.generated_latest_s, f"must be null or >= faults.generated_earliest_s={f.generated_earliest_s:g}")
     return cfg
 
 

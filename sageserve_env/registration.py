@@ -8,7 +8,9 @@ vectorization_mode="vector_entry_point")`` gives ``SageServeVectorEnv``, ``gymna
 its one-world case.
 
 The v1 benchmark tasks (``sageserve_env.tasks``: ``Day-v1``, ``DayLight-v1``, ``Week-v1``,
-``Burst-v1``, detailed fidelity) are registered as ``sageserve_env/<Task>-v1``.
+``Burst-v1``, ``Outage-v1``, detailed fidelity) are registered as ``sageserve_env/<Task>-v1``, and
+the same specs in the fast fidelity as ``sageserve_env/<Task>-fast-v1`` (``SageServeEnv`` with
+``FlowSimulator``, one world: task IDs are not vectorized, unlike ``SageServe*-fast-v1``).
 
 Each ID is also registered without the namespace, so ``gymnasium.make("sageserve_env:SageServe-v0")``
 works in a fresh subprocess (the ``module:`` prefix imports this package first).
@@ -33,8 +35,9 @@ def env_ids() -> dict:
         ids[f"{name}-fast-v0"] = {"scenario": scenario, "fidelity": "fast"}
     from sageserve_env.tasks import tasks
 
-    for env_id, spec in tasks("v1").items():
-        ids[env_id] = spec.env_kwargs()
+    for suite in ("v1", "v1-fast"):
+        for env_id, spec in tasks(suite).items():
+            ids[env_id] = spec.env_kwargs()
     return ids
 
 

@@ -8,7 +8,7 @@ test seed ranges. A released spec never changes: a change is a new version (``-v
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Tuple
 
 # The v1 process shared by every task (docs/workload.md): the log-rate AR(1) calibrated on the
@@ -24,6 +24,12 @@ REALISTIC = (
 )
 PRODUCTION = ("workload.requests_per_day=1.0e7",)  # O365's scale over the paper's three regions
 LIGHT = ("workload.requests_per_day=1.5e6",)  # the v0 paper day's volume
+# One partial region outage per episode (``sim/faults.py``): half of a region's servers, drawn
+# per seed, down for two hours starting between 14:00 and 20:00 UTC, the regions' busy hours
+# (the diurnal peak is at 13:00 local: 18:00-21:00 UTC in the paper's three regions).
+OUTAGE = ("faults.generated=1", "faults.generated_share=0.5", "faults.generated_duration_s=7200",
+          "faults.generated_earliest_s=50400", "faults.generated_latest_s=72000")
+SUITES = ("v1", "v1-fast")
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,12 @@ class TaskSpec:
 
     @property
     def env_id(self) -> str:
-        return f"{self.name}-v{self.version}"
+        return f"{self.name}{'-fast' if self.fidelity == 'fast' else ''}-v{self.version}"
+
+    def in_fidelity(self, fidelity: str) -> "TaskSpec":
+        """The same task run by another fidelity (``fast``: ``<Task>-fast-v1``, FlowSimulator in
+        ``SageServeEnv``); its scores compare only with the same fidelity's."""
+        return replace(self, fidelity=fidelity)
 
     def env_kwargs(self) -> Dict[str, Any]:
         return {"scenario": self.scenario, "sim_overrides": list(self.sim_overrides), "horizon_s": self.horizon_s,
@@ -77,20 +88,25 @@ def _tasks() -> Tuple[TaskSpec, ...]:
         TaskSpec("Burst", 1, "the production weekday with flash crowds no forecast sees",
                  REALISTIC + PRODUCTION + ("workload.start_day=1", "workload.flash_per_day=8",
                                            "workload.flash_factor=6", "workload.flash_duration_s=900")),
+        TaskSpec("Outage", 1, "the production weekday with a partial region outage: half of one region's servers "
+                 "down for two hours in the busy hours, their requests failed over",
+                 REALISTIC + PRODUCTION + ("workload.start_day=1",) + OUTAGE),
     )
 
 
 def tasks(suite: str = "v1") -> Dict[str, TaskSpec]:
-    """The tasks of ``suite`` by env ID (without namespace)."""
-    if suite != "v1":
-        raise ValueError(f"unknown task suite {suite!r}; known: ['v1']")
-    return {t.env_id: t for t in _tasks()}
+    """The tasks of ``suite`` by env ID (without namespace): ``v1`` in the detailed fidelity,
+    ``v1-fast`` the same specs in the fast one (``<Task>-fast-v1``)."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown task suite {suite!r}; known: {list(SUITES)}")
+    specs = _tasks() if suite == "v1" else tuple(t.in_fidelity("fast") for t in _tasks())
+    return {t.env_id: t for t in specs}
 
 
 def task(env_id: str) -> TaskSpec:
-    """The spec of ``env_id`` (``Day-v1`` or ``sageserve_env/Day-v1``)."""
+    """The spec of ``env_id`` (``Day-v1``, ``Day-fast-v1`` or ``sageserve_env/Day-v1``)."""
     name = env_id.split("/")[-1]
-    known = tasks()
+    known = {k: t for suite in SUITES for k, t in tasks(suite).items()}
     if name not in known:
         raise ValueError(f"unknown task {env_id!r}; known: {sorted(known)}")
     return known[name]

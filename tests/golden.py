@@ -28,7 +28,7 @@ ENV_CASES = (
 DAY_CASES = (("paper", "detailed"), ("paper", "fast"))
 # summary entries added after the goldens were recorded (every request's state at the end)
 ADDED_SUMMARY_KEYS = ("requests_queued", "requests_in_flight", "requests_dropped_too_large",
-                      "requests_dropped_iw_timeout")
+                      "requests_dropped_iw_timeout", "requests_retried", "down_gpu_hours")
 # what the v0 IDs reported when the goldens were recorded: later additions are not compared
 V0_KPIS = tuple(sorted((
     "requests_total", "requests_completed", "requests_dropped", "iw_slo_attainment_served", "iw_ttft_mean",

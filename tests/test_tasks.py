@@ -11,7 +11,7 @@ from sageserve_env.capacity import first_hour_instances
 from sageserve_env.config import ConfigError, load_config, preset_names
 from sageserve_env.env.sageserve_env import SageServeEnv
 from sageserve_env.registration import env_ids
-from sageserve_env.tasks import tasks
+from sageserve_env.tasks import task, tasks
 from sageserve_env.workload.generator import generate, generate_with_history, uses_v1_process, v1_rates
 
 # sha256 of each task's first test workload (requests and history), recorded at release.
@@ -20,41 +20,63 @@ FIRST_TEST_WORKLOAD = {
     "DayLight-v1": "b6657df079e864b573bedb9666c82632f9a6d199680ccd471fa18c10e0fdab34",
     "Week-v1": "ec32746b9e385d171e76ba95b3f0c0d1d2b998c747968901f85c700aa428dd0d",
     "Burst-v1": "2daa40242943d722ace2f453ddb1ecd2950730bb2dd940ab5d5e47290e083314",
+    "Outage-v1": "8d7e2578fa2496853246b6b844fe3dbbd9321d2461da083541447f79ec9a35ff",
 }
 
 
-def workload_hash(workload, history) -> str:
+def workload_hash(workload, history, outages=()) -> str:
     h = hashlib.sha256()
     h.update(np.round(workload.arrival_s * 1e6).astype(np.int64).tobytes())
     for col in (workload.region, workload.model, workload.tier, workload.prompt_tokens, workload.output_tokens,
                 workload.batch_id):
         h.update(np.ascontiguousarray(col).tobytes())
     h.update(np.round(history).astype(np.int64).tobytes())
+    for o in outages:  # the episode's drawn outages, where the task has any
+        h.update(f"{o.region}/{o.share!r}/{o.start_s!r}/{o.duration_s!r}".encode())
     return h.hexdigest()
 
 
 def first_test_workload(spec):
-    return SageServeEnv(**spec.env_kwargs()).draw_episode(spec.seeds.test[0])
+    """The first test episode's workload, history and outages, as ``reset`` draws them."""
+    env = SageServeEnv(**spec.env_kwargs())
+    workload, history = env.draw_episode(spec.seeds.test[0])
+    return workload, history, env.draw_outages()
+
+
+def test_fast_task_draws_the_same_episode():
+    """A fast task's episode is its detailed task's: the same workload, history and outages."""
+    spec = task("DayLight-fast-v1")
+    workload, history, outages = first_test_workload(spec)
+    assert spec.fidelity == "fast" and not outages
+    assert workload_hash(workload, history) == FIRST_TEST_WORKLOAD["DayLight-v1"]
 
 
 @pytest.mark.parametrize("env_id", sorted(FIRST_TEST_WORKLOAD))
 def test_first_test_workload_is_pinned(env_id):
     spec = tasks()[env_id]
-    workload, history = first_test_workload(spec)
+    workload, history, outages = first_test_workload(spec)
     assert len(history) == 3 * 1440 and len(workload) > 1e6
-    assert workload_hash(workload, history) == FIRST_TEST_WORKLOAD[env_id]
+    assert len(outages) == (env_id == "Outage-v1")
+    assert workload_hash(workload, history, outages) == FIRST_TEST_WORKLOAD[env_id]
 
 
 def test_task_seed_ranges_are_disjoint_and_ids_registered():
-    assert {"Day-v1", "DayLight-v1", "Week-v1", "Burst-v1"} <= set(tasks())
-    for env_id, spec in tasks().items():
+    assert {"Day-v1", "DayLight-v1", "Week-v1", "Burst-v1", "Outage-v1"} <= set(tasks())
+    assert set(tasks("v1-fast")) == {k.replace("-v1", "-fast-v1") for k in tasks()}
+    for env_id, spec in {**tasks(), **tasks("v1-fast")}.items():
         ranges = [spec.seeds.seeds(s) for s in ("train", "validation", "test")]
         for i, a in enumerate(ranges):
             assert len(a) > 0
             for b in ranges[i + 1:]:
                 assert not set(a) & set(b), env_id
         assert gym.spec(f"sageserve_env/{env_id}").kwargs == spec.env_kwargs()
+        assert gym.spec(f"sageserve_env/{env_id}").entry_point.endswith(":SageServeEnv")
     assert tasks()["Week-v1"].horizon_s == 604800.0
+    for env_id, spec in tasks().items():  # the fast task is the same spec, run by the fast fidelity
+        fast = tasks("v1-fast")[env_id.replace("-v1", "-fast-v1")]
+        assert fast.fidelity == "fast" and spec.fidelity == "detailed"
+        assert {**fast.env_kwargs(), "fidelity": "detailed"} == spec.env_kwargs()
+        assert task(fast.env_id) == fast and task(f"sageserve_env/{env_id}") == spec
 
 
 def test_v0_ids_keep_their_kwargs_and_process():
@@ -134,16 +156,24 @@ def test_first_hour_allocation_follows_demand():
     assert sum(b.values()) > sum(a.values()) and sum(b.values()) <= heavy.regions[0].servers
 
 
-def test_v1_episode_plans_at_start():
+@pytest.mark.parametrize("fidelity", ["detailed", "fast"])
+def test_v1_episode_plans_at_start(fidelity):
     from agents import make_policy
     from agents.runner import run_episode
 
-    kw = {"scenario": "small", "horizon_s": 1800.0, "initial_allocation": "first_hour",
+    kw = {"scenario": "small", "horizon_s": 1800.0, "initial_allocation": "first_hour", "fidelity": fidelity,
           "sim_overrides": ["workload.history_days=1", "workload.rate_sigma=0.2"]}
     plans = {}
-    for name, extra in (("v1", kw), ("v0", {"scenario": "small", "horizon_s": 1800.0})):
+    for name, extra in (("v1", kw), ("v0", {"scenario": "small", "horizon_s": 1800.0, "fidelity": fidelity})):
         policy = make_policy("lt_i", forecaster="seasonal_naive")
         env = SageServeEnv(**policy.env_kwargs(), **extra)
+        if name == "v1":  # the start: the first hour's allocation, the preceding day as history
+            workload, history = env.draw_episode(7)
+            env.reset(seed=7)
+            wanted = first_hour_instances(env.sim_config, workload)
+            assert {f"westus/{m}": int(n) for m, n in zip(env.sim_config.model_names,
+                                                          env.sim.fleet.counts[0, :-1, 0])} == wanted
+            assert env.sim.fidelity == fidelity and env.view().history_minutes() == len(history) == 1440
         run_episode(env, policy, seed=7)
         plans[name] = [t for t, _ in policy.plan_log]
     assert plans["v1"][0] == 0.0  # the forecaster has the preceding day from the start
@@ -157,6 +187,9 @@ def test_suite_arguments():
     cfg = evaluate.parse_args(["suite=v1", "tasks=[Burst-v1]"])
     assert cfg.scenarios == ["Burst-v1"] and cfg.policies == evaluate.SUITE_POLICIES
     assert evaluate.seeds_of(cfg, "Burst-v1") == list(range(20000, 20010))
+    cfg = evaluate.parse_args(["suite=v1-fast", "tasks=[Outage-fast-v1]"])
+    assert cfg.scenarios == ["Outage-fast-v1"] and evaluate.env_kwargs(cfg, "Outage-fast-v1")["fidelity"] == "fast"
+    assert evaluate.seeds_of(cfg, "Outage-fast-v1") == list(range(20000, 20010))
     cfg = evaluate.parse_args(["suite=v1", "seeds=[5]", "policies=[reactive,oracle]"])
     assert evaluate.seeds_of(cfg, "Day-v1") == [5] and cfg.policies == ["reactive", "oracle"]
     assert evaluate.env_kwargs(cfg, "Day-v1") == tasks()["Day-v1"].env_kwargs()

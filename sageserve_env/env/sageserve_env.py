@@ -106,7 +106,10 @@ class SageServeEnv(gym.Env):
     ``scaling.interval_s`` knob (default -1, no limit); in the fast fidelity,
     ``SimView.endpoints().niw_queue_requests`` now counts the NIW queue (it read 0).
     v1: the benchmark tasks (``sageserve_env.tasks``, ``docs/benchmark.md``): the v1 workload
-    process, generated history days, a first-hour allocation, fixed seed splits.
+    process, generated history days, a first-hour allocation, fixed seed splits; server faults
+    (``Outage-v1``: ``faults`` in the config, generated outages drawn by ``reset`` after the
+    workload, ``draw_outages()``; ``info["kpis"]`` ``requests_retried`` and ``servers_down``);
+    every task also as ``<Task>-fast-v1`` (this env with ``fidelity="fast"``).
     v1 (``...-fast-v1`` only): the fast fidelity vectorized over worlds, ``SageServeVectorEnv``
     (``sageserve_env/env/vector_env.py``) through ``make_vec``, its one-world case through ``make``;
     the same spaces and reward, traffic as per-tick aggregates (``docs/fidelity.md``, "v1").
@@ -162,6 +165,10 @@ class SageServeEnv(gym.Env):
             raise ValueError(f"forecaster must be none, seasonal_naive or arima, got {c['forecaster']!r}")
         if c["initial_allocation"] not in ("scenario", "first_hour"):
             raise ValueError(f"initial_allocation must be scenario or first_hour, got {c['initial_allocation']!r}")
+        for i, o in enumerate(self.sim_config.faults.outages):
+            if o.start_s >= self.horizon:
+                raise ValueError(f"faults.outages.{i}.start_s={o.start_s:g} is not before horizon_s={self.horizon:g}: "
+                                 "the outage would never happen")
         if c["trace_window"] not in ("random", "start"):
             raise ValueError(f"trace_window must be random or start, got {c['trace_window']!r}")
         cfg = self.sim_config
@@ -248,11 +255,15 @@ class SageServeEnv(gym.Env):
         if workload is None:
             workload, history = self._draw_workload()
         episode_config = self.sim_config
+        if self.config["initial_allocation"] == "first_hour" or episode_config.faults.generated:
+            episode_config = copy.deepcopy(self.sim_config)
         if self.config["initial_allocation"] == "first_hour":
             from sageserve_env.capacity import first_hour_instances
 
-            episode_config = copy.deepcopy(self.sim_config)
             episode_config.scaling.initial_overrides = first_hour_instances(self.sim_config, workload)
+        if episode_config.faults.generated:
+            episode_config.faults.outages = self.draw_outages()
+            episode_config.faults.generated = 0
         self.sim = make_simulator(episode_config, workload, self.config["fidelity"], float(self.config["fidelity_tick_s"]))
         self._view = SimView(self.sim, int(math.ceil(self.horizon / 60.0)) + 61, history)
         self._servers = np.maximum(self.sim.fleet.servers.astype(float), 1.0)  # per region, the divisor of counts
@@ -277,6 +288,18 @@ class SageServeEnv(gym.Env):
         simulator; it reseeds the env's generator as ``reset`` does."""
         super().reset(seed=seed)
         return self._draw_workload()
+
+    def draw_outages(self) -> list:
+        """The episode's outages (``OutageConfig``): the scheduled ones, then ``faults.generated``
+        drawn from the env's generator. ``reset`` draws them right after the workload, so after
+        ``draw_episode(seed)`` this gives those of ``reset(seed=seed)``."""
+        from sageserve_env.sim.faults import draw_outages
+
+        faults = self.sim_config.faults
+        if not faults.generated:
+            return list(faults.outages)
+        rng = np.random.default_rng(self.np_random.integers(2**63))
+        return list(faults.outages) + draw_outages(self.sim_config, rng, self.horizon)
 
     def _draw_workload(self):
         """(workload, history): a generated day seeded from the env's generator (with its
@@ -489,6 +512,8 @@ class SageServeEnv(gym.Env):
             "requests_total": float(sim.arrived),
             "requests_completed": float(c[Stat.COMPLETED]),
             "requests_dropped": float(c[Stat.DROPPED]),
+            "requests_retried": float(c[Stat.RETRIED]),
+            "servers_down": float(sim.fleet.down().sum()),
             "requests_queued": float(c[Stat.QUEUED_REQUESTS]),
             "requests_in_flight": float(c[Stat.IN_FLIGHT_REQUESTS]),
             "iw_slo_attainment_served": float(1.0 - c[Stat.IW_SLO_MISSES] / iw_first) if iw_first else 1.0,

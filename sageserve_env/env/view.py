@@ -87,8 +87,12 @@ class SimView:
         return self._sim.fleet.min_instances
 
     def servers(self) -> np.ndarray:
-        """Servers per region."""
-        return self._sim.fleet.servers.copy()
+        """Servers per region in service: the fleet without the servers down in a fault."""
+        return self._sim.fleet.servers - self._sim.fleet.down()
+
+    def down_servers(self) -> np.ndarray:
+        """Servers per region down in a fault (``sim/faults.py``)."""
+        return self._sim.fleet.down()
 
     def free_servers(self) -> np.ndarray:
         """Servers holding no model, per region."""

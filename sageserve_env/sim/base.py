@@ -7,6 +7,7 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.events import EventQueue, check_time
+from sageserve_env.sim.faults import schedule_outages
 from sageserve_env.sim.fleet import Fleet
 from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
@@ -33,6 +34,7 @@ class SimulatorBase:
         n_r, n_m = len(self.region_names), len(self.model_names)
         self.kv_capacity = np.array([kv_capacity(config, r, m) for r in range(n_r) for m in range(n_m)], dtype=np.int64)
         vars(self).update(serving_settings(config))
+        schedule_outages(self)  # fires from the first run_until, once the fidelity is built
 
     def _advance(self, t_end: float) -> None:
         """Check that the simulation can run until ``t_end`` and count the change."""

@@ -5,8 +5,9 @@ Both fidelities compose one ``Fleet``. It holds counts, not server objects, so i
 as they are to a fidelity that keeps no servers; what a scaling step does to the traffic (which
 instance drains, where its requests go) is the fidelity's, through ``ScalingHooks``.
 
-States (``ACTIVE``, ``STARTING``, ``DRAINING``, ``SPOT``, ``FREE``): every server is in exactly
-one. A server in ``FREE`` holds no model (model column ``NO_MODEL``); every other one holds one.
+States (``ACTIVE``, ``STARTING``, ``DRAINING``, ``SPOT``, ``FREE``, ``DOWN``): every server is in
+exactly one. A server in ``FREE`` or ``DOWN`` (failed, ``fail``/``restore``) holds no model (model
+column ``NO_MODEL``); every other one holds one. Down servers are not billed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 
-ACTIVE, STARTING, DRAINING, SPOT, FREE = range(5)
-STATE_NAMES = ("active", "starting", "draining", "spot", "free")
+ACTIVE, STARTING, DRAINING, SPOT, FREE, DOWN = range(6)
+STATE_NAMES = ("active", "starting", "draining", "spot", "free", "down")
 BILLED_STATES = (ACTIVE, STARTING, DRAINING)
 NO_MODEL = -1  # model index of a server that holds none (the last model column of the counts)
 
@@ -80,6 +81,10 @@ class ScalingHooks(Protocol):
     def drain(self, r: int, m: int, now: float) -> bool:
         """An active instance of (r, m) drains; False if it holds nothing and leaves at once."""
 
+    def fail(self, r: int, m: int, state: int, k: int, now: float) -> None:
+        """``k`` servers of endpoint (r, m) in ``state`` (active, starting or draining) fail: their
+        instances die and their requests are retried. Called before the counts change."""
+
 
 class Fleet:
     """Server counts per (region, model or none, state), and the rules that change them."""
@@ -108,6 +113,7 @@ class Fleet:
         self.timeline: List[Tuple[float, int, int, int, int, int, int]] = []
         self.scale_log: List[Tuple[float, int, int, ScaleKind]] = []
         self.n_scale_downs = 0  # drains among the scale_log entries
+        self.fault_log: List[Tuple[float, int, int]] = []  # (time, region, servers: -failed or +restored)
         for r in range(n_r):
             for m in range(n_m):
                 self.log(r, m, 0.0)
@@ -201,6 +207,50 @@ class Fleet:
         self._move(r, m, DRAINING, m, SPOT, now)
         self.log(r, m, now)
 
+    def fail(self, r: int, n: int, now: float, hooks: ScalingHooks) -> int:
+        """``n`` of region ``r``'s servers that are up fail (all of them if fewer are up); returns
+        how many did. A fault hits servers whatever they hold: the failures are spread over the
+        region's (model, state) cells in proportion to their servers (largest remainders, ties
+        to the first cell), so both fidelities take the same cells. Instances on them die
+        (``hooks.fail``); their servers, spot and free ones too, go ``DOWN`` and hold no model."""
+        up = self.counts[r, :, :DOWN].ravel()
+        n = int(min(n, up.sum()))
+        if n <= 0:
+            return 0
+        quota = up * n / up.sum()
+        take = np.floor(quota).astype(np.int64)
+        extra = np.argsort(-(quota - take), kind="stable")[: n - int(take.sum())]
+        take[extra] += 1
+        self._flush(now)
+        n_states = DOWN
+        for cell in np.flatnonzero(take):
+            m, state, k = int(cell) // n_states, int(cell) % n_states, int(take[cell])
+            model = NO_MODEL if m == len(self.model_names) else m
+            if state in BILLED_STATES:
+                hooks.fail(r, model, state, k, now)
+            self.counts[r, model, state] -= k
+            self.counts[r, NO_MODEL, DOWN] += k
+            if model != NO_MODEL:
+                self.log(r, model, now)
+        self.fault_log.append((now, r, -n))
+        return n
+
+    def restore(self, r: int, n: int, now: float) -> None:
+        """``n`` down servers of region ``r`` are repaired. They come back ``FREE``: a failed
+        server is reimaged, so it holds no model and serves again only after a full load
+        (``spin_up_s``), not a reclaim."""
+        if not 0 <= n <= self.counts[r, NO_MODEL, DOWN]:
+            raise ValueError(f"cannot restore {n} servers of region {self.region_names[r]}: "
+                             f"{int(self.counts[r, NO_MODEL, DOWN])} are down")
+        self._flush(now)
+        self.counts[r, NO_MODEL, DOWN] -= n
+        self.counts[r, NO_MODEL, FREE] += n
+        self.fault_log.append((now, r, n))
+
+    def down(self) -> np.ndarray:
+        """Servers down per region."""
+        return self.counts[:, NO_MODEL, DOWN].copy()
+
     def _move(self, r: int, model_from: int, state_from: int, model_to: int, state_to: int, now: float) -> None:
         self._flush(now)
         self.counts[r, model_from, state_from] -= 1
@@ -232,8 +282,8 @@ class Fleet:
             return "a server count is negative"
         if not np.array_equal(c.sum(axis=(1, 2)), self.servers):
             return f"servers per region {c.sum(axis=(1, 2)).tolist()} != {self.servers.tolist()}"
-        if c[:, NO_MODEL, :FREE].any() or c[:, :-1, FREE].any():
-            return "a server holding no model is not free, or a free server holds a model"
+        if c[:, NO_MODEL, :FREE].any() or c[:, :-1, FREE:].any():
+            return "a server holding no model is not free or down, or a free or down server holds a model"
         gpu_s = float(self.gpu_seconds_by_state(now).sum())
         fleet_gpu_s = float((self.gpus_per_server * self.servers).sum() * now)
         if not np.isclose(gpu_s, fleet_gpu_s, rtol=1e-9, atol=1e-6):

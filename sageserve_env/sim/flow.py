@@ -55,6 +55,7 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.base import SimulatorBase
+from sageserve_env.sim.faults import failover_region
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, ScaleResult
 from sageserve_env.sim.metrics import PERCENTILES
 from sageserve_env.sim.simulator import InvariantError
@@ -74,7 +75,8 @@ W, P, D = range(3)  # request pools: waiting for a slot, prefilling, decoding
 HOME_COLS = 6  # per endpoint and tick: NIW requests, NIW tokens, dropped IW, NIW, tokens, IW prompt
 # statistics columns of the running totals, from ``_totals()`` (counts) and rows of ``_expected``
 COUNTED = {Stat.ARRIVED: "arrived", Stat.ARRIVED_PROMPT_TOKENS: "arrived_prompt_tokens", Stat.COMPLETED: "completed",
-           Stat.IW_FIRST_TOKENS: "iw_first_tokens", Stat.NIW_COMPLETED: "niw_completed", Stat.DROPPED: "dropped"}
+           Stat.IW_FIRST_TOKENS: "iw_first_tokens", Stat.NIW_COMPLETED: "niw_completed", Stat.DROPPED: "dropped",
+           Stat.RETRIED: "retried"}
 EXPECTED = (Stat.IW_SLO_MISSES, Stat.IW_E2E_MISSES, Stat.NIW_DEADLINE_MISSES, Stat.IW_TTFT_SUM)
 
 
@@ -105,7 +107,7 @@ class _StartUp:
         self.sim, self.r, self.m, self.version = sim, r, m, 0
 
     def on_event(self, now: float) -> None:
-        self.sim.activate(self.r, self.m, now)
+        self.sim.started(self, now)
 
 
 class _Drain:
@@ -257,6 +259,14 @@ class FlowSimulator(SimulatorBase):
         self._served = np.zeros((2, E))  # FIFO departures: IW first tokens and drops, NIW completions
         self._wait = np.zeros(E)  # FIFO wait of the last IW departure
         self._stale = np.zeros((2, E))  # IW dropped by drop_iw_after_s: requests, tokens
+        # faults (``sim/faults.py``): retried requests per endpoint; IW (requests, tokens) moved in
+        # minus out; IW FIFO departures that are no new first token (retried before theirs, or
+        # retried after it and prefilled again); retried IW waiting here that had their first token
+        self._retried = np.zeros(E)
+        self._moved = np.zeros((2, E))
+        self._unfirst = np.zeros(E)
+        self._again = np.zeros(E)
+        self._starting: List[List[_StartUp]] = [[] for _ in range(E)]  # pending start-ups per endpoint
         self._drains: List[_Drain] = []  # every draining instance, in the order they began
         self._draining: List[List[_Drain]] = [[] for _ in range(E)]  # per endpoint, in that order
         # per-endpoint constants of the tick's arithmetic
@@ -311,10 +321,7 @@ class FlowSimulator(SimulatorBase):
     def _tick(self, dt: float, row: np.ndarray) -> None:
         """One tick of ``dt`` seconds ending at ``now``, ``row`` its arrivals (see the module
         docstring for the steps)."""
-        if self._fleet_changed:
-            self._recount()
-        committed = self._Q[:, 1].sum(axis=(0, 1))
-        util = committed * self._inv_kv + self._no_instance  # 1.0 where no instance is active
+        committed, util = self._utilization()
         routed, niw_arrivals = self._arrive(row, util)
         if self.feed_async and self._F[0].max() > 0:
             self._feed(util, committed + routed[:, 2], niw_arrivals)
@@ -326,7 +333,22 @@ class FlowSimulator(SimulatorBase):
         queue_p, queue_m = self._queueing(dt, admitted / (self._A1 * dt), marg, t, 1.0 - room * self._inv_limits)
         queue_p = queue_p * ~(fluid_queue | saturated)  # while the fluid queues, its own wait stands
         done = self._decode(dt, inflow, t)
-        self._latencies(inflow[0, IW], done[NIW], b, marg, t, queue_p, queue_m)
+        first = inflow[0, IW]
+        if self._again.any():  # retried requests that had their first token: prefilled again, no new one
+            again = np.minimum(first, self._again)
+            self._again -= again
+            self._unfirst += again
+            self._served[IW] += again
+            first = first - again
+        self._latencies(first, done[NIW], b, marg, t, queue_p, queue_m)
+
+    def _utilization(self) -> Tuple[np.ndarray, np.ndarray]:
+        """KV tokens committed per endpoint and the memory utilization of its active instances
+        (1.0 where none is active)."""
+        if self._fleet_changed:
+            self._recount()
+        committed = self._Q[:, 1].sum(axis=(0, 1))
+        return committed, committed * self._inv_kv + self._no_instance
 
     def _recount(self) -> None:
         """Per-endpoint figures that change only with the active instances."""
@@ -637,8 +659,72 @@ class FlowSimulator(SimulatorBase):
         self._fleet_changed = True
 
     def start(self, r: int, m: int, ready_at: float) -> None:
-        self.events.push(ready_at, _StartUp(self, r, m))
+        start_up = _StartUp(self, r, m)
+        self._starting[r * len(self.model_names) + m].append(start_up)
+        self.events.push(ready_at, start_up)
         self._fleet_changed = True
+
+    def started(self, start_up: _StartUp, now: float) -> None:
+        """A start-up fired: its instance is active."""
+        self._starting[start_up.r * len(self.model_names) + start_up.m].remove(start_up)
+        self.activate(start_up.r, start_up.m, now)
+
+    def fail(self, r: int, m: int, state: int, k: int, now: float) -> None:
+        """``k`` of endpoint (r, m)'s instances in ``state`` die in a fault: starting ones the
+        last started; draining ones the last to begin draining, with what they hold; active ones
+        the last positions of the spread (``_spread``), with the share of every pool (waiting,
+        prefilling, decoding) those hold. Their requests are retried (``sim/faults.py``): IW ones
+        wait again at the failover endpoint, NIW ones go back to the NIW feed queue."""
+        n_m = len(self.model_names)
+        e = r * n_m + m
+        if state == STARTING:
+            for start_up in self._starting[e][-k:]:
+                start_up.version += 1  # cancelled
+            del self._starting[e][-k:]
+            self._fleet_changed = True
+            return
+        taken = np.zeros((3, 2, 2))  # pool (W, P, D) x (requests, tokens) x tier
+        if state == DRAINING:
+            for drain in self._draining[e][-k:]:
+                self._drains.remove(drain)
+                taken[D] += drain.held[:2]
+            del self._draining[e][-k:]
+        else:
+            pending = self._spread(e)[0]
+            held = pending.sum()
+            share = 1.0 if k >= len(pending) else (pending[len(pending) - k:].sum() / held if held > 0 else 0.0)
+            pools = self._Q[:, :, :, e]
+            n = np.floor(pools[:, 0] * share)
+            tok = np.where(n == pools[:, 0], pools[:, 1], np.floor(pools[:, 1] * n / np.maximum(pools[:, 0], 1.0)))
+            taken[:, 0], taken[:, 1] = n, tok
+            pools -= taken
+        self._retried[e] += taken[:, 0].sum()
+        niw = taken[:, :, NIW].sum(0)
+        if self.feed_async:
+            self._F[:, e] += niw
+        else:
+            self._Q[W, :, NIW, e] += niw
+        iw = taken[:, :, IW].sum(0)
+        if iw[0]:
+            d = self._failover(r, m)
+            self._Q[W, :, IW, d] += iw
+            self._moved[:, e] -= iw
+            self._moved[:, d] += iw
+            unserved = taken[W, 0, IW] + taken[P, 0, IW]  # they leave this FIFO without a first token
+            self._served[IW, e] += unserved
+            self._unfirst[e] += unserved
+            self._hist[self._n_hist - 1, IW, d] += iw[0]  # and join the failover endpoint's
+            self._again[d] += taken[D, 0, IW]
+        self._fleet_changed = True
+
+    def _failover(self, r: int, m: int) -> int:
+        """The endpoint retried IW requests of (r, m) go to: ``failover_region`` over the priority
+        order of the requests homed in ``r`` (``routing.no_reroute``: (r, m) itself)."""
+        if self.no_reroute:
+            return r * len(self.model_names) + m
+        order = next((o for o in self._orders if o[0] == r), tuple(range(len(self.region_names))))
+        util = self._utilization()[1].reshape(len(self.region_names), -1)[:, m]
+        return failover_region(order, r, lambda c: float(util[c]), self.util_threshold) * len(self.model_names) + m
 
     def activate(self, r: int, m: int, now: float) -> None:
         """A starting instance finished loading."""
@@ -716,7 +802,7 @@ class FlowSimulator(SimulatorBase):
             "arrived": iw + niw,
             "arrived_prompt_tokens": r[:, 1] + h[:, 5],
             "arrived_tokens": r[:, 2] + h[:, 1] + h[:, 4],
-            "iw_first_tokens": self._served[IW] - stale[0],
+            "iw_first_tokens": self._served[IW] - stale[0] - self._unfirst,
             "completed": self._done[0].sum(0),
             "completed_tokens": self._done[1].sum(0),
             "niw_completed": self._done[0, NIW],
@@ -726,6 +812,7 @@ class FlowSimulator(SimulatorBase):
             "dropped_tokens": h[:, 4] + stale[1],
             "dropped_too_large": h[:, 2] + h[:, 3],
             "dropped_iw_timeout": stale[0],
+            "retried": self._retried,
         }
 
     def _endpoint_pools(self) -> np.ndarray:
@@ -810,7 +897,7 @@ class FlowSimulator(SimulatorBase):
         for d in self._drains:
             held[:, d.endpoint] += d.held[:2].sum(1)
         c = self._totals()
-        arrived = np.stack([c["arrived"], c["arrived_tokens"]])
+        arrived = np.stack([c["arrived"], c["arrived_tokens"]]) + self._moved
         accounted = held + self._done.sum(1) + np.stack([c["dropped"], c["dropped_tokens"]])
         if not np.array_equal(arrived, accounted):
             raise InvariantError(f"requests or tokens not conserved: arrived {arrived} != "

@@ -106,6 +106,11 @@ class Instance:
         """KV tokens committed (admitted or waiting here) / KV capacity (GPU memory - weights)."""
         return self.pending_tokens / self.capacity if self.capacity else 0.0
 
+    def held(self) -> list:
+        """The requests held (waiting, prefilling or decoding), in arrival order."""
+        return sorted([*self.wait_iw, *self.wait_niw, *(entry[0] for entry in self.prefill),
+                       *(rid for _, rid in self.decoders)])
+
     # -- requests arriving ----------------------------------------------------------------
     def assign(self, rid: int, need: int, now: float) -> None:
         """Take a request routed to this instance (``need``: its prompt + output tokens, already
@@ -192,15 +197,19 @@ class Instance:
                 first_token_s, served_region, region, stats = req.first_token_s, req.served_region, self.region, self.stats
                 while prefill and prefill[0][1] == 0:
                     rid = prefill.popleft()[0]
-                    first_token_s[rid] = now
-                    served_region[rid] = region
-                    if tier[rid] == IW:
-                        self.prefill_iw -= 1
-                        ttft = now - arrival[rid]
-                        stats[_IW_FIRST_TOKENS] += 1
-                        stats[_IW_TTFT_SUM] += ttft
-                        if ttft > sla[rid]:
-                            stats[_IW_SLO_MISSES] += 1
+                    if first_token_s[rid] == first_token_s[rid]:  # not NaN: retried, it keeps its first token
+                        if tier[rid] == IW:
+                            self.prefill_iw -= 1
+                    else:
+                        first_token_s[rid] = now
+                        served_region[rid] = region
+                        if tier[rid] == IW:
+                            self.prefill_iw -= 1
+                            ttft = now - arrival[rid]
+                            stats[_IW_FIRST_TOKENS] += 1
+                            stats[_IW_TTFT_SUM] += ttft
+                            if ttft > sla[rid]:
+                                stats[_IW_SLO_MISSES] += 1
                     if output[rid] == 1:  # it completes with its first token
                         need = prompt[rid] + 1
                         self.reserved -= need

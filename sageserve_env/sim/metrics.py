@@ -40,8 +40,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from sageserve_env.sim.fleet import BILLED_STATES, FREE, SCALE_UPS, SPOT, STARTING, ScaleKind
+from sageserve_env.sim.fleet import BILLED_STATES, DOWN, FREE, SCALE_UPS, SPOT, STARTING, ScaleKind
 from sageserve_env.sim.requests import DropReason
+from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.workload import IW
 
 PERCENTILES = (50, 90, 95, 99)
@@ -142,6 +143,7 @@ def _accounting(fleet, gpu_s: np.ndarray, peaks: np.ndarray, scale_counts: np.nd
     }
     if model is None:
         m["free_gpu_hours"] = float(g[FREE])
+        m["down_gpu_hours"] = float(g[DOWN])  # servers down in a fault: not billed
     m["billed_instance_hours"] = billed / float(fleet.gpus_per_server[region])
     m["instance_hours_15min_peak"] = float(peaks[region, models].sum())
     m["cost_usd"] = billed * float(fleet.cost_per_gpu_hour[region])
@@ -189,6 +191,7 @@ def summarize(sim, wall_seconds: float) -> Dict[str, Any]:
     # every request that arrived is completed, dropped (by reason), queued or in flight
     summary["requests_queued"] = sim.queued()
     summary["requests_in_flight"] = sim.in_flight()
+    summary["requests_retried"] = int(sim.statistics()[:, Stat.RETRIED].sum())  # after a fault, counted once each time
     for key, value in per_region[0].items():  # accounting: the regions' sum
         if key not in summary and key != "region":
             summary[key] = type(value)(sum(row[key] for row in per_region))

@@ -19,14 +19,15 @@ import numpy as np
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.endpoint import Endpoint
 from sageserve_env.sim.base import SimulatorBase
-from sageserve_env.sim.fleet import ACTIVE, DRAINING, SPOT, STARTING, STATE_NAMES, ScaleResult
+from sageserve_env.sim.faults import failover_region
+from sageserve_env.sim.fleet import ACTIVE, DOWN, DRAINING, SPOT, STARTING, STATE_NAMES, ScaleResult
 from sageserve_env.sim.instance import Instance
 from sageserve_env.sim.metrics import RecordMetrics
 from sageserve_env.sim.requests import DropReason, Requests
 from sageserve_env.sim.stats import N_TOTALS, Stat
 from sageserve_env.workload.workload import NIW, Workload
 
-_ARRIVED, _ARRIVED_PROMPT_TOKENS = int(Stat.ARRIVED), int(Stat.ARRIVED_PROMPT_TOKENS)
+_ARRIVED, _ARRIVED_PROMPT_TOKENS, _RETRIED = int(Stat.ARRIVED), int(Stat.ARRIVED_PROMPT_TOKENS), int(Stat.RETRIED)
 
 
 class InvariantError(AssertionError):
@@ -77,6 +78,7 @@ class Simulator(SimulatorBase):
         self.all_endpoints: List[Endpoint] = [ep for eps in self.endpoints for ep in eps]
         limit = config.slo.drop_iw_after_s
         self._timeouts = _IwTimeouts(self, limit) if limit is not None else None
+        self._retried: set = set()  # requests retried after a fault
         for ep in self.all_endpoints:
             for _ in range(int(self.fleet.counts[ep.region, ep.model, ACTIVE])):
                 ep.active.append(Instance(self, ep, self.perf[ep.region][ep.model], ACTIVE))
@@ -132,18 +134,20 @@ class Simulator(SimulatorBase):
     def expire(self, rid: int, now: float) -> None:
         """IW request ``rid`` has waited ``slo.drop_iw_after_s``: drop it if it still waits for
         a batch slot. It is the oldest of its queue (every queue is first come first served and
-        the older ones were looked at first), so only queue fronts are searched."""
+        the older ones were looked at first), so only queue fronts are searched; but a request
+        retried after a fault joined its new queue at the back, so its queues are searched whole."""
         req = self.requests
         if req.drop_reason[rid] or not math.isnan(req.first_token_s[rid]):  # dropped, or served
             return
+        whole = rid in self._retried
         for ep in (self.endpoints[r][req.model[rid]] for r in req.order[rid]):
-            if ep.backlog and ep.backlog[0] == rid:
-                ep.backlog.popleft()
+            if ep.backlog and (ep.backlog[0] == rid or (whole and rid in ep.backlog)):
+                ep.backlog.remove(rid)
                 req.drop_reason[rid] = int(DropReason.IW_TIMEOUT)
                 ep.stats[Stat.DROPPED] += 1
                 return
             for inst in ep.active + ep.draining:
-                if inst.wait_iw and inst.wait_iw[0] == rid:
+                if inst.wait_iw and (inst.wait_iw[0] == rid or (whole and rid in inst.wait_iw)):
                     inst.expire(rid, now)
                     return
 
@@ -180,6 +184,44 @@ class Simulator(SimulatorBase):
         inst.state = DRAINING
         ep.draining.append(inst)
         return True
+
+    def fail(self, r: int, m: int, state: int, k: int, now: float) -> None:
+        """``k`` of endpoint (r, m)'s instances in ``state`` die in a fault, the last ones of
+        their list (the most recently started); their requests are retried (``sim/faults.py``)."""
+        ep = self.endpoints[r][m]
+        group = {ACTIVE: ep.active, STARTING: ep.starting, DRAINING: ep.draining}[state]
+        dead = group[len(group) - k:]
+        del group[len(group) - k:]
+        retried = []
+        for inst in dead:
+            inst.version += 1  # cancels its scheduled iteration or start-up
+            inst.state = DOWN
+            if state == ACTIVE:
+                ep.committed -= inst.pending_tokens
+            retried += inst.held()
+        retried.sort()  # in arrival order
+        ep.stats[_RETRIED] += len(retried)
+        self._retried.update(retried)
+        req = self.requests
+        niw = [rid for rid in retried if req.tier[rid] == NIW]
+        if self.feed_async and niw:  # back to the front of the NIW queue, in arrival order
+            ep.niw_queue.extendleft(reversed(niw))
+            ep.niw_queue_tokens += sum(req.prompt[rid] + req.output[rid] for rid in niw)
+            ep.feed(now)
+        for rid in retried:
+            if req.tier[rid] != NIW:
+                self._failover(rid, r).route(rid, now)
+            elif not self.feed_async:
+                ep.route(rid, now)
+
+    def _failover(self, rid: int, failed: int) -> Endpoint:
+        """The endpoint a retried IW request goes to (``failover_region``; its home region with
+        ``routing.no_reroute``)."""
+        req = self.requests
+        eps = [row[req.model[rid]] for row in self.endpoints]
+        if self.no_reroute:
+            return eps[req.region[rid]]
+        return eps[failover_region(req.order[rid], failed, lambda r: eps[r].utilization(), self.util_threshold)]
 
     def activated(self, inst: Instance, now: float) -> None:
         """A starting instance finished loading."""

@@ -26,21 +26,22 @@ class Stat(IntEnum):
     NIW_COMPLETED = 7
     NIW_DEADLINE_MISSES = 8  # NIW completions past their deadline
     DROPPED = 9
+    RETRIED = 10  # requests taken off an instance that died in a fault (``sim/faults.py``), routed again
     # gauges of the present state
-    ACTIVE = 10  # instances
-    STARTING = 11
-    DRAINING = 12
-    SPOT_OWN = 13  # spot servers of the region still holding the endpoint's model
-    UTILIZATION = 14  # mean memory utilization of the active instances (1.0 when none)
-    UTILIZATION_MAX = 15
-    BUSY_FRACTION = 16  # share of active instances holding any request (1.0 when none)
-    QUEUED_IW_TOKENS = 17  # KV tokens (prompt + output) of requests waiting for a batch slot
-    QUEUED_NIW_TOKENS = 18  # KV tokens in the NIW feed queue
-    NIW_QUEUE_REQUESTS = 19  # requests in the NIW feed queue
-    QUEUED_REQUESTS = 20  # requests arrived and waiting anywhere (for a batch slot, an instance, the NIW feed)
-    IN_FLIGHT_REQUESTS = 21  # requests admitted to a batch (prefilling or decoding), draining instances' too
+    ACTIVE = 11  # instances
+    STARTING = 12
+    DRAINING = 13
+    SPOT_OWN = 14  # spot servers of the region still holding the endpoint's model
+    UTILIZATION = 15  # mean memory utilization of the active instances (1.0 when none)
+    UTILIZATION_MAX = 16
+    BUSY_FRACTION = 17  # share of active instances holding any request (1.0 when none)
+    QUEUED_IW_TOKENS = 18  # KV tokens (prompt + output) of requests waiting for a batch slot
+    QUEUED_NIW_TOKENS = 19  # KV tokens in the NIW feed queue
+    NIW_QUEUE_REQUESTS = 20  # requests in the NIW feed queue
+    QUEUED_REQUESTS = 21  # requests arrived and waiting anywhere (for a batch slot, an instance, the NIW feed)
+    IN_FLIGHT_REQUESTS = 22  # requests admitted to a batch (prefilling or decoding), draining instances' too
 
 
-N_TOTALS = int(Stat.DROPPED) + 1  # the running totals are the first columns
+N_TOTALS = int(Stat.RETRIED) + 1  # the running totals are the first columns
 TOTALS = tuple(Stat)[:N_TOTALS]
 GAUGES = tuple(Stat)[N_TOTALS:]

@@ -439,6 +439,9 @@ class VectorFlow(FlowSimulator):
                              f"{config.workload.source!r} is not supported")
         if config.slo.drop_iw_after_s is not None:
             raise ValueError("slo.drop_iw_after_s is not supported by the vectorized fast fidelity")
+        if config.faults.outages or config.faults.generated:
+            raise ValueError("faults (faults.outages, faults.generated) are not supported by the vectorized fast "
+                             "fidelity; use SageServeEnv with fidelity=fast (the <Task>-fast-v1 task IDs)")
         self.tick_s = float(tick_s)
         self.config = config
         self.region_names, self.model_names = config.region_names, config.model_names
