@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Dict
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sageserve_env.sim.fleet import STATE_NAMES
 from sageserve_env.workload.workload import IW, NIW
@@ -23,11 +24,24 @@ if TYPE_CHECKING:
     from sageserve_env.sim.simulator import Simulator
 
 CDF_POINTS = 1000  # quantiles drawn per latency CDF (enough for the eye, cheap for 1e6 requests)
+TICKS = 3  # at most this many intervals between major ticks on the axes of the per-endpoint grid
 
 
 def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     return path
+
+
+def iw_load_per_minute(sim: "Simulator", rec: Dict[str, np.ndarray]) -> np.ndarray:
+    """IW requests arriving per endpoint (home region, model) and simulated minute, shape
+    (endpoints, minutes): one ``bincount`` over the records, so a plot of any length reads
+    them once (the last minute also holds arrivals at ``now``)."""
+    n_m = len(sim.model_names)
+    n_e, n_minutes = len(sim.region_names) * n_m, max(1, math.ceil(sim.now / 60))
+    iw = rec["tier"] == IW
+    minute = np.minimum(rec["arrival_s"][iw] // 60, n_minutes - 1).astype(np.int64)
+    endpoint = rec["region"][iw].astype(np.int64) * n_m + rec["model"][iw]
+    return np.bincount(endpoint * n_minutes + minute, minlength=n_e * n_minutes).reshape(n_e, n_minutes)
 
 
 def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) -> Path:
@@ -41,8 +55,8 @@ def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: P
                         top=1 - 0.6 / fig.get_figheight(), wspace=0.45, hspace=0.35)
     axes = fig.subplots(n_r, n_m, squeeze=False, sharex=True)
     tl = np.asarray(sim.fleet.timeline, dtype=float).reshape(-1, 7)
-    n_minutes = max(1, math.ceil(sim.now / 60))
-    minute = np.minimum(rec["arrival_s"] // 60, n_minutes - 1).astype(np.int64)
+    load = iw_load_per_minute(sim, rec)
+    minutes = (np.arange(load.shape[1]) + 0.5) / 60
     for r, region in enumerate(sim.region_names):
         for m, model in enumerate(sim.model_names):
             ax = axes[r, m]
@@ -51,11 +65,13 @@ def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: P
             billed = rows[:, 3:6].sum(axis=1)
             ax.step(times, np.r_[billed, billed[-1:]], where="post", color="C0", lw=1.2)
             ax.set_ylim(bottom=0)
-            sel = (rec["region"] == r) & (rec["model"] == m) & (rec["tier"] == IW)
-            load = np.bincount(minute[sel], minlength=n_minutes)
             twin = ax.twinx()
-            twin.plot((np.arange(len(load)) + 0.5) / 60, load, color="C1", lw=0.6, alpha=0.8)
+            twin.plot(minutes, load[r * n_m + m], color="C1", lw=0.6, alpha=0.8)
             twin.set_ylim(bottom=0)
+            # a few ticks per axis: each tick is four artists, and 24 axes' ticks are most of the drawing
+            ax.yaxis.set_major_locator(MaxNLocator(TICKS, integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(TICKS))
+            twin.yaxis.set_major_locator(MaxNLocator(TICKS, integer=True))
             twin.tick_params(axis="y", colors="C1", labelsize=7)
             ax.tick_params(axis="y", colors="C0", labelsize=7)
             ax.tick_params(axis="x", labelsize=7)
@@ -76,7 +92,8 @@ def plot_latency_cdfs(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) 
     ttft = rec["first_token_s"] - rec["arrival_s"]
     e2e = rec["completion_s"] - rec["arrival_s"]
     iw, niw = rec["tier"] == IW, rec["tier"] == NIW
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    fig = Figure(figsize=(7, 4.2))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)
     ax = fig.subplots()
     q = np.linspace(0, 1, CDF_POINTS + 1)
     for label, values in (("IW TTFT", ttft[iw]), ("IW end-to-end", e2e[iw]), ("NIW end-to-end", e2e[niw])):
@@ -91,13 +108,15 @@ def plot_latency_cdfs(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Latency CDFs")
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
     """GPU-hours per region stacked by server state (active, starting, draining, spot, free)."""
     per_state = sim.gpu_seconds_by_state().sum(axis=1) / 3600.0  # region x state
-    fig = Figure(figsize=(max(4.0, 1.6 * len(sim.region_names) + 2), 4), layout="constrained")
+    width = max(4.0, 1.6 * len(sim.region_names) + 2) + 1.2  # + the legend's column on the right
+    fig = Figure(figsize=(width, 4))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 1.3 / width, bottom=0.1, top=0.9)
     ax = fig.subplots()
     x = np.arange(len(sim.region_names))
     bottom = np.zeros(len(x))
@@ -108,7 +127,7 @@ def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
     ax.set_ylabel("GPU-hours")
     ax.set_title("GPU-hours by server state (billed: active + starting + draining)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:
