@@ -439,6 +439,9 @@ class VectorFlow(FlowSimulator):
                              f"{config.workload.source!r} is not supported")
         if config.slo.drop_iw_after_s is not None:
             raise ValueError("slo.drop_iw_after_s is not supported by the vectorized fast fidelity")
+        if config.deployment.mode != "unified":
+            raise ValueError(f"deployment.mode={config.deployment.mode!r} is not supported by the vectorized fast "
+                             "fidelity (it draws unified endpoints' traffic); use the fast or detailed fidelity")
         self.tick_s = float(tick_s)
         self.config = config
         self.region_names, self.model_names = config.region_names, config.model_names
