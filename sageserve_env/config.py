@@ -285,6 +285,10 @@ def validate(cfg: SimConfig) -> SimConfig:
         _check(len(parts) == 2 and parts[0] in names and parts[1] in cfg.models,
                f"scaling.initial_overrides.{key}", n, "key must be 'region/model' with a known region and model")
         _check(n >= 0, f"scaling.initial_overrides.{key}", n, "must be >= 0")
+    d = cfg.deployment
+    _check(d.mode in ("unified", "siloed"), "deployment.mode", d.mode, "must be 'unified' or 'siloed'")
+    for k in ("prod_instances", "dev_instances"):
+        _check(getattr(d, k) >= 0, f"deployment.{k}", getattr(d, k), "must be >= 0")
     for r in cfg.regions:
         total = sum(cfg.initial_instances(r.name, m) for m in cfg.models)
         _check(total <= r.servers, f"regions.{r.name}.servers", r.servers,
@@ -344,10 +348,6 @@ def validate(cfg: SimConfig) -> SimConfig:
         _check(k in names, f"workload.region_weights.{k}", v, "unknown region")
         _check(v >= 0, f"workload.region_weights.{k}", v, "must be >= 0")
     _check(cfg.duration_s > 0, "duration_s", cfg.duration_s, "must be > 0")
-    d = cfg.deployment
-    _check(d.mode in ("unified", "siloed"), "deployment.mode", d.mode, "must be 'unified' or 'siloed'")
-    for k in ("prod_instances", "dev_instances"):
-        _check(getattr(d, k) >= 0, f"deployment.{k}", getattr(d, k), "must be >= 0")
     return cfg
 
 
