@@ -130,6 +130,49 @@ def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
     return _save(fig, path, tight=False)
 
 
+def _compact(value: float) -> str:
+    """A bar label: 4.31M, 35.2K, 712."""
+    for scale, unit in ((1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def plot_deployments(results: Dict[str, Dict], path: Path) -> Path:
+    """The unified-vs-siloed comparison (``silo.run_comparison``'s results): billed instances over
+    the run per deployment (a siloed one also split into its prod and dev endpoints), and the
+    utility of each tier per deployment (log scale, as the paper draws it)."""
+    fig = Figure(figsize=(12, 4.2))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
+    line_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+    for i, (mode, r) in enumerate(results.items()):
+        hours = r["times_s"] / 3600
+        line_ax.step(hours, r["billed"], where="post", color=f"C{i}", lw=1.4, label=f"{mode}")
+        if r["billed_dev"].any():
+            line_ax.step(hours, r["billed_prod"], where="post", color=f"C{i}", lw=0.8, ls="--", label=f"{mode}: prod")
+            line_ax.step(hours, r["billed_dev"], where="post", color=f"C{i}", lw=0.8, ls=":", label=f"{mode}: dev")
+    line_ax.set_xlabel("simulated hours")
+    line_ax.set_ylabel("billed instances (all endpoints)")
+    line_ax.set_ylim(bottom=0)
+    line_ax.grid(True, alpha=0.3)
+    line_ax.legend(fontsize=8)
+    line_ax.set_title("Instances over the run")
+    tiers = (("utility_iw", "IW"), ("utility_niw", "NIW"), ("utility_spot", "spot"))
+    x = np.arange(len(results))
+    width = 0.8 / len(tiers)
+    for k, (key, label) in enumerate(tiers):
+        values = [max(r["utility"][key], 1e-9) for r in results.values()]
+        bars = bar_ax.bar(x + (k - 1) * width, values, width, label=label, color=f"C{k + 2}")
+        bar_ax.bar_label(bars, labels=[_compact(v) for v in values], fontsize=7)
+    bar_ax.set_xticks(x, [f"{m}\ntotal {_compact(r['utility']['utility_total'])}" for m, r in results.items()])
+    bar_ax.set_yscale("log")
+    bar_ax.set_ylabel("utility")
+    bar_ax.grid(True, axis="y", which="both", alpha=0.3)
+    bar_ax.legend(fontsize=8)
+    bar_ax.set_title("Utility per tier")
+    return _save(fig, path, tight=False)
+
+
 def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:
     """Cost against SLO attainment per policy, one panel per scenario: every episode as a faint
     dot, each policy's mean as a labelled marker (``cost_vs_slo.png``)."""

@@ -186,3 +186,50 @@ def test_vectorized_fast_fidelity_names_the_option():
 
     with pytest.raises(ValueError, match="deployment.mode='siloed'"):
         VectorFlow(load_config("small", SILOED), [0], 600.0)
+
+
+def test_tier_utility_weights_served_requests_and_donated_time():
+    from sageserve_env.silo import UtilityWeights, tier_utility
+
+    cfg = load_config("small", SILOED)
+    summary = {"requests_completed": 110, "niw_completed": 10,
+               "per_region": [{"region": "westus", "donated_gpu_hours": 8.0 * 2.5},
+                              {"region": "eastus", "donated_gpu_hours": 8.0 * 0.5}]}
+    u = tier_utility(summary, cfg)
+    assert (u["iw_served"], u["niw_served"], u["spot_server_hours"]) == (100, 10, 3.0)
+    assert u["utility_total"] == 3 * 100 + 10 + 1.5 * 4 * 3.0
+    assert tier_utility(summary, cfg, UtilityWeights(1, 0, 0))["utility_total"] == 100
+
+
+def test_billed_instances_follow_the_fleet(siloed):
+    from sageserve_env.sim.fleet import BILLED_STATES
+    from sageserve_env.silo import billed_instances
+
+    cfg, w = siloed
+    sim = make_simulator(cfg, w, "detailed")
+    rng = np.random.default_rng(0)
+    seen, times = [], np.arange(60.0, 1800.0, 60.0)
+    for t in times:
+        sim.run_until(t)
+        r, m = int(rng.integers(2)), int(rng.integers(4))
+        sim.scale(r, m, int(rng.choice([-1, 1])))
+        seen.append(sim.fleet.counts[:, :-1, list(BILLED_STATES)].sum(axis=2).copy())
+    np.testing.assert_array_equal(billed_instances(sim.fleet.timeline, 2, 4, times), np.array(seen))
+
+
+def test_run_comparison_serves_one_workload_in_both_deployments(tmp_path):
+    from sageserve_env.cli import build_workload
+    from sageserve_env.plots import plot_deployments
+    from sageserve_env.silo import comparison_table, deployment_configs, run_comparison
+
+    configs = deployment_configs("small", SILOED[1:] + ["duration_s=600"])
+    workload = build_workload(configs["unified"], 3)
+    results = run_comparison(configs, workload, "reactive", tmp_path, fidelity="fast", plots=False)
+    u, s = results["unified"], results["siloed"]
+    assert u["summary"]["iw_requests"] == s["summary"]["iw_requests"] == int((workload.tier == IW).sum())
+    assert s["summary"]["niw_requests"] == int((workload.tier == NIW).sum())
+    np.testing.assert_array_equal(s["billed"], s["billed_prod"] + s["billed_dev"])
+    assert not u["billed_dev"].any() and s["billed_dev"][0] == 4  # one per dev endpoint (2 regions x 2 models) at the start
+    assert (tmp_path / "siloed" / "summary.json").is_file()
+    assert "utility total" in comparison_table(results)
+    assert plot_deployments(results, tmp_path / "cmp.png").stat().st_size > 10_000
