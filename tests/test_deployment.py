@@ -199,6 +199,14 @@ def test_tier_utility_weights_served_requests_and_donated_time():
     assert (u["iw_served"], u["niw_served"], u["spot_server_hours"]) == (100, 10, 3.0)
     assert u["utility_total"] == 3 * 100 + 10 + 1.5 * 4 * 3.0
     assert tier_utility(summary, cfg, UtilityWeights(1, 0, 0))["utility_total"] == 100
+    nan = np.nan
+    records = {"arrival_s": np.zeros(5), "sla_s": np.array([10.0, 10.0, 10.0, 100.0, 100.0]),
+               "tier": np.array([IW, IW, IW, NIW, NIW]), "first_token_s": np.array([5.0, 20.0, 5.0, 1.0, 1.0]),
+               "completion_s": np.array([9.0, 30.0, nan, 50.0, 200.0])}  # in SLO, late, unfinished; in, late
+    u = tier_utility(summary, cfg, records=records)
+    assert (u["iw_served_in_slo"], u["niw_served_in_slo"]) == (1, 1)
+    assert u["utility_total_in_slo"] == 3 + 1 + 18.0
+    assert tier_utility(summary, cfg)["utility_total_in_slo"] is None
 
 
 def test_billed_instances_follow_the_fleet(siloed):
