@@ -153,9 +153,18 @@ def plot_deployments(results: Dict[str, Dict], path: Path) -> Path:
             line_ax.step(hours, r["billed_dev"], where="post", color=f"C{i}", lw=0.8, ls=":", label=f"{mode}: dev")
     line_ax.set_xlabel("simulated hours")
     line_ax.set_ylabel("billed instances (all endpoints)")
-    line_ax.set_ylim(bottom=0)
+    # the initial allocation is scaled down within minutes: scale the axis to the rest of the run
+    first = next(iter(results.values()))
+    later = first["times_s"] >= min(3600.0, first["times_s"][-1])
+    top = max(r["billed"][later].max() for r in results.values())
+    start = max(r["billed"][0] for r in results.values())
+    if start > 1.25 * top:
+        line_ax.set_ylim(0, 1.25 * top)
+        line_ax.annotate(f"t = 0: {start:,.0f} (off scale)", (0.01, 0.97), xycoords="axes fraction", fontsize=8, va="top")
+    else:
+        line_ax.set_ylim(bottom=0)
     line_ax.grid(True, alpha=0.3)
-    line_ax.legend(fontsize=8)
+    line_ax.legend(fontsize=8, loc="upper right")
     line_ax.set_title("Instances over the run")
     tiers = (("utility_iw", "IW"), ("utility_niw", "NIW"), ("utility_spot", "spot"))
     x = np.arange(len(results))
