@@ -9,8 +9,8 @@ the authors' notebook counts every request its router logged. Where per-request 
 (the detailed fidelity) the utility is also given *within SLO*: an IW request counts only if it
 completed with its first token within its SLO (TTFT <= ``sla_s``), an NIW one only if it completed
 by its deadline (e2e <= ``sla_s``). Donated time is the integral of servers in the ``spot`` state
-(``donated_gpu_hours`` / GPUs per server), free servers (holding no model) not included. ``run_comparison`` drives both runs; ``scripts/unified_vs_siloed.py`` is the
-command.
+(``donated_gpu_hours`` / GPUs per server), free servers (holding no model) not included.
+``run_comparison`` drives both runs; ``scripts/unified_vs_siloed.py`` is the command.
 """
 
 from __future__ import annotations
