@@ -45,14 +45,17 @@ def iw_load_per_minute(sim: "Simulator", rec: Dict[str, np.ndarray]) -> np.ndarr
 
 
 def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) -> Path:
-    """Per endpoint (rows: regions, columns: models): billed instances (step) and the IW
-    requests per minute arriving for it (home region), over simulated hours. NIW requests are
-    left out: they arrive in job bursts and are fed opportunistically, not served on arrival."""
+    """Per endpoint (rows: regions, columns: models): billed instances (step, left axis) and the
+    IW requests per minute arriving for it (home region), over simulated hours. The load is drawn
+    on a linear scale from 0 whose top, the panel's peak minute, is written in the panel: the same
+    values as a second axis would give, without one (a twin axis per panel doubled the time of
+    this grid). NIW requests are left out: they arrive in job bursts and are fed
+    opportunistically, not served on arrival."""
     n_r, n_m = len(sim.region_names), len(sim.model_names)
     # fixed margins: constrained layout and tight bounding boxes triple the time of this grid
     fig = Figure(figsize=(3.6 * n_m + 0.8, 2.4 * n_r + 0.6))
-    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.8 / fig.get_figwidth(), bottom=0.55 / fig.get_figheight(),
-                        top=1 - 0.6 / fig.get_figheight(), wspace=0.45, hspace=0.35)
+    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.3 / fig.get_figwidth(), bottom=0.55 / fig.get_figheight(),
+                        top=1 - 0.6 / fig.get_figheight(), wspace=0.3, hspace=0.35)
     axes = fig.subplots(n_r, n_m, squeeze=False, sharex=True)
     tl = np.asarray(sim.fleet.timeline, dtype=float).reshape(-1, 7)
     load = iw_load_per_minute(sim, rec)
@@ -63,26 +66,24 @@ def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: P
             rows = tl[(tl[:, 1] == r) & (tl[:, 2] == m)]
             times = np.r_[rows[:, 0], sim.now] / 3600
             billed = rows[:, 3:6].sum(axis=1)
+            top = max(float(billed.max()), 1.0) * 1.15
+            peak = int(load[r * n_m + m].max())
+            ax.plot(minutes, load[r * n_m + m] * (top / max(peak, 1)), color="C1", lw=0.6, alpha=0.8)
             ax.step(times, np.r_[billed, billed[-1:]], where="post", color="C0", lw=1.2)
-            ax.set_ylim(bottom=0)
-            twin = ax.twinx()
-            twin.plot(minutes, load[r * n_m + m], color="C1", lw=0.6, alpha=0.8)
-            twin.set_ylim(bottom=0)
-            # a few ticks per axis: each tick is four artists, and 24 axes' ticks are most of the drawing
+            ax.set_ylim(0, top)
+            # a few ticks per axis: each tick is four artists, and the ticks are most of the drawing
             ax.yaxis.set_major_locator(MaxNLocator(TICKS, integer=True))
             ax.xaxis.set_major_locator(MaxNLocator(TICKS))
-            twin.yaxis.set_major_locator(MaxNLocator(TICKS, integer=True))
-            twin.tick_params(axis="y", colors="C1", labelsize=7)
             ax.tick_params(axis="y", colors="C0", labelsize=7)
             ax.tick_params(axis="x", labelsize=7)
-            ax.set_title(f"{region} / {model}", fontsize=9)
+            ax.set_title(f"{region} / {model}", fontsize=9, loc="left")
+            ax.set_title(f"IW: top = {peak:,} / min", fontsize=7, loc="right", color="C1")
             if m == 0:
                 ax.set_ylabel("billed instances", color="C0", fontsize=8)
-            if m == n_m - 1:
-                twin.set_ylabel("IW requests / min", color="C1", fontsize=8)
             if r == n_r - 1:
                 ax.set_xlabel("simulated hours", fontsize=8)
-    fig.suptitle("Billed instances (active + starting + draining) against arriving IW load")
+    fig.suptitle("Billed instances (active + starting + draining, blue) against arriving IW requests per minute "
+                 "(orange, 0 to the top written in each panel)")
     return _save(fig, path, tight=False)
 
 
