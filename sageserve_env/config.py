@@ -52,6 +52,10 @@ class ModelConfig:
     params: float = 8e9
     profile: str = "C"  # model name in the measured performance profiles
     tp: int = 8  # tensor-parallel degree = GPUs per instance
+    # set by deployment.mode=siloed (sageserve_env.workload.deployment): the model whose requests of one tier
+    # this endpoint serves, and that tier (IW: a prod endpoint, NIW: a dev endpoint); '' serves its own, both
+    serves: str = ""
+    tier: str = ""
 
     def kv_bytes_per_token(self, rule: str = "gqa", dtype_bytes: int = 2) -> float:
         """K and V for every layer: 2 x layers x kv_heads x head_dim x bytes (``gqa``);
@@ -203,6 +207,20 @@ class FaultConfig:
 
 
 @dataclass
+class DeploymentConfig:
+    """How a model's requests meet its instances (``sageserve_env.workload.deployment``).
+
+    ``unified`` (SageServe's proposal): one endpoint per (region, model) serves IW and NIW.
+    ``siloed`` (the original simulator's ``us3-new-dp`` controller): per region a prod endpoint
+    ``<model>-p`` serving the model's IW requests and a dev endpoint ``<model>-d`` serving its NIW
+    requests, each with its own instances, scaling and routing."""
+
+    mode: str = "unified"  # unified | siloed
+    prod_instances: int = 16  # siloed: initial active instances of every prod endpoint (us3-new-dp: 16)
+    dev_instances: int = 4  # siloed: of every dev endpoint (us3-new-dp: 4)
+
+
+@dataclass
 class SimConfig:
     """Everything the simulator needs. ``duration_s`` bounds the simulated time."""
 
@@ -219,6 +237,7 @@ class SimConfig:
     arbiter: ArbiterConfig = field(default_factory=ArbiterConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     duration_s: float = 86400.0
 
     @property
@@ -227,10 +246,20 @@ class SimConfig:
 
     @property
     def model_names(self) -> List[str]:
+        """The endpoints' models (in a siloed deployment its prod and dev endpoints)."""
         return list(self.models)
 
+    @property
+    def workload_models(self) -> List[str]:
+        """The models requests name (traces, the generator): ``model_names`` in a unified
+        deployment, the models the prod and dev endpoints serve in a siloed one."""
+        return list(dict.fromkeys(m.serves or name for name, m in self.models.items()))
+
     def initial_instances(self, region: str, model: str) -> int:
-        return int(self.scaling.initial_overrides.get(f"{region}/{model}", self.scaling.initial_instances))
+        tier = self.models[model].tier if model in self.models else ""
+        default = {"IW": self.deployment.prod_instances, "NIW": self.deployment.dev_instances}.get(
+            tier, self.scaling.initial_instances)
+        return int(self.scaling.initial_overrides.get(f"{region}/{model}", default))
 
 
 @dataclass
@@ -324,6 +353,10 @@ def validate(cfg: SimConfig) -> SimConfig:
         _check(len(parts) == 2 and parts[0] in names and parts[1] in cfg.models,
                f"scaling.initial_overrides.{key}", n, "key must be 'region/model' with a known region and model")
         _check(n >= 0, f"scaling.initial_overrides.{key}", n, "must be >= 0")
+    d = cfg.deployment
+    _check(d.mode in ("unified", "siloed"), "deployment.mode", d.mode, "must be 'unified' or 'siloed'")
+    for k in ("prod_instances", "dev_instances"):
+        _check(getattr(d, k) >= 0, f"deployment.{k}", getattr(d, k), "must be >= 0")
     for r in cfg.regions:
         total = sum(cfg.initial_instances(r.name, m) for m in cfg.models)
         _check(total <= r.servers, f"regions.{r.name}.servers", r.servers,
@@ -394,7 +427,7 @@ def validate(cfg: SimConfig) -> SimConfig:
            "must be 'endpoint' or 'region'")
     _check(0 <= w.history_days <= 28, "workload.history_days", w.history_days, "must be in 0..28")
     for k, v in w.model_popularity.items():
-        _check(k in cfg.models, f"workload.model_popularity.{k}", v, "unknown model")
+        _check(k in cfg.workload_models, f"workload.model_popularity.{k}", v, "unknown model")
         _check(v >= 0, f"workload.model_popularity.{k}", v, "must be >= 0")
     for k, v in w.region_weights.items():
         _check(k in names, f"workload.region_weights.{k}", v, "unknown region")
@@ -508,7 +541,9 @@ def load_config(scenario: str | SimConfig = "paper", overrides: Sequence[str] | 
         cfg.workload.trace = str(Path(cfg.workload.trace).expanduser().absolute())
     if cfg.arbiter.forecasts:
         cfg.arbiter.forecasts = str(Path(cfg.arbiter.forecasts).expanduser().absolute())
-    return validate(cfg)
+    from sageserve_env.workload.deployment import deploy
+
+    return validate(deploy(cfg))
 
 
 def to_yaml(cfg: SimConfig) -> str:

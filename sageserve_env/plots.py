@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Dict
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sageserve_env.sim.fleet import STATE_NAMES
 from sageserve_env.workload.workload import IW, NIW
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from sageserve_env.sim.simulator import Simulator
 
 CDF_POINTS = 1000  # quantiles drawn per latency CDF (enough for the eye, cheap for 1e6 requests)
+TICKS = 3  # at most this many intervals between major ticks on the axes of the per-endpoint grid
 
 
 def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
@@ -30,43 +32,58 @@ def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
     return path
 
 
+def iw_load_per_minute(sim: "Simulator", rec: Dict[str, np.ndarray]) -> np.ndarray:
+    """IW requests arriving per endpoint (home region, model) and simulated minute, shape
+    (endpoints, minutes): one ``bincount`` over the records, so a plot of any length reads
+    them once (the last minute also holds arrivals at ``now``)."""
+    n_m = len(sim.model_names)
+    n_e, n_minutes = len(sim.region_names) * n_m, max(1, math.ceil(sim.now / 60))
+    iw = rec["tier"] == IW
+    minute = np.minimum(rec["arrival_s"][iw] // 60, n_minutes - 1).astype(np.int64)
+    endpoint = rec["region"][iw].astype(np.int64) * n_m + rec["model"][iw]
+    return np.bincount(endpoint * n_minutes + minute, minlength=n_e * n_minutes).reshape(n_e, n_minutes)
+
+
 def plot_instances_vs_load(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) -> Path:
-    """Per endpoint (rows: regions, columns: models): billed instances (step) and the IW
-    requests per minute arriving for it (home region), over simulated hours. NIW requests are
-    left out: they arrive in job bursts and are fed opportunistically, not served on arrival."""
+    """Per endpoint (rows: regions, columns: models): billed instances (step, left axis) and the
+    IW requests per minute arriving for it (home region), over simulated hours. The load is drawn
+    on a linear scale from 0 whose top, the panel's peak minute, is written in the panel: the same
+    values as a second axis would give, without one (a twin axis per panel doubled the time of
+    this grid). NIW requests are left out: they arrive in job bursts and are fed
+    opportunistically, not served on arrival."""
     n_r, n_m = len(sim.region_names), len(sim.model_names)
     # fixed margins: constrained layout and tight bounding boxes triple the time of this grid
     fig = Figure(figsize=(3.6 * n_m + 0.8, 2.4 * n_r + 0.6))
-    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.8 / fig.get_figwidth(), bottom=0.55 / fig.get_figheight(),
-                        top=1 - 0.6 / fig.get_figheight(), wspace=0.45, hspace=0.35)
+    fig.subplots_adjust(left=0.8 / fig.get_figwidth(), right=1 - 0.3 / fig.get_figwidth(), bottom=0.55 / fig.get_figheight(),
+                        top=1 - 0.6 / fig.get_figheight(), wspace=0.3, hspace=0.35)
     axes = fig.subplots(n_r, n_m, squeeze=False, sharex=True)
     tl = np.asarray(sim.fleet.timeline, dtype=float).reshape(-1, 7)
-    n_minutes = max(1, math.ceil(sim.now / 60))
-    minute = np.minimum(rec["arrival_s"] // 60, n_minutes - 1).astype(np.int64)
+    load = iw_load_per_minute(sim, rec)
+    minutes = (np.arange(load.shape[1]) + 0.5) / 60
     for r, region in enumerate(sim.region_names):
         for m, model in enumerate(sim.model_names):
             ax = axes[r, m]
             rows = tl[(tl[:, 1] == r) & (tl[:, 2] == m)]
             times = np.r_[rows[:, 0], sim.now] / 3600
             billed = rows[:, 3:6].sum(axis=1)
+            top = max(float(billed.max()), 1.0) * 1.15
+            peak = int(load[r * n_m + m].max())
+            ax.plot(minutes, load[r * n_m + m] * (top / max(peak, 1)), color="C1", lw=0.6, alpha=0.8)
             ax.step(times, np.r_[billed, billed[-1:]], where="post", color="C0", lw=1.2)
-            ax.set_ylim(bottom=0)
-            sel = (rec["region"] == r) & (rec["model"] == m) & (rec["tier"] == IW)
-            load = np.bincount(minute[sel], minlength=n_minutes)
-            twin = ax.twinx()
-            twin.plot((np.arange(len(load)) + 0.5) / 60, load, color="C1", lw=0.6, alpha=0.8)
-            twin.set_ylim(bottom=0)
-            twin.tick_params(axis="y", colors="C1", labelsize=7)
+            ax.set_ylim(0, top)
+            # a few ticks per axis: each tick is four artists, and the ticks are most of the drawing
+            ax.yaxis.set_major_locator(MaxNLocator(TICKS, integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(TICKS))
             ax.tick_params(axis="y", colors="C0", labelsize=7)
             ax.tick_params(axis="x", labelsize=7)
-            ax.set_title(f"{region} / {model}", fontsize=9)
+            ax.set_title(f"{region} / {model}", fontsize=9, loc="left")
+            ax.set_title(f"IW: top = {peak:,} / min", fontsize=7, loc="right", color="C1")
             if m == 0:
                 ax.set_ylabel("billed instances", color="C0", fontsize=8)
-            if m == n_m - 1:
-                twin.set_ylabel("IW requests / min", color="C1", fontsize=8)
             if r == n_r - 1:
                 ax.set_xlabel("simulated hours", fontsize=8)
-    fig.suptitle("Billed instances (active + starting + draining) against arriving IW load")
+    fig.suptitle("Billed instances (active + starting + draining, blue) against arriving IW requests per minute "
+                 "(orange, 0 to the top written in each panel)")
     return _save(fig, path, tight=False)
 
 
@@ -76,7 +93,8 @@ def plot_latency_cdfs(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) 
     ttft = rec["first_token_s"] - rec["arrival_s"]
     e2e = rec["completion_s"] - rec["arrival_s"]
     iw, niw = rec["tier"] == IW, rec["tier"] == NIW
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    fig = Figure(figsize=(7, 4.2))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)
     ax = fig.subplots()
     q = np.linspace(0, 1, CDF_POINTS + 1)
     for label, values in (("IW TTFT", ttft[iw]), ("IW end-to-end", e2e[iw]), ("NIW end-to-end", e2e[niw])):
@@ -91,13 +109,15 @@ def plot_latency_cdfs(sim: "Simulator", rec: Dict[str, np.ndarray], path: Path) 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Latency CDFs")
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
     """GPU-hours per region stacked by server state (active, starting, draining, spot, free)."""
     per_state = sim.gpu_seconds_by_state().sum(axis=1) / 3600.0  # region x state
-    fig = Figure(figsize=(max(4.0, 1.6 * len(sim.region_names) + 2), 4), layout="constrained")
+    width = max(4.0, 1.6 * len(sim.region_names) + 2) + 1.2  # + the legend's column on the right
+    fig = Figure(figsize=(width, 4))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 1.3 / width, bottom=0.1, top=0.9)
     ax = fig.subplots()
     x = np.arange(len(sim.region_names))
     bottom = np.zeros(len(x))
@@ -108,7 +128,59 @@ def plot_gpu_hours(sim: "Simulator", path: Path) -> Path:
     ax.set_ylabel("GPU-hours")
     ax.set_title("GPU-hours by server state (billed: active + starting + draining)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
+
+
+def _compact(value: float) -> str:
+    """A bar label: 4.31M, 35.2K, 712."""
+    for scale, unit in ((1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def plot_deployments(results: Dict[str, Dict], path: Path) -> Path:
+    """The unified-vs-siloed comparison (``silo.run_comparison``'s results): billed instances over
+    the run per deployment (a siloed one also split into its prod and dev endpoints), and the
+    utility of each tier per deployment (log scale, as the paper draws it)."""
+    fig = Figure(figsize=(12, 4.2))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
+    line_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+    for i, (mode, r) in enumerate(results.items()):
+        hours = r["times_s"] / 3600
+        line_ax.step(hours, r["billed"], where="post", color=f"C{i}", lw=1.4, label=f"{mode}")
+        if r["billed_dev"].any():
+            line_ax.step(hours, r["billed_prod"], where="post", color=f"C{i}", lw=0.8, ls="--", label=f"{mode}: prod")
+            line_ax.step(hours, r["billed_dev"], where="post", color=f"C{i}", lw=0.8, ls=":", label=f"{mode}: dev")
+    line_ax.set_xlabel("simulated hours")
+    line_ax.set_ylabel("billed instances (all endpoints)")
+    # the initial allocation is scaled down within minutes: scale the axis to the rest of the run
+    first = next(iter(results.values()))
+    later = first["times_s"] >= min(3600.0, first["times_s"][-1])
+    top = max(r["billed"][later].max() for r in results.values())
+    start = max(r["billed"][0] for r in results.values())
+    if start > 1.25 * top:
+        line_ax.set_ylim(0, 1.25 * top)
+        line_ax.annotate(f"t = 0: {start:,.0f} (off scale)", (0.01, 0.97), xycoords="axes fraction", fontsize=8, va="top")
+    else:
+        line_ax.set_ylim(bottom=0)
+    line_ax.grid(True, alpha=0.3)
+    line_ax.legend(fontsize=8, loc="upper right")
+    line_ax.set_title("Instances over the run")
+    tiers = (("utility_iw", "IW"), ("utility_niw", "NIW"), ("utility_spot", "spot"))
+    x = np.arange(len(results))
+    width = 0.8 / len(tiers)
+    for k, (key, label) in enumerate(tiers):
+        values = [max(r["utility"][key], 1e-9) for r in results.values()]
+        bars = bar_ax.bar(x + (k - 1) * width, values, width, label=label, color=f"C{k + 2}")
+        bar_ax.bar_label(bars, labels=[_compact(v) for v in values], fontsize=7)
+    bar_ax.set_xticks(x, [f"{m}\ntotal {_compact(r['utility']['utility_total'])}" for m, r in results.items()])
+    bar_ax.set_yscale("log")
+    bar_ax.set_ylabel("utility")
+    bar_ax.grid(True, axis="y", which="both", alpha=0.3)
+    bar_ax.legend(fontsize=8)
+    bar_ax.set_title("Utility per tier")
+    return _save(fig, path, tight=False)
 
 
 def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:

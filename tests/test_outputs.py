@@ -227,3 +227,20 @@ def test_a_trace_replays_over_its_own_span(tmp_path):
     assert p["sim_seconds"] == 60 * np.ceil(last / 60)
     assert p["requests_total"] == sum(p[k] for k in ("requests_completed", "requests_dropped", "requests_queued",
                                                       "requests_in_flight"))
+
+
+def test_iw_load_per_minute_counts_every_iw_arrival_once():
+    from sageserve_env.cli import simulate
+    from sageserve_env.plots import iw_load_per_minute
+
+    cfg = load_config("small", ["duration_s=1500"])
+    sim, _ = simulate(cfg, build_workload(cfg, 2), progress=False)
+    rec = sim.records()
+    load = iw_load_per_minute(sim, rec)
+    assert load.shape == (len(cfg.region_names) * len(cfg.model_names), 25)
+    df = pd.DataFrame({k: rec[k] for k in ("arrival_s", "region", "model", "tier")})
+    iw = df[df["tier"] == 0]
+    naive = iw.groupby([iw["region"] * len(cfg.model_names) + iw["model"], iw["arrival_s"] // 60]).size()
+    for (e, minute), n in naive.items():
+        assert load[e, int(minute)] == n
+    assert load.sum() == len(iw)

@@ -22,6 +22,7 @@ from sageserve_env.sim import FIDELITIES, make_simulator
 from sageserve_env.sim.fleet import ACTIVE, BILLED_STATES, DRAINING, FREE, NO_MODEL, SPOT, STARTING
 from sageserve_env.sim.stats import Stat
 from sageserve_env.workload.forecast import FORECASTERS, EndpointForecasters
+from sageserve_env.workload.deployment import assign
 from sageserve_env.workload.workload import Workload
 
 REWARD_TERMS = ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")
@@ -245,12 +246,13 @@ class SageServeEnv(gym.Env):
             if not isinstance(workload, Workload):
                 raise ValueError(f"reset option 'workload' must be a Workload, got {type(workload).__name__} "
                                  f"{workload!r:.80}")
+            models = list(dict.fromkeys(self.sim_config.workload_models + self.sim_config.model_names))
             unknown = sorted(set(workload.regions) - set(self.sim_config.region_names)) + \
-                sorted(set(workload.models) - set(self.sim_config.model_names))
+                sorted(set(workload.models) - set(models))
             if unknown:
                 raise ValueError(f"reset option 'workload' ({workload.source}) names {unknown}, not in the "
-                                 f"scenario's regions {self.sim_config.region_names} and models "
-                                 f"{self.sim_config.model_names}")
+                                 f"scenario's regions {self.sim_config.region_names} and models {models}")
+            workload = assign(self.sim_config, workload)  # onto the deployment's endpoints
         history = None
         if workload is None:
             workload, history = self._draw_workload()

@@ -10,7 +10,11 @@ FIDELITIES = ("detailed", "fast")
 
 def make_simulator(config: SimConfig, workload: Workload, fidelity: str = "detailed", tick_s: float = 5.0):
     """A ``Simulator`` (``detailed``: request by request) or a ``FlowSimulator`` (``fast``:
-    token flows per tick of ``tick_s`` seconds) of ``workload`` on ``config``."""
+    token flows per tick of ``tick_s`` seconds) of ``workload`` on ``config``, its requests
+    assigned to the endpoints of the config's deployment (``workload.deployment.assign``)."""
+    from sageserve_env.workload.deployment import assign
+
+    workload = assign(config, workload)
     if fidelity == "detailed":
         from sageserve_env.sim.simulator import Simulator
 

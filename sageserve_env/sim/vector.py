@@ -442,6 +442,9 @@ class VectorFlow(FlowSimulator):
         if config.faults.outages or config.faults.generated:
             raise ValueError("faults (faults.outages, faults.generated) are not supported by the vectorized fast "
                              "fidelity; use SageServeEnv with fidelity=fast (the <Task>-fast-v1 task IDs)")
+        if config.deployment.mode != "unified":
+            raise ValueError(f"deployment.mode={config.deployment.mode!r} is not supported by the vectorized fast "
+                             "fidelity (it draws unified endpoints' traffic); use the fast or detailed fidelity")
         self.tick_s = float(tick_s)
         self.config = config
         self.region_names, self.model_names = config.region_names, config.model_names

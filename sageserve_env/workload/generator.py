@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 
 from sageserve_env.config import SimConfig
+from sageserve_env.workload.deployment import assign, assign_history
 from sageserve_env.workload.readers import load_trace, model_popularity, nearest_first_orders, region_shares
 from sageserve_env.workload.workload import IW, NIW, Workload, WorkloadError
 
@@ -184,10 +185,11 @@ def _assemble(cfg, rng, iw, niw, days, start_day, extra_meta=None) -> Workload:
             "seed": _seed_info(rng), "requests_per_day": w.requests_per_day, "niw_jobs": n_jobs,
             "burst_factor": w.burst_factor, "t0": f"midnight local time in {cfg.regions[0].name}"}
     meta.update(extra_meta or {})
-    return Workload(tuple(cfg.region_names), tuple(cfg.model_names), arrival[order], region[order],
-                    region[order].copy(), model[order], tier[order], prompt, output, sla, batch[order],
-                    priority_orders=nearest_first_orders([r.utc_offset_h for r in cfg.regions]),
-                    source=f"generator:{cfg.name}", meta=meta)
+    workload = Workload(tuple(cfg.region_names), tuple(cfg.workload_models), arrival[order], region[order],
+                        region[order].copy(), model[order], tier[order], prompt, output, sla, batch[order],
+                        priority_orders=nearest_first_orders([r.utc_offset_h for r in cfg.regions]),
+                        source=f"generator:{cfg.name}", meta=meta)
+    return assign(cfg, workload)
 
 
 # -- the v1 process ------------------------------------------------------------------------
@@ -228,7 +230,7 @@ def v1_rates(cfg: SimConfig, rng: np.random.Generator, days: float, start_day: i
     widths = np.minimum(BIN_S, span - starts)
     mid = starts + widths / 2
     ref = cfg.regions[0].utc_offset_h
-    n_regions, n_models, n_bins = len(cfg.regions), len(cfg.models), len(starts)
+    n_regions, n_models, n_bins = len(cfg.regions), len(cfg.workload_models), len(starts)
     local = np.stack([mid + (r.utc_offset_h - ref) * 3600.0 for r in cfg.regions])  # (R, bins)
     n_days = int(np.ceil(total)) + 1
     level = _smooth_daily(rng, w.day_level_sigma, n_regions, n_days, local / 86400.0)
@@ -298,7 +300,8 @@ def generate_with_history(cfg: SimConfig, rng: np.random.Generator, days: Option
     iw_region, iw_model = cell // (n_bins * n_models), (cell // n_bins) % n_models
     niw = _niw_jobs(rng, job_rate, starts, widths, model_popularity(cfg), w.niw_job_size_mean, horizon)
     extra = {"process": "v1", "history_days": int(w.history_days), "flash_crowds": flashes}
-    return _assemble(cfg, rng, (iw_t, iw_region, iw_model), niw, days, start_day, extra), history
+    return (_assemble(cfg, rng, (iw_t, iw_region, iw_model), niw, days, start_day, extra),
+            assign_history(cfg, history))
 
 
 def load_workload(cfg: SimConfig, rng: np.random.Generator, horizon_s: Optional[float] = None) -> Workload:

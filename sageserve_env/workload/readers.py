@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from sageserve_env.workload.deployment import assign
 from sageserve_env.workload.workload import IW, NIW, TIER_NAMES, Workload, WorkloadError
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def split_weights(names: Sequence[str], weights: Weights, default: Optional[Mapp
 def model_popularity(cfg: "SimConfig") -> np.ndarray:
     """Share of requests per model: ``cfg.workload.model_popularity``, else the default for the
     paper's catalogue (``DEFAULT_MODEL_POPULARITY``), else uniform."""
-    return split_weights(cfg.model_names, cfg.workload.model_popularity, DEFAULT_MODEL_POPULARITY,
+    return split_weights(cfg.workload_models, cfg.workload.model_popularity, DEFAULT_MODEL_POPULARITY,
                          "workload.model_popularity")
 
 
@@ -407,17 +408,18 @@ def load_trace(path, fmt: str, cfg: "SimConfig", **options) -> Workload:
     """Read trace ``path`` in format ``fmt`` ('sageserve' | 'azure' | 'canonical') over the
     config's regions and models. For 'azure' the config supplies the assignment rule's inputs
     (region weights, model popularity, IW share, SLO and deadline, UTC offsets); ``options``
-    are passed to the reader and override them."""
-    regions, models = cfg.region_names, cfg.model_names
+    are passed to the reader and override them. The requests are assigned to the endpoints of the
+    config's deployment (``sageserve_env.workload.deployment.assign``)."""
+    regions, models = cfg.region_names, cfg.workload_models
     if not Path(path).is_file():
         raise WorkloadError(f"trace file {str(path)!r} does not exist or is not a file")
     if fmt == "sageserve":
-        return read_sageserve(path, regions, models, **{"niw_deadline_s": cfg.niw.deadline_s, **options})
+        return assign(cfg, read_sageserve(path, regions, models, **{"niw_deadline_s": cfg.niw.deadline_s, **options}))
     if fmt == "azure":
         defaults = dict(region_split=region_shares(cfg), model_split=model_popularity(cfg),
                         iw_share=cfg.workload.iw_share, niw_deadline_s=cfg.niw.deadline_s,
                         ttft_slo_s=cfg.slo.iw_ttft_s, utc_offsets_h=[r.utc_offset_h for r in cfg.regions])
-        return read_azure(path, regions, models, **{**defaults, **options})
+        return assign(cfg, read_azure(path, regions, models, **{**defaults, **options}))
     if fmt == "canonical":
-        return read_canonical(path, regions, models, **options)
+        return assign(cfg, read_canonical(path, regions, models, **options))
     raise WorkloadError(f"unknown trace format {fmt!r}; use 'sageserve', 'azure' or 'canonical'")
