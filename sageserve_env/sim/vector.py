@@ -32,7 +32,8 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, FREE, NO_MODEL, SPOT, STARTING, Fleet, Refusal
-from sageserve_env.sim.flow import BOUNDARY_WAIT, HOME_COLS, LOAD_SMOOTHING_S, RHO_MAX, D, P, W, FlowSimulator
+from sageserve_env.sim.flow import (BOUNDARY_WAIT, HIST_EDGES_S, HOME_COLS, LOAD_SMOOTHING_S, RHO_MAX, D, FlowRequests,
+                                    FlowSimulator, P, W, histogram_bins, ttft_points)
 from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
 from sageserve_env.sim.stats import Stat
@@ -431,7 +432,7 @@ class VectorFlow(FlowSimulator):
     fidelity = "fast"
 
     def __init__(self, config: SimConfig, seeds: Sequence[int], horizon_s: float, tick_s: float = 5.0,
-                 reference=None) -> None:
+                 reference=None, ttft_histogram: bool = False) -> None:
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
         if config.workload.source != "generator":
@@ -474,6 +475,9 @@ class VectorFlow(FlowSimulator):
         self.traffic = GeneratedTraffic(config, self.tick_s, self.horizon_s, seeds, self.workload,
                                         self.kv_capacity.astype(float))
         self._build_state()
+        # per world, the IW TTFT histogram over HIST_EDGES_S of every tick's estimate (``ttft_points``,
+        # weighted by first tokens), for ``world_ttft_percentiles``; off by default (it costs a tick's time)
+        self._ttft_hist = np.zeros((N, len(HIST_EDGES_S) - 1)) if ttft_histogram else None
 
     def _build_history(self) -> None:
         """What replaces the per-tick history: fixed-size state per endpoint."""
@@ -579,6 +583,17 @@ class VectorFlow(FlowSimulator):
             m[2] += np.maximum(np.minimum(self._served[NIW] + niw_done, due) - self._served[NIW], 0.0)
         self._served[NIW] += niw_done
         m[3] += ft * (0.5 * (w0 + self._wait) + queue_p * queue_m + mean_ttft)
+        if self._ttft_hist is not None:
+            self._add_ttft(ft, w0, bnd, marg, queue_p, queue_m)
+
+    def _add_ttft(self, ft, w0, bnd, marg, queue_p, queue_m) -> None:
+        """This tick's first tokens into the TTFT histograms of their worlds."""
+        sz, hist = self._sizes, self._ttft_hist
+        wait, weight, base = ttft_points(ft, w0, self._wait, bnd, marg, queue_p, queue_m, sz.prefill, sz.chunks,
+                                         self._delay)
+        at = histogram_bins(wait[:, :, None] + base[:, None, :])  # (N E, points, K)
+        at += (np.arange(self._E) // self.n_endpoints * hist.shape[1])[:, None, None]
+        hist += np.bincount(at.ravel(), (weight[:, :, None] * sz.weights).ravel(), hist.size).reshape(hist.shape)
 
     def _checkpoint(self) -> None:
         """At every CHECKPOINT_S boundary, the cumulative NIW arrivals into the ring."""
@@ -687,6 +702,13 @@ class VectorFlow(FlowSimulator):
         due = self._niw_arrived_at(self.now - self._niw_sla) if self.now > self._niw_sla else np.zeros(self._E)
         niw = np.floor(np.maximum(due - self._served[NIW], 0.0))
         return np.stack([iw.reshape(self.n_worlds, -1).sum(1), niw.reshape(self.n_worlds, -1).sum(1)], axis=1)
+
+    def world_ttft_percentiles(self) -> List[dict]:
+        """Per world, the IW TTFT percentiles (``iw_ttft_p50`` ...) of ``metrics.summarize``, from the
+        histogram of the per-tick estimates (``ttft_histogram=True``)."""
+        if self._ttft_hist is None:
+            raise ValueError("TTFT percentiles need VectorFlow(..., ttft_histogram=True)")
+        return [FlowRequests.percentiles("iw_ttft", h) for h in self._ttft_hist]
 
     def world_iw_slo(self) -> np.ndarray:
         """Per world, IW requests that met their TTFT SLO and that missed it (late first token,
