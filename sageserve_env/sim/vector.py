@@ -346,9 +346,11 @@ class GeneratedTraffic:
         self._carry = np.zeros((self.n_worlds, self._spread, self.n_regions * self.n_models))
         self._table = None
         self._first = 0
+        self._buffers = None  # (counts, normals, table, NIW requests) of a chunk, reused
 
     def row(self, k: int) -> np.ndarray:
-        """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk."""
+        """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk,
+        valid until the next chunk is drawn."""
         if self._table is None or not (self._first <= k < self._first + self._table.shape[1]):
             if self._table is not None and k != self._first + self._table.shape[1]:
                 raise ValueError(f"traffic is drawn in order: tick {k} after ticks up to "
@@ -366,21 +368,30 @@ class GeneratedTraffic:
         return self._iw_share * per_tick, niw / self._job_mean, niw
 
     def _draw(self, k0: int, n: int) -> np.ndarray:
-        """Ticks ``k0 .. k0 + n - 1`` of every world, (N, n, columns)."""
+        """Ticks ``k0 .. k0 + n - 1`` of every world, (N, n, columns), into buffers reused from
+        chunk to chunk (fresh ones cost their first touch: a fifth of the draw at paper scale)."""
         N, R, M = self.n_worlds, self.n_regions, self.n_models
         E = R * M
+        if self._buffers is None or self._buffers[0].shape[1] != n:
+            self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.empty((N, n, self.columns)),
+                             np.empty((N, n, E)))
+        counts, z, table, tmp = self._buffers
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
         pb = self._p_big.reshape(R, M)
         lam = np.concatenate([(iw_lam * (1 - pb)).reshape(n, E), (iw_lam * pb).reshape(n, E),
                               job_lam.reshape(n, E), (niw_lam * pb).reshape(n, E)], axis=1)
-        counts = np.empty((N, n, 4 * E))
-        z = np.empty((N, n, 4 * E))
+        # a Poisson draw of mean 0 is 0 and consumes nothing: columns of zero means are skipped
+        live = np.flatnonzero(lam.any(0))
+        whole = len(live) == lam.shape[1]
+        lam = lam if whole else lam[:, live]
         for i, (count_rng, normal_rng) in enumerate(self._rngs):  # per chunk, not per tick
-            counts[i] = count_rng.poisson(lam)
+            if whole:
+                counts[i] = count_rng.poisson(lam)
+            else:
+                counts[i][:, live] = count_rng.poisson(lam)
             normal_rng.standard_normal(out=z[i])
         iw_n, iw_big, jobs, niw_big = (counts[..., j * E:(j + 1) * E] for j in range(4))
         z1, z2, z3, z4 = (z[..., j * E:(j + 1) * E] for j in range(4))
-        table = np.empty((N, n, self.columns))
         iw = table[..., :self._n_iw].reshape(N, n, E, 3)
         home = table[..., self._n_iw:].reshape(N, n, E, HOME_COLS)
         root = np.sqrt(iw_n)
@@ -389,8 +400,9 @@ class GeneratedTraffic:
         out = np.maximum(np.rint(iw_n * self._mu_o + root * self._sd_o *
                                  (self._rho * z1 + np.sqrt(1 - self._rho ** 2) * z2)), iw_n)
         np.add(iw[..., 1], out, out=iw[..., 2])
-        niw_n = home[..., 0]
+        niw_n = tmp
         self._carry = self._deliver(jobs, z3, niw_n)
+        home[..., 0] = niw_n
         home[..., 1] = np.maximum(np.rint(niw_n * self._mu_n + np.sqrt(niw_n) * self._sd_n * z4), niw_n)
         home[..., 2] = iw_big
         home[..., 3] = niw_big
