@@ -483,7 +483,16 @@ class VectorFlow(FlowSimulator):
         orders = nearest_first_orders([r.utc_offset_h for r in config.regions])
         self._key_regions = (np.arange(n_r)[:, None] if self.no_reroute else np.array(orders, dtype=np.int64))
         self._n_iw = n_r * n_m * 3
-        self._route_base = 3 * (np.arange(N)[:, None, None] * E1 + np.arange(n_m))  # bin of (world, region 0, model)
+        keys = self._key_regions  # (keys, candidates): each key's regions, nearest first
+        n_k, n_c = keys.shape
+        # routing tables over (world, key, model, candidate): the endpoint each choice reads the
+        # utilization of, in a world's row of endpoints, and the three bins (requests, prompt,
+        # tokens) its IW columns go to, in the (world, endpoint, column) bins of ``_arrive``
+        cand = keys[:, None, :] * n_m + np.arange(n_m)[:, None]  # (keys, models, candidates)
+        self._route_cand = cand.reshape(-1)
+        world_e = np.arange(N)[:, None, None, None] * E1 + cand[None]
+        self._route_bins = (3 * world_e[..., None] + np.arange(3)).reshape(-1, 3)
+        self._route_rows = np.arange(N * n_k * n_m).reshape(N, n_k, n_m) * n_c
         self.traffic = GeneratedTraffic(config, self.tick_s, self.horizon_s, seeds, self.workload,
                                         self.kv_capacity.astype(float))
         self._build_state()
@@ -549,22 +558,16 @@ class VectorFlow(FlowSimulator):
     def _arrive(self, row: np.ndarray, util: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Step 1 for every world: route the IW columns on ``util`` (SageServe's rule), add the
         arrivals to the pools; returns the routed IW (requests, prompt, tokens) and NIW requests."""
-        N, E1, n_m = self.n_worlds, self.n_endpoints, len(self.model_names)
-        iw = row[:, : self._n_iw].reshape(N, len(self._key_regions), n_m, 3)
-        keys = self._key_regions  # (keys, candidates): each key's regions, nearest first
+        N, n_m = self.n_worlds, len(self.model_names)
+        n_k, n_c = self._key_regions.shape
+        iw = row[:, : self._n_iw]
         if util.max() < self.util_threshold:
-            region = keys[None, :, :1]  # every key's first candidate: home
+            pos = 0  # every key's first candidate: home
         else:  # the first candidate below the threshold, else the least utilized (first on ties)
-            u = util.reshape(N, -1, n_m)
-            least, region = u[:, keys[:, 0]], np.broadcast_to(keys[None, :, :1], (N, len(keys), n_m))
-            for c in range(1, keys.shape[1]):
-                uc = u[:, keys[:, c]]
-                lower = uc < least
-                least, region = np.where(lower, uc, least), np.where(lower, keys[None, :, c:c + 1], region)
-            for c in range(keys.shape[1] - 1, -1, -1):
-                region = np.where(u[:, keys[:, c]] < self.util_threshold, keys[None, :, c:c + 1], region)
-        dest = (self._route_base + region * (3 * n_m))[..., None] + np.arange(3)
-        routed = np.bincount(dest.ravel(), iw.ravel(), 3 * self._E).reshape(-1, 3)
+            u = util.reshape(N, -1)[:, self._route_cand].reshape(N, n_k, n_m, n_c)
+            below = u < self.util_threshold
+            pos = np.where(below.any(3), below.argmax(3), u.argmin(3))
+        routed = np.bincount(self._route_bins[self._route_rows + pos].ravel(), iw.ravel(), 3 * self._E).reshape(-1, 3)
         home = row[:, self._n_iw:].reshape(-1, HOME_COLS)
         self._add_arrivals(routed, home)
         self._iw_rate += (routed[:, 0] / self.tick_s - self._iw_rate) * -math.expm1(-self.tick_s / LOAD_SMOOTHING_S)
