@@ -684,9 +684,8 @@ class VectorFlow(FlowSimulator):
         rest = left.sum(0)
         needed = np.where(rest > 0, np.minimum(k, np.ceil(rest / np.maximum(self._unit, 1.0))), 0.0)
         release = k - needed
-        if release.any():
+        if release.any():  # draining -> spot: the active instances, all ``_recount`` reads, stay
             self.fleet.release(release.reshape(self.n_worlds, -1), self.now)
-            self._fleet_changed = True
         self._unit = np.where(rest > 0, self._unit, 0.0)
         return out
 
