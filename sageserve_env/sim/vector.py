@@ -155,58 +155,63 @@ class VectorFleet:
 
     def _ups(self, deltas, now, applied, kinds, refusal, undrain) -> None:
         """Scale-ups in delta order within each region of each world: only an endpoint's own
-        region's servers serve it, so the regions of all worlds are taken at once, rank by rank."""
+        region's servers serve it, so the regions of all worlds are taken at once, rank by rank
+        (a rank's (world, region) rows are distinct, so flat indices address each cell once)."""
         N, R, M = self.n_worlds, self.n_regions, self.n_models
+        S = self.grid.shape[-1]
         order = np.argsort(deltas.reshape(N * R, M), axis=1, kind="stable")  # per (world, region)
-        w, r = np.repeat(np.arange(N), R), np.tile(np.arange(R), N)
+        rows = np.arange(N * R)  # (world, region), world-major
         drained = np.zeros_like(applied)
         draining_before = self.endpoint_counts(DRAINING).copy()
-        g = self.grid
+        g, spot = self.grid.reshape(-1), self.grid.reshape(N * R, M + 1, S)[:, :-1, SPOT]  # views
+        free = rows * ((M + 1) * S) + NO_MODEL % (M + 1) * S + FREE  # each row's free servers in ``g``
+        flat_deltas, flat_applied, flat_drained = deltas.reshape(-1), applied.reshape(-1), drained.reshape(-1)
+        flat_kinds, flat_refusal = kinds.reshape(-1), refusal.reshape(-1)
         for j in range(M):  # ranks, not models: each rank is every region's j-th endpoint
             m = order[:, j]
-            e = r * M + m
-            d = deltas[w, e]
+            we = rows * M + m  # (world, endpoint) in (N, E)
+            d = flat_deltas[we]
             if not (d > 0).any():
                 continue
+            cell = (rows * (M + 1) + m) * S  # the endpoint's states in ``g``
             d = np.maximum(d, 0)
-            u_drain = np.minimum(d, g[w, r, m, DRAINING])
+            u_drain = np.minimum(d, g[cell + DRAINING])
             rest = d - u_drain
-            u_spot = np.minimum(rest, g[w, r, m, SPOT])
+            u_spot = np.minimum(rest, g[cell + SPOT])
             rest = rest - u_spot
-            u_free = np.minimum(rest, g[w, r, NO_MODEL, FREE])
+            u_free = np.minimum(rest, g[free])
             rest = rest - u_free
-            g[w, r, m, DRAINING] -= u_drain
-            g[w, r, m, ACTIVE] += u_drain
-            g[w, r, m, SPOT] -= u_spot
-            g[w, r, NO_MODEL, FREE] -= u_free
-            g[w, r, m, STARTING] += u_spot + u_free
+            g[cell + DRAINING] -= u_drain
+            g[cell + ACTIVE] += u_drain
+            g[cell + SPOT] -= u_spot
+            g[free] -= u_free
+            g[cell + STARTING] += u_spot + u_free
             u_other = np.zeros_like(rest)
             if self.level >= 2 and (rest > 0).any():  # other models' spot servers, the most held first
-                taken = take_from_largest(g[w, r, :-1, SPOT], rest)
-                g[w, r, :-1, SPOT] -= taken
+                taken = take_from_largest(spot, rest)
+                spot -= taken
                 u_other = taken.sum(1)
-                g[w, r, m, STARTING] += u_other
+                g[cell + STARTING] += u_other
                 rest = rest - u_other
-            no = rest > 0
-            refusal[w[no], e[no]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2 else Refusal.NO_SERVER_LEVEL_1)
+            flat_refusal[we[rest > 0]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2
+                                                        else Refusal.NO_SERVER_LEVEL_1)
             up = d - rest
-            applied[w, e] += up
-            kinds[w, e, 0] += u_drain
-            kinds[w, e, 1] += u_spot
-            kinds[w, e, 2] += u_free
-            kinds[w, e, 3] += u_other
-            drained[w, e] += u_drain
-            self._pend(w, e, u_spot, now + self.reclaim_s)
-            self._pend(w, e, u_free + u_other, now + self.spin_up_s)
+            flat_applied[we] += up
+            for kind, n in enumerate((u_drain, u_spot, u_free, u_other)):
+                flat_kinds[we * N_KINDS + kind] += n
+            flat_drained[we] += u_drain
+            self._pend(we, u_spot, now + self.reclaim_s)
+            self._pend(we, u_free + u_other, now + self.spin_up_s)
             self.n_scale_ups += up.reshape(N, R).sum(1)
         if drained.any():
             undrain(drained, draining_before)
 
-    def _pend(self, w: np.ndarray, e: np.ndarray, n: np.ndarray, ready: float) -> None:
+    def _pend(self, we: np.ndarray, n: np.ndarray, ready: float) -> None:
+        """``n`` start-ups of the (world, endpoint)s ``we`` (flat, distinct), ready at ``ready``."""
         k = int(math.ceil(ready / self.tick_s - 1e-9)) - 1  # the tick (k dt, (k + 1) dt] holding ``ready``
         slot = k % self._ring_len
-        self._pending[slot, w, e] += n
-        self._pending_t[slot, w, e] += n * ready
+        self._pending[slot].reshape(-1)[we] += n
+        self._pending_t[slot].reshape(-1)[we] += n * ready
 
     def activate_due(self, k: int, t0: float) -> bool:
         """Start-ups completing in tick ``k`` (``t0`` its start) become active; they serve from
@@ -373,7 +378,7 @@ class GeneratedTraffic:
         N, R, M = self.n_worlds, self.n_regions, self.n_models
         E = R * M
         if self._buffers is None or self._buffers[0].shape[1] != n:
-            self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.empty((N, n, self.columns)),
+            self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.zeros((N, n, self.columns)),
                              np.empty((N, n, E)))
         counts, z, table, tmp = self._buffers
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
@@ -404,10 +409,11 @@ class GeneratedTraffic:
         self._carry = self._deliver(jobs, z3, niw_n)
         home[..., 0] = niw_n
         home[..., 1] = np.maximum(np.rint(niw_n * self._mu_n + np.sqrt(niw_n) * self._sd_n * z4), niw_n)
-        home[..., 2] = iw_big
-        home[..., 3] = niw_big
-        home[..., 4] = np.rint((iw_big + niw_big) * self._big_need)
-        home[..., 5] = np.rint(iw_big * self._big_prompt)
+        if self._p_big.any():  # else no request is too large: these columns stay 0 from the first chunk
+            home[..., 2] = iw_big
+            home[..., 3] = niw_big
+            home[..., 4] = np.rint((iw_big + niw_big) * self._big_need)
+            home[..., 5] = np.rint(iw_big * self._big_prompt)
         return table
 
     def _deliver(self, jobs: np.ndarray, z: np.ndarray, niw_n: np.ndarray) -> np.ndarray:
