@@ -723,12 +723,16 @@ class VectorFlow(FlowSimulator):
         niw = np.floor(np.maximum(due - self._served[NIW], 0.0))
         return np.stack([iw.reshape(self.n_worlds, -1).sum(1), niw.reshape(self.n_worlds, -1).sum(1)], axis=1)
 
+    def world_ttft_histograms(self) -> np.ndarray:
+        """Per world, IW first tokens per TTFT bin of HIST_EDGES_S (``ttft_histogram=True``): (N, bins)."""
+        if self._ttft_hist is None:
+            raise ValueError("TTFT histograms need VectorFlow(..., ttft_histogram=True)")
+        return self._ttft_hist.copy()
+
     def world_ttft_percentiles(self) -> List[dict]:
         """Per world, the IW TTFT percentiles (``iw_ttft_p50`` ...) of ``metrics.summarize``, from the
         histogram of the per-tick estimates (``ttft_histogram=True``)."""
-        if self._ttft_hist is None:
-            raise ValueError("TTFT percentiles need VectorFlow(..., ttft_histogram=True)")
-        return [FlowRequests.percentiles("iw_ttft", h) for h in self._ttft_hist]
+        return [FlowRequests.percentiles("iw_ttft", h) for h in self.world_ttft_histograms()]
 
     def world_iw_slo(self) -> np.ndarray:
         """Per world, IW requests that met their TTFT SLO and that missed it (late first token,
