@@ -187,10 +187,11 @@ class VectorFleet:
             g[free] -= u_free
             g[cell + STARTING] += u_spot + u_free
             u_other = np.zeros_like(rest)
-            if self.level >= 2 and (rest > 0).any():  # other models' spot servers, the most held first
-                taken = take_from_largest(spot, rest)
-                spot -= taken
-                u_other = taken.sum(1)
+            short = np.flatnonzero(rest > 0) if self.level >= 2 else ()
+            if len(short):  # other models' spot servers, the most held first, for the rows still short
+                taken = take_from_largest(spot[short], rest[short])
+                spot[short] -= taken
+                u_other[short] = taken.sum(1)
                 g[cell + STARTING] += u_other
                 rest = rest - u_other
             flat_refusal[we[rest > 0]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2
