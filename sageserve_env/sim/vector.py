@@ -676,24 +676,38 @@ class VectorFlow(FlowSimulator):
 
     def _drain_step(self, dt: float) -> np.ndarray:
         """Advance the draining pools like D (at the batch per draining instance); instances the
-        pool no longer needs go to spot at the tick's end. Returns the completions per tier."""
+        pool no longer needs go to spot at the tick's end. Returns the completions per tier.
+        Only the endpoints with draining instances, a pool or a carried fraction change, and
+        they are few (drains finish within ticks): the step runs over those alone."""
         sz = self._sizes
-        k = self.fleet.endpoint_counts(DRAINING).reshape(-1).astype(float)
-        req, tok = self._held
+        k_all = self.fleet.endpoint_counts(DRAINING).reshape(-1)
+        at = np.flatnonzero(k_all | (self._unit > 0) | self._held_carry.any(0))
+        out = np.zeros((2, self._E))
+        if not len(at):
+            return out
+        k = k_all[at].astype(float)
+        req, tok = self._held[0][:, at], self._held[1][:, at]
+        carry = self._held_carry[:, at]
         k1 = np.maximum(k, 1.0)
-        t = self._db + (self._ds * req.sum(0) + self._dk_context * tok.sum(0)) / k1
-        out = self._integral(req * -np.expm1(-dt / (sz.output * t)), req, self._held_carry)
-        left = req - out
-        gone = np.where(left == 0, tok, np.minimum(np.rint(tok * -np.expm1(-dt / (sz.token_iters * t))), tok - left))
-        self._held[0], self._held[1] = left, tok - gone
-        self._done[0] += out
-        self._done[1] += gone
+        t = self._db[at] + (self._ds[at] * req.sum(0) + self._dk_context[at] * tok.sum(0)) / k1
+        done = self._integral(req * -np.expm1(-dt / (sz.output[at] * t)), req, carry)
+        self._held_carry[:, at] = carry
+        left = req - done
+        gone = np.where(left == 0, tok, np.minimum(np.rint(tok * -np.expm1(-dt / (sz.token_iters[at] * t))),
+                                                   tok - left))
+        self._held[0][:, at], self._held[1][:, at] = left, tok - gone
+        self._done[0][:, at] += done
+        self._done[1][:, at] += gone
         rest = left.sum(0)
-        needed = np.where(rest > 0, np.minimum(k, np.ceil(rest / np.maximum(self._unit, 1.0))), 0.0)
+        unit = self._unit[at]
+        needed = np.where(rest > 0, np.minimum(k, np.ceil(rest / np.maximum(unit, 1.0))), 0.0)
         release = k - needed
         if release.any():  # draining -> spot: the active instances, all ``_recount`` reads, stay
-            self.fleet.release(release.reshape(self.n_worlds, -1), self.now)
-        self._unit = np.where(rest > 0, self._unit, 0.0)
+            every = np.zeros(self._E)
+            every[at] = release
+            self.fleet.release(every.reshape(self.n_worlds, -1), self.now)
+        self._unit[at] = np.where(rest > 0, unit, 0.0)
+        out[:, at] = done
         return out
 
     # -- scaling ------------------------------------------------------------------------------
