@@ -352,7 +352,7 @@ class GeneratedTraffic:
         self._carry = np.zeros((self.n_worlds, self._spread, self.n_regions * self.n_models))
         self._table = None
         self._first = 0
-        self._buffers = None  # (counts, normals, table, NIW requests) of a chunk, reused
+        self._buffers = None  # (counts, normals, table, NIW requests, live columns) of a chunk, reused
 
     def row(self, k: int) -> np.ndarray:
         """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk,
@@ -375,20 +375,21 @@ class GeneratedTraffic:
 
     def _draw(self, k0: int, n: int) -> np.ndarray:
         """Ticks ``k0 .. k0 + n - 1`` of every world, (N, n, columns), into buffers reused from
-        chunk to chunk (fresh ones cost their first touch: a fifth of the draw at paper scale)."""
+        chunk to chunk (fresh ones of megabytes are paged in anew at every chunk)."""
         N, R, M = self.n_worlds, self.n_regions, self.n_models
         E = R * M
-        if self._buffers is None or self._buffers[0].shape[1] != n:
-            self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.zeros((N, n, self.columns)),
-                             np.empty((N, n, E)))
-        counts, z, table, tmp = self._buffers
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
         pb = self._p_big.reshape(R, M)
         lam = np.concatenate([(iw_lam * (1 - pb)).reshape(n, E), (iw_lam * pb).reshape(n, E),
                               job_lam.reshape(n, E), (niw_lam * pb).reshape(n, E)], axis=1)
         # a Poisson draw of mean 0 is 0 and consumes nothing: columns of zero means are skipped
+        # (and hold the zeros of a fresh buffer)
         live = np.flatnonzero(lam.any(0))
         whole = len(live) == lam.shape[1]
+        if self._buffers is None or self._buffers[0].shape[1] != n or not np.array_equal(self._buffers[4], live):
+            self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.zeros((N, n, self.columns)),
+                             np.empty((N, n, E)), live)
+        counts, z, table, tmp, _ = self._buffers
         lam = lam if whole else lam[:, live]
         for i, (count_rng, normal_rng) in enumerate(self._rngs):  # per chunk, not per tick
             if whole:
