@@ -3,12 +3,19 @@
     python bench/bench_vector_env.py                      # paper and small, N = 1 .. 1024
     python bench/bench_vector_env.py --scenario paper --worlds 256 --steps 200
     python bench/bench_vector_env.py --traffic --scenario paper small --worlds 256 1024
+    python bench/bench_vector_env.py --instructions --scenario paper --worlds 256 --steps 16
 
 One process, one core (OPENBLAS_NUM_THREADS=1), seeded random masked actions, 60 s decisions,
 5 s ticks. Each N runs in a fresh subprocess so that its peak RSS is its own; the clock covers
 the steps only (masks, action draws, step), after one warm-up step. Two figures: per second of
 wall time (the target's) and per second of the process's CPU time (less disturbed by other
 processes on a shared machine).
+
+``--instructions`` counts instead of timing, under valgrind's callgrind (which counts the same
+whatever else the machine runs): the instructions of a run of 2 x ``--steps`` steps less those
+of a run of ``--steps`` (setup and warm-up cancel), per env step. Keep ``--steps`` a multiple of
+16 at 60 s decisions and 5 s ticks (16 steps = 192 ticks = 3 traffic chunks of 64), so that both
+runs draw the traffic in proportion. It takes minutes: callgrind runs some 50 times slower.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -67,14 +75,36 @@ def traffic_chunks(scenario: str, n: int, ticks: int = 2048) -> None:
               f"{(time.process_time() - cpu) / ticks * 1e3:.3f} CPU ms per tick", flush=True)
 
 
+def instructions(scenario: str, n: int, steps: int) -> float:
+    """Instructions per env step (all worlds), from two callgrind runs of ``run_one``."""
+    totals = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in (steps, 2 * steps):
+            out = os.path.join(tmp, f"callgrind.{k}")
+            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+                            "--one", "--scenario", scenario, "--worlds", str(n), "--steps", str(k)],
+                           capture_output=True, text=True, check=True)
+            with open(out) as f:
+                totals.append(next(int(line.split()[1]) for line in f if line.startswith("totals:")))
+    return (totals[1] - totals[0]) / (steps * n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", nargs="*", default=["paper", "small"])
     ap.add_argument("--worlds", nargs="*", type=int, default=[1, 16, 64, 256, 1024])
     ap.add_argument("--steps", type=int, default=None, help="vector steps per N (default: ~2e4 / N, 30..300)")
     ap.add_argument("--traffic", action="store_true", help="time the traffic draw alone per chunk length")
+    ap.add_argument("--instructions", action="store_true", help="count instructions per env step (callgrind)")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.instructions:
+        for scenario in args.scenario:
+            for n in args.worlds:
+                steps = args.steps or 16
+                print(f"{scenario:>8} {n:>6} {instructions(scenario, n, steps):>12,.0f} instructions per env step "
+                      f"({steps} and {2 * steps} steps)", flush=True)
+        return
     if args.traffic:
         for scenario in args.scenario:
             for n in args.worlds:

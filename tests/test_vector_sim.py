@@ -81,7 +81,7 @@ def test_vector_fleet_follows_fleet_rules(level):
 
 def _run(seeds, actions, scenario="small", horizon=3600.0):
     cfg = load_config(scenario, ["scaling.level=2"])
-    sim = VectorFlow(cfg, seeds, horizon)
+    sim = VectorFlow(cfg, seeds, horizon, ttft_histogram=True)
     stats = []
     for a in actions:
         sim.scale_all(a[: len(seeds)] if a.shape[0] >= len(seeds) else a)
@@ -95,13 +95,16 @@ def test_world_independence():
     rng = np.random.default_rng(7)
     steps = 40
     actions = rng.integers(-2, 3, size=(steps, 8, 2))
-    _, batch = _run([100 + i for i in range(8)], actions)
+    sim8, batch = _run([100 + i for i in range(8)], actions)
     for i in (0, 3, 7):
-        _, single = _run([100 + i], actions[:, i: i + 1])
+        sim1, single = _run([100 + i], actions[:, i: i + 1])
         for (s8, g8, c8), (s1, g1, c1) in zip(batch, single):
             np.testing.assert_allclose(s8[i], s1[0], rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(g8[i], g1[0], rtol=1e-9, atol=1e-9)
             assert np.array_equal(c8[i], c1[0])
+        p8, p1 = sim8.world_ttft_percentiles()[i], sim1.world_ttft_percentiles()[0]
+        assert p8.keys() == p1.keys() and p8["iw_ttft_p95"] is not None
+        np.testing.assert_allclose([p8[k] for k in p8], [p1[k] for k in p1], rtol=1e-9)
 
 
 def test_conservation_and_fleet_invariants_over_random_steps():
@@ -175,3 +178,42 @@ def test_generated_traffic_moments_match_the_request_generator():
     g_need = sum((w.prompt_tokens + w.output_tokens)[f].sum() for w, f in zip(days, fits)) / sum(f.sum() for f in fits)
     n = iw[..., 0].sum()
     np.testing.assert_allclose([iw[..., 1].sum() / n, iw[..., 2].sum() / n], [g_prompt, g_need], rtol=0.03)
+
+
+def test_ttft_histogram_weighs_every_first_token():
+    """Each world's TTFT histogram holds its IW first tokens (every tick's points weigh them all);
+    its percentiles rise with the percentile and lie within the histogram's range."""
+    from sageserve_env.sim.flow import HIST_EDGES_S
+    from sageserve_env.sim.stats import Stat
+
+    cfg = load_config("paper", ["scaling.initial_instances=1"])  # queues form: a wide spread of TTFTs
+    sim = VectorFlow(cfg, [5, 6], 2 * 3600.0, ttft_histogram=True)
+    sim.run_until(2 * 3600.0)
+    firsts = sim.world_statistics()[..., Stat.IW_FIRST_TOKENS].sum(1)
+    totals = [sum(p for p in hist) for hist in sim.world_ttft_histograms()]
+    np.testing.assert_allclose(totals, firsts, rtol=1e-9)
+    for p in sim.world_ttft_percentiles():
+        values = [p[f"iw_ttft_p{q}"] for q in (50, 90, 95, 99)]
+        assert values == sorted(values) and HIST_EDGES_S[0] <= values[0] and values[-1] <= HIST_EDGES_S[-1]
+    with pytest.raises(ValueError, match="ttft_histogram=True"):
+        VectorFlow(cfg, [5], 600.0).world_ttft_percentiles()
+
+
+def test_traffic_does_not_depend_on_the_chunk_length():
+    """Chunks are for memory and speed: any chunk length draws the same ticks (each world's
+    generators are read in the same order; skipped zero-mean Poisson columns read 0)."""
+    from sageserve_env.sim.perf_model import kv_capacity
+    from sageserve_env.sim.vector import GeneratedTraffic, reference_workload
+
+    cfg = load_config("small", ["workload.iw_share=1.0"])  # no NIW: whole Poisson columns of mean 0
+    R, M = len(cfg.regions), len(cfg.model_names)
+    cap = np.array([kv_capacity(cfg, r, m) for r in range(R) for m in range(M)], dtype=float)
+    ref = reference_workload(cfg)
+    rows = []
+    for chunk in (7, 64):
+        traffic = GeneratedTraffic(cfg, TICK, 3600.0, [3, 4, 5], ref, cap)
+        traffic.chunk = chunk
+        traffic.reseed([3, 4, 5])
+        rows.append(np.stack([traffic.row(k).copy() for k in range(traffic.n_ticks)]))
+    assert np.array_equal(rows[0], rows[1])
+    assert rows[0][..., 0].sum() > 0

@@ -52,7 +52,8 @@ class SageServeVectorEnv(VectorEnv):
     ## Arguments
     ``num_envs`` and the keys of ``SageServeEnv.default_config()`` (``fidelity`` must be
     ``fast``, ``forecaster`` ``none``, the workload generated; ``decision_interval_s`` and
-    ``horizon_s`` whole multiples of ``fidelity_tick_s``).
+    ``horizon_s`` whole multiples of ``fidelity_tick_s``). ``ttft_histogram=True`` keeps each
+    world's IW TTFT histogram (``sim.world_ttft_percentiles()``; it slows every tick).
 
     ## Version history
     v1: the fast fidelity vectorized over worlds (see ``docs/fidelity.md``, "v1").
@@ -61,7 +62,7 @@ class SageServeVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int = 1, config: Optional[Dict[str, Any]] = None, autoreset: bool = True,
-                 **kwargs: Any) -> None:
+                 ttft_histogram: bool = False, **kwargs: Any) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         kwargs = {"fidelity": "fast", **(config or {}), **kwargs}
@@ -78,6 +79,7 @@ class SageServeVectorEnv(VectorEnv):
                 raise ValueError(f"{key}={value:g} must be a whole number of fidelity_tick_s={self.tick:g}")
         self.num_envs = int(num_envs)
         self.autoreset = bool(autoreset)
+        self.ttft_histogram = bool(ttft_histogram)
         self.sim_config = t.sim_config
         self.n_regions, self.n_models, self.n_endpoints = t.n_regions, t.n_models, t.n_endpoints
         self.max_delta, self.interval, self.horizon, self.weights = t.max_delta, t.interval, t.horizon, t.weights
@@ -106,7 +108,8 @@ class SageServeVectorEnv(VectorEnv):
 
     def _start_episode(self) -> None:
         seeds = [int(rng.integers(2**63)) for rng in self._world_rngs]
-        self.sim = VectorFlow(self.sim_config, seeds, self.horizon, self.tick, reference=self._reference)
+        self.sim = VectorFlow(self.sim_config, seeds, self.horizon, self.tick, reference=self._reference,
+                              ttft_histogram=self.ttft_histogram)
         N = self.num_envs
         self._servers = np.maximum(self.sim.fleet.servers.astype(float), 1.0)
         self._last = self.sim.world_statistics()

@@ -948,8 +948,6 @@ class FlowRequests:
     summary does.
     """
 
-    _LOG_STEP = math.log(HIST_EDGES_S[1] / HIST_EDGES_S[0])
-
     def __init__(self, n_models: int, sz: _Sizes, log: np.ndarray, delay_s: float, counts: Dict[str, np.ndarray],
                  overdue: np.ndarray) -> None:
         E = log.shape[2]
@@ -957,17 +955,10 @@ class FlowRequests:
         self.model = np.arange(E) % n_models
         ft, w1, marg, bnd, t, queue_p, queue_m = (log[:, i] for i in range(7))
         w0 = np.concatenate([np.zeros((1, E)), w1[:-1]])  # a tick starts with the last one's wait
-        levels = np.array(WAIT_LEVELS)
-        level_w = np.diff(np.r_[0.0, (levels[1:] + levels[:-1]) / 2, 1.0])
         self._hist = {k: np.zeros((E, len(HIST_EDGES_S) - 1)) for k in ("ttft", "e2e", "tpot")}
         for e in range(E):
-            # waits (ticks, J) and their weights: U at two points, X none or at the levels
-            fluid = np.stack([0.75 * w0[:, e] + 0.25 * w1[:, e], 0.25 * w0[:, e] + 0.75 * w1[:, e]], axis=1)
-            extra = np.c_[np.zeros(len(ft)), -np.log1p(-levels) * queue_m[:, e, None]]
-            extra_w = np.c_[1.0 - queue_p[:, e], queue_p[:, e, None] * level_w]
-            wait = (fluid[:, :, None] + extra[:, None, :]).reshape(len(ft), -1)
-            weight = np.tile(0.5 * ft[:, e, None] * extra_w, 2)  # the two fluid points, halved
-            base = delay_s + bnd[:, e, None] + sz.prefill[e] + sz.chunks[e] * marg[:, e, None]  # (ticks, K)
+            wait, weight, base = ttft_points(ft[:, e], w0[:, e], w1[:, e], bnd[:, e], marg[:, e], queue_p[:, e],
+                                             queue_m[:, e], sz.prefill[e], sz.chunks[e], delay_s)
             self._add("ttft", e, wait[:, :, None] + base[:, None, :], weight[:, :, None] * sz.weights)
             decode = (sz.output_q[e] - 1) * t[:, e, None]
             mean_ttft = (wait + (base @ sz.weights)[:, None])
@@ -978,12 +969,13 @@ class FlowRequests:
 
     def _add(self, kind: str, e: int, values: np.ndarray, weights: np.ndarray) -> None:
         n = len(HIST_EDGES_S) - 1
-        at = np.log(np.maximum(values, HIST_EDGES_S[0]) / HIST_EDGES_S[0]) / self._LOG_STEP
-        idx = np.minimum(at.astype(np.int64), n - 1).ravel()
-        self._hist[kind][e] += np.bincount(idx, np.broadcast_to(weights, values.shape).ravel(), n)
+        self._hist[kind][e] += np.bincount(histogram_bins(values).ravel(),
+                                           np.broadcast_to(weights, values.shape).ravel(), n)
 
     @staticmethod
-    def _percentiles(prefix: str, hist: np.ndarray) -> Dict[str, Optional[float]]:
+    def percentiles(prefix: str, hist: np.ndarray) -> Dict[str, Optional[float]]:
+        """``{prefix}_p{p}`` for every p of PERCENTILES from a histogram over HIST_EDGES_S (log
+        interpolation within a bin; None if the histogram is empty)."""
         total = hist.sum()
         if total <= 0:
             return {f"{prefix}_p{p}": None for p in PERCENTILES}
@@ -1011,10 +1003,37 @@ class FlowRequests:
             "iw_requests": int(s["iw_arrived"]),
         }
         for kind in ("ttft", "e2e", "tpot"):
-            m.update(self._percentiles(f"iw_{kind}", self._hist[kind][rows].sum(0)))
+            m.update(self.percentiles(f"iw_{kind}", self._hist[kind][rows].sum(0)))
         decided = s["iw_first_tokens"] + s["iw_dropped"] + overdue[IW]
         m["iw_slo_attainment"] = (s["iw_first_tokens"] - s["iw_misses"]) / decided if decided else None
         m["niw_requests"] = int(s["niw_arrived"])
         m["niw_completed"] = int(s["niw_completed"])
         m["niw_deadline_misses"] = int(round(s["niw_misses"] + s["niw_dropped"] + overdue[NIW]))
         return m
+
+
+def ttft_points(ft, w0, w1, bnd, marg, queue_p, queue_m, prefill, chunks, delay_s):
+    """The TTFT distribution of rows of ``ft`` first tokens (ticks of one endpoint, or endpoints of
+    one tick) as weighted points: the FIFO wait at 1/4 and 3/4 of its spread ``w0`` .. ``w1``,
+    plus the stochastic wait (none with probability 1 - ``queue_p``, else the exponential of mean
+    ``queue_m`` at WAIT_LEVELS), plus ``base`` = delay + boundary wait + the prefill of each
+    prompt-size quantile (``prefill`` and ``chunks``: (K,) or (rows, K)). Returns the waits and
+    their weights, (rows, 10), and ``base``, (rows, K); a point's weight times ``_Sizes.weights``
+    is that of wait + base."""
+    levels = np.array(WAIT_LEVELS)
+    level_w = np.diff(np.r_[0.0, (levels[1:] + levels[:-1]) / 2, 1.0])
+    fluid = np.stack([0.75 * w0 + 0.25 * w1, 0.25 * w0 + 0.75 * w1], axis=1)
+    extra = np.c_[np.zeros(len(ft)), -np.log1p(-levels) * queue_m[:, None]]
+    extra_w = np.c_[1.0 - queue_p, queue_p[:, None] * level_w]
+    wait = (fluid[:, :, None] + extra[:, None, :]).reshape(len(ft), -1)
+    weight = np.tile(0.5 * ft[:, None] * extra_w, 2)  # the two fluid points, halved
+    base = delay_s + bnd[:, None] + prefill + chunks * marg[:, None]
+    return wait, weight, base
+
+
+def histogram_bins(values: np.ndarray) -> np.ndarray:
+    """The bin of HIST_EDGES_S (log-spaced) holding each of ``values`` (below the first edge: the
+    first bin; beyond the last: the last)."""
+    n = len(HIST_EDGES_S) - 1
+    at = np.log(np.maximum(values, HIST_EDGES_S[0]) / HIST_EDGES_S[0]) / math.log(HIST_EDGES_S[1] / HIST_EDGES_S[0])
+    return np.minimum(at.astype(np.int64), n - 1)

@@ -32,7 +32,8 @@ import numpy as np
 
 from sageserve_env.config import SimConfig
 from sageserve_env.sim.fleet import ACTIVE, DRAINING, FREE, NO_MODEL, SPOT, STARTING, Fleet, Refusal
-from sageserve_env.sim.flow import BOUNDARY_WAIT, HOME_COLS, LOAD_SMOOTHING_S, RHO_MAX, D, P, W, FlowSimulator
+from sageserve_env.sim.flow import (BOUNDARY_WAIT, HIST_EDGES_S, HOME_COLS, LOAD_SMOOTHING_S, RHO_MAX, D, FlowRequests,
+                                    FlowSimulator, P, W, histogram_bins, ttft_points)
 from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
 from sageserve_env.sim.stats import Stat
@@ -154,58 +155,64 @@ class VectorFleet:
 
     def _ups(self, deltas, now, applied, kinds, refusal, undrain) -> None:
         """Scale-ups in delta order within each region of each world: only an endpoint's own
-        region's servers serve it, so the regions of all worlds are taken at once, rank by rank."""
+        region's servers serve it, so the regions of all worlds are taken at once, rank by rank
+        (a rank's (world, region) rows are distinct, so flat indices address each cell once)."""
         N, R, M = self.n_worlds, self.n_regions, self.n_models
+        S = self.grid.shape[-1]
         order = np.argsort(deltas.reshape(N * R, M), axis=1, kind="stable")  # per (world, region)
-        w, r = np.repeat(np.arange(N), R), np.tile(np.arange(R), N)
+        rows = np.arange(N * R)  # (world, region), world-major
         drained = np.zeros_like(applied)
         draining_before = self.endpoint_counts(DRAINING).copy()
-        g = self.grid
+        g, spot = self.grid.reshape(-1), self.grid.reshape(N * R, M + 1, S)[:, :-1, SPOT]  # views
+        free = rows * ((M + 1) * S) + NO_MODEL % (M + 1) * S + FREE  # each row's free servers in ``g``
+        flat_deltas, flat_applied, flat_drained = deltas.reshape(-1), applied.reshape(-1), drained.reshape(-1)
+        flat_kinds, flat_refusal = kinds.reshape(-1), refusal.reshape(-1)
         for j in range(M):  # ranks, not models: each rank is every region's j-th endpoint
             m = order[:, j]
-            e = r * M + m
-            d = deltas[w, e]
+            we = rows * M + m  # (world, endpoint) in (N, E)
+            d = flat_deltas[we]
             if not (d > 0).any():
                 continue
+            cell = (rows * (M + 1) + m) * S  # the endpoint's states in ``g``
             d = np.maximum(d, 0)
-            u_drain = np.minimum(d, g[w, r, m, DRAINING])
+            u_drain = np.minimum(d, g[cell + DRAINING])
             rest = d - u_drain
-            u_spot = np.minimum(rest, g[w, r, m, SPOT])
+            u_spot = np.minimum(rest, g[cell + SPOT])
             rest = rest - u_spot
-            u_free = np.minimum(rest, g[w, r, NO_MODEL, FREE])
+            u_free = np.minimum(rest, g[free])
             rest = rest - u_free
-            g[w, r, m, DRAINING] -= u_drain
-            g[w, r, m, ACTIVE] += u_drain
-            g[w, r, m, SPOT] -= u_spot
-            g[w, r, NO_MODEL, FREE] -= u_free
-            g[w, r, m, STARTING] += u_spot + u_free
+            g[cell + DRAINING] -= u_drain
+            g[cell + ACTIVE] += u_drain
+            g[cell + SPOT] -= u_spot
+            g[free] -= u_free
+            g[cell + STARTING] += u_spot + u_free
             u_other = np.zeros_like(rest)
-            if self.level >= 2 and (rest > 0).any():  # other models' spot servers, the most held first
-                taken = take_from_largest(g[w, r, :-1, SPOT], rest)
-                g[w, r, :-1, SPOT] -= taken
-                u_other = taken.sum(1)
-                g[w, r, m, STARTING] += u_other
+            short = np.flatnonzero(rest > 0) if self.level >= 2 else ()
+            if len(short):  # other models' spot servers, the most held first, for the rows still short
+                taken = take_from_largest(spot[short], rest[short])
+                spot[short] -= taken
+                u_other[short] = taken.sum(1)
+                g[cell + STARTING] += u_other
                 rest = rest - u_other
-            no = rest > 0
-            refusal[w[no], e[no]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2 else Refusal.NO_SERVER_LEVEL_1)
+            flat_refusal[we[rest > 0]] = REFUSALS.index(Refusal.NO_SERVER if self.level >= 2
+                                                        else Refusal.NO_SERVER_LEVEL_1)
             up = d - rest
-            applied[w, e] += up
-            kinds[w, e, 0] += u_drain
-            kinds[w, e, 1] += u_spot
-            kinds[w, e, 2] += u_free
-            kinds[w, e, 3] += u_other
-            drained[w, e] += u_drain
-            self._pend(w, e, u_spot, now + self.reclaim_s)
-            self._pend(w, e, u_free + u_other, now + self.spin_up_s)
+            flat_applied[we] += up
+            for kind, n in enumerate((u_drain, u_spot, u_free, u_other)):
+                flat_kinds[we * N_KINDS + kind] += n
+            flat_drained[we] += u_drain
+            self._pend(we, u_spot, now + self.reclaim_s)
+            self._pend(we, u_free + u_other, now + self.spin_up_s)
             self.n_scale_ups += up.reshape(N, R).sum(1)
         if drained.any():
             undrain(drained, draining_before)
 
-    def _pend(self, w: np.ndarray, e: np.ndarray, n: np.ndarray, ready: float) -> None:
+    def _pend(self, we: np.ndarray, n: np.ndarray, ready: float) -> None:
+        """``n`` start-ups of the (world, endpoint)s ``we`` (flat, distinct), ready at ``ready``."""
         k = int(math.ceil(ready / self.tick_s - 1e-9)) - 1  # the tick (k dt, (k + 1) dt] holding ``ready``
         slot = k % self._ring_len
-        self._pending[slot, w, e] += n
-        self._pending_t[slot, w, e] += n * ready
+        self._pending[slot].reshape(-1)[we] += n
+        self._pending_t[slot].reshape(-1)[we] += n * ready
 
     def activate_due(self, k: int, t0: float) -> bool:
         """Start-ups completing in tick ``k`` (``t0`` its start) become active; they serve from
@@ -345,9 +352,11 @@ class GeneratedTraffic:
         self._carry = np.zeros((self.n_worlds, self._spread, self.n_regions * self.n_models))
         self._table = None
         self._first = 0
+        self._buffers = None  # (counts, normals, table, NIW requests, live columns) of a chunk, reused
 
     def row(self, k: int) -> np.ndarray:
-        """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk."""
+        """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk,
+        valid until the next chunk is drawn."""
         if self._table is None or not (self._first <= k < self._first + self._table.shape[1]):
             if self._table is not None and k != self._first + self._table.shape[1]:
                 raise ValueError(f"traffic is drawn in order: tick {k} after ticks up to "
@@ -365,21 +374,31 @@ class GeneratedTraffic:
         return self._iw_share * per_tick, niw / self._job_mean, niw
 
     def _draw(self, k0: int, n: int) -> np.ndarray:
-        """Ticks ``k0 .. k0 + n - 1`` of every world, (N, n, columns)."""
+        """Ticks ``k0 .. k0 + n - 1`` of every world, (N, n, columns), into buffers reused from
+        chunk to chunk (fresh ones of megabytes are paged in anew at every chunk)."""
         N, R, M = self.n_worlds, self.n_regions, self.n_models
         E = R * M
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
         pb = self._p_big.reshape(R, M)
         lam = np.concatenate([(iw_lam * (1 - pb)).reshape(n, E), (iw_lam * pb).reshape(n, E),
                               job_lam.reshape(n, E), (niw_lam * pb).reshape(n, E)], axis=1)
-        counts = np.empty((N, n, 4 * E))
-        z = np.empty((N, n, 4 * E))
+        # a Poisson draw of mean 0 is 0 and consumes nothing: columns of zero means are skipped
+        # (and hold the zeros of a fresh buffer)
+        live = np.flatnonzero(lam.any(0))
+        whole = len(live) == lam.shape[1]
+        if self._buffers is None or self._buffers[0].shape[1] != n or not np.array_equal(self._buffers[4], live):
+            self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.zeros((N, n, self.columns)),
+                             np.empty((N, n, E)), live)
+        counts, z, table, tmp, _ = self._buffers
+        lam = lam if whole else lam[:, live]
         for i, (count_rng, normal_rng) in enumerate(self._rngs):  # per chunk, not per tick
-            counts[i] = count_rng.poisson(lam)
+            if whole:
+                counts[i] = count_rng.poisson(lam)
+            else:
+                counts[i][:, live] = count_rng.poisson(lam)
             normal_rng.standard_normal(out=z[i])
         iw_n, iw_big, jobs, niw_big = (counts[..., j * E:(j + 1) * E] for j in range(4))
         z1, z2, z3, z4 = (z[..., j * E:(j + 1) * E] for j in range(4))
-        table = np.empty((N, n, self.columns))
         iw = table[..., :self._n_iw].reshape(N, n, E, 3)
         home = table[..., self._n_iw:].reshape(N, n, E, HOME_COLS)
         root = np.sqrt(iw_n)
@@ -388,13 +407,15 @@ class GeneratedTraffic:
         out = np.maximum(np.rint(iw_n * self._mu_o + root * self._sd_o *
                                  (self._rho * z1 + np.sqrt(1 - self._rho ** 2) * z2)), iw_n)
         np.add(iw[..., 1], out, out=iw[..., 2])
-        niw_n = home[..., 0]
+        niw_n = tmp
         self._carry = self._deliver(jobs, z3, niw_n)
+        home[..., 0] = niw_n
         home[..., 1] = np.maximum(np.rint(niw_n * self._mu_n + np.sqrt(niw_n) * self._sd_n * z4), niw_n)
-        home[..., 2] = iw_big
-        home[..., 3] = niw_big
-        home[..., 4] = np.rint((iw_big + niw_big) * self._big_need)
-        home[..., 5] = np.rint(iw_big * self._big_prompt)
+        if self._p_big.any():  # else no request is too large: these columns stay 0 from the first chunk
+            home[..., 2] = iw_big
+            home[..., 3] = niw_big
+            home[..., 4] = np.rint((iw_big + niw_big) * self._big_need)
+            home[..., 5] = np.rint(iw_big * self._big_prompt)
         return table
 
     def _deliver(self, jobs: np.ndarray, z: np.ndarray, niw_n: np.ndarray) -> np.ndarray:
@@ -431,7 +452,7 @@ class VectorFlow(FlowSimulator):
     fidelity = "fast"
 
     def __init__(self, config: SimConfig, seeds: Sequence[int], horizon_s: float, tick_s: float = 5.0,
-                 reference=None) -> None:
+                 reference=None, ttft_histogram: bool = False) -> None:
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
         if config.workload.source != "generator":
@@ -476,10 +497,22 @@ class VectorFlow(FlowSimulator):
         orders = nearest_first_orders([r.utc_offset_h for r in config.regions])
         self._key_regions = (np.arange(n_r)[:, None] if self.no_reroute else np.array(orders, dtype=np.int64))
         self._n_iw = n_r * n_m * 3
-        self._route_base = 3 * (np.arange(N)[:, None, None] * E1 + np.arange(n_m))  # bin of (world, region 0, model)
+        keys = self._key_regions  # (keys, candidates): each key's regions, nearest first
+        n_k, n_c = keys.shape
+        # routing tables over (world, key, model, candidate): the endpoint each choice reads the
+        # utilization of, in a world's row of endpoints, and the three bins (requests, prompt,
+        # tokens) its IW columns go to, in the (world, endpoint, column) bins of ``_arrive``
+        cand = keys[:, None, :] * n_m + np.arange(n_m)[:, None]  # (keys, models, candidates)
+        self._route_cand = cand.reshape(-1)
+        world_e = np.arange(N)[:, None, None, None] * E1 + cand[None]
+        self._route_bins = (3 * world_e[..., None] + np.arange(3)).reshape(-1, 3)
+        self._route_rows = np.arange(N * n_k * n_m).reshape(N, n_k, n_m) * n_c
         self.traffic = GeneratedTraffic(config, self.tick_s, self.horizon_s, seeds, self.workload,
                                         self.kv_capacity.astype(float))
         self._build_state()
+        # per world, the IW TTFT histogram over HIST_EDGES_S of every tick's estimate (``ttft_points``,
+        # weighted by first tokens), for ``world_ttft_percentiles``; off by default (it costs a tick's time)
+        self._ttft_hist = np.zeros((N, len(HIST_EDGES_S) - 1)) if ttft_histogram else None
 
     def _build_history(self) -> None:
         """What replaces the per-tick history: fixed-size state per endpoint."""
@@ -539,22 +572,16 @@ class VectorFlow(FlowSimulator):
     def _arrive(self, row: np.ndarray, util: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Step 1 for every world: route the IW columns on ``util`` (SageServe's rule), add the
         arrivals to the pools; returns the routed IW (requests, prompt, tokens) and NIW requests."""
-        N, E1, n_m = self.n_worlds, self.n_endpoints, len(self.model_names)
-        iw = row[:, : self._n_iw].reshape(N, len(self._key_regions), n_m, 3)
-        keys = self._key_regions  # (keys, candidates): each key's regions, nearest first
+        N, n_m = self.n_worlds, len(self.model_names)
+        n_k, n_c = self._key_regions.shape
+        iw = row[:, : self._n_iw]
         if util.max() < self.util_threshold:
-            region = keys[None, :, :1]  # every key's first candidate: home
+            pos = 0  # every key's first candidate: home
         else:  # the first candidate below the threshold, else the least utilized (first on ties)
-            u = util.reshape(N, -1, n_m)
-            least, region = u[:, keys[:, 0]], np.broadcast_to(keys[None, :, :1], (N, len(keys), n_m))
-            for c in range(1, keys.shape[1]):
-                uc = u[:, keys[:, c]]
-                lower = uc < least
-                least, region = np.where(lower, uc, least), np.where(lower, keys[None, :, c:c + 1], region)
-            for c in range(keys.shape[1] - 1, -1, -1):
-                region = np.where(u[:, keys[:, c]] < self.util_threshold, keys[None, :, c:c + 1], region)
-        dest = (self._route_base + region * (3 * n_m))[..., None] + np.arange(3)
-        routed = np.bincount(dest.ravel(), iw.ravel(), 3 * self._E).reshape(-1, 3)
+            u = util.reshape(N, -1)[:, self._route_cand].reshape(N, n_k, n_m, n_c)
+            below = u < self.util_threshold
+            pos = np.where(below.any(3), below.argmax(3), u.argmin(3))
+        routed = np.bincount(self._route_bins[self._route_rows + pos].ravel(), iw.ravel(), 3 * self._E).reshape(-1, 3)
         home = row[:, self._n_iw:].reshape(-1, HOME_COLS)
         self._add_arrivals(routed, home)
         self._iw_rate += (routed[:, 0] / self.tick_s - self._iw_rate) * -math.expm1(-self.tick_s / LOAD_SMOOTHING_S)
@@ -585,6 +612,17 @@ class VectorFlow(FlowSimulator):
             m[2] += np.maximum(np.minimum(self._served[NIW] + niw_done, due) - self._served[NIW], 0.0)
         self._served[NIW] += niw_done
         m[3] += ft * (0.5 * (w0 + self._wait) + queue_p * queue_m + mean_ttft)
+        if self._ttft_hist is not None:
+            self._add_ttft(ft, w0, bnd, marg, queue_p, queue_m)
+
+    def _add_ttft(self, ft, w0, bnd, marg, queue_p, queue_m) -> None:
+        """This tick's first tokens into the TTFT histograms of their worlds."""
+        sz, hist = self._sizes, self._ttft_hist
+        wait, weight, base = ttft_points(ft, w0, self._wait, bnd, marg, queue_p, queue_m, sz.prefill, sz.chunks,
+                                         self._delay)
+        at = histogram_bins(wait[:, :, None] + base[:, None, :])  # (N E, points, K)
+        at += (np.arange(self._E) // self.n_endpoints * hist.shape[1])[:, None, None]
+        hist += np.bincount(at.ravel(), (weight[:, :, None] * sz.weights).ravel(), hist.size).reshape(hist.shape)
 
     def _checkpoint(self) -> None:
         """At every CHECKPOINT_S boundary, the cumulative NIW arrivals into the ring."""
@@ -645,25 +683,38 @@ class VectorFlow(FlowSimulator):
 
     def _drain_step(self, dt: float) -> np.ndarray:
         """Advance the draining pools like D (at the batch per draining instance); instances the
-        pool no longer needs go to spot at the tick's end. Returns the completions per tier."""
+        pool no longer needs go to spot at the tick's end. Returns the completions per tier.
+        Only the endpoints with draining instances, a pool or a carried fraction change, and
+        they are few (drains finish within ticks): the step runs over those alone."""
         sz = self._sizes
-        k = self.fleet.endpoint_counts(DRAINING).reshape(-1).astype(float)
-        req, tok = self._held
+        k_all = self.fleet.endpoint_counts(DRAINING).reshape(-1)
+        at = np.flatnonzero(k_all | (self._unit > 0) | self._held_carry.any(0))
+        out = np.zeros((2, self._E))
+        if not len(at):
+            return out
+        k = k_all[at].astype(float)
+        req, tok = self._held[0][:, at], self._held[1][:, at]
+        carry = self._held_carry[:, at]
         k1 = np.maximum(k, 1.0)
-        t = self._db + (self._ds * req.sum(0) + self._dk_context * tok.sum(0)) / k1
-        out = self._integral(req * -np.expm1(-dt / (sz.output * t)), req, self._held_carry)
-        left = req - out
-        gone = np.where(left == 0, tok, np.minimum(np.rint(tok * -np.expm1(-dt / (sz.token_iters * t))), tok - left))
-        self._held[0], self._held[1] = left, tok - gone
-        self._done[0] += out
-        self._done[1] += gone
+        t = self._db[at] + (self._ds[at] * req.sum(0) + self._dk_context[at] * tok.sum(0)) / k1
+        done = self._integral(req * -np.expm1(-dt / (sz.output[at] * t)), req, carry)
+        self._held_carry[:, at] = carry
+        left = req - done
+        gone = np.where(left == 0, tok, np.minimum(np.rint(tok * -np.expm1(-dt / (sz.token_iters[at] * t))),
+                                                   tok - left))
+        self._held[0][:, at], self._held[1][:, at] = left, tok - gone
+        self._done[0][:, at] += done
+        self._done[1][:, at] += gone
         rest = left.sum(0)
-        needed = np.where(rest > 0, np.minimum(k, np.ceil(rest / np.maximum(self._unit, 1.0))), 0.0)
+        unit = self._unit[at]
+        needed = np.where(rest > 0, np.minimum(k, np.ceil(rest / np.maximum(unit, 1.0))), 0.0)
         release = k - needed
-        if release.any():
-            self.fleet.release(release.reshape(self.n_worlds, -1), self.now)
-            self._fleet_changed = True
-        self._unit = np.where(rest > 0, self._unit, 0.0)
+        if release.any():  # draining -> spot: the active instances, all ``_recount`` reads, stay
+            every = np.zeros(self._E)
+            every[at] = release
+            self.fleet.release(every.reshape(self.n_worlds, -1), self.now)
+        self._unit[at] = np.where(rest > 0, unit, 0.0)
+        out[:, at] = done
         return out
 
     # -- scaling ------------------------------------------------------------------------------
@@ -693,6 +744,17 @@ class VectorFlow(FlowSimulator):
         due = self._niw_arrived_at(self.now - self._niw_sla) if self.now > self._niw_sla else np.zeros(self._E)
         niw = np.floor(np.maximum(due - self._served[NIW], 0.0))
         return np.stack([iw.reshape(self.n_worlds, -1).sum(1), niw.reshape(self.n_worlds, -1).sum(1)], axis=1)
+
+    def world_ttft_histograms(self) -> np.ndarray:
+        """Per world, IW first tokens per TTFT bin of HIST_EDGES_S (``ttft_histogram=True``): (N, bins)."""
+        if self._ttft_hist is None:
+            raise ValueError("TTFT histograms need VectorFlow(..., ttft_histogram=True)")
+        return self._ttft_hist.copy()
+
+    def world_ttft_percentiles(self) -> List[dict]:
+        """Per world, the IW TTFT percentiles (``iw_ttft_p50`` ...) of ``metrics.summarize``, from the
+        histogram of the per-tick estimates (``ttft_histogram=True``)."""
+        return [FlowRequests.percentiles("iw_ttft", h) for h in self.world_ttft_histograms()]
 
     def world_iw_slo(self) -> np.ndarray:
         """Per world, IW requests that met their TTFT SLO and that missed it (late first token,
