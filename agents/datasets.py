@@ -199,11 +199,12 @@ def _seeds(text: str) -> list:
 
 
 def env_ids_of(text: str) -> list:
-    """``v1`` -> every v1 task's env ID; otherwise a comma-separated list of env IDs."""
-    if text == "v1":
-        from sageserve_env.tasks import tasks
+    """A task suite (``v1``, ``v1-fast``) -> its tasks' env IDs; otherwise a comma-separated list
+    of env IDs."""
+    from sageserve_env.tasks import SUITES, tasks
 
-        return [f"sageserve_env/{env_id}" for env_id in tasks("v1")]
+    if text in SUITES:
+        return [f"sageserve_env/{env_id}" for env_id in tasks(text)]
     return [e for e in text.split(",") if e]
 
 
@@ -217,7 +218,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.datasets", description=main.__doc__)
     ap.add_argument("--policies", default="reactive,lt_ua,oracle", help="comma-separated policy names")
     ap.add_argument("--seeds", default="0-1", help="training days, e.g. 0-3 or 0,5,9 (a task's train split)")
-    ap.add_argument("--env", default="v1", help="comma-separated env IDs, or v1 (default): every v1 task")
+    ap.add_argument("--env", default="v1-fast", help="comma-separated env IDs, or a task suite: v1-fast "
+                    "(default: every v1 task in the fast fidelity) or v1 (detailed; production-scale days take "
+                    "minutes each)")
     ap.add_argument("--env-kwargs", default="{}", help='JSON env keywords, e.g. \'{"horizon_s": 3600}\'')
     ap.add_argument("--overwrite", action="store_true", help="replace datasets that exist")
     args = ap.parse_args(argv)
