@@ -104,8 +104,8 @@ def _on_ray(fn: Callable[[Any], Any], jobs: Sequence[Any], config: RayConfig, pr
         ray.init(address=config.address, num_cpus=config.num_cpus, include_dashboard=False,
                  logging_level=logging.WARNING)
     try:
-        task = ray.remote(num_cpus=1)(fn)
-        index = {task.remote(job): i for i, job in enumerate(jobs)}
+        task = ray.remote(num_cpus=1)(_call)
+        index = {task.remote(fn, job): i for i, job in enumerate(jobs)}
         pending = list(index)
         results: Dict[int, Any] = {}
         while pending:
@@ -122,3 +122,8 @@ def _on_ray(fn: Callable[[Any], Any], jobs: Sequence[Any], config: RayConfig, pr
     finally:
         if started:
             ray.shutdown()
+
+
+def _call(fn: Callable[[Any], Any], job: Any) -> Any:
+    """One Ray task: ``fn(job)`` (any picklable callable, as on the pool, builtins too)."""
+    return fn(job)
