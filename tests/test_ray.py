@@ -1,9 +1,12 @@
 """evaluate.py launcher=ray: the same results as the process pool, failures reported alike, bad
-options refused; sageserve_env.launch on its own."""
+options refused; sageserve_env.launch on its own; the Ray Tune search's scoring and arguments."""
 
+import importlib.util
 import math
 import re
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,6 +17,7 @@ from sageserve_env.launch import JobFailed, RayConfig, check_launcher, run_jobs
 pytest.importorskip("ray")
 import ray  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = ["policies=[static,reactive]", "scenario=small", "seeds=[1001,1002]", "horizon_s=1800", "plots=false",
         "bootstrap=100"]
 DIFFERENT = {"wall_seconds", "run_dir"}  # the columns two runs into two folders never share
@@ -97,3 +101,36 @@ def test_check_launcher_accepts_what_it_should():
     check_launcher("ray", RayConfig(address="ray://head:10001"))
     with pytest.raises(ConfigError, match="launcher must be one of"):
         check_launcher("Ray", RayConfig())
+
+
+def _tune_script():
+    spec = importlib.util.spec_from_file_location("tune_train", ROOT / "scripts" / "tune_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tune_search_scores_a_trial_by_its_best_validation_mean(tmp_path):
+    tune_train = _tune_script()
+    run = tmp_path / "logs" / "maskable_ppo" / "SageServeSmall-v0_1" / "eval"
+    run.mkdir(parents=True)
+    np.savez(run / "evaluations.npz", timesteps=[128, 256], results=[[-3.0, -1.0], [-2.5, -1.0]], ep_lengths=[[30, 30]] * 2)
+    assert tune_train.best_validation_reward(tmp_path / "logs") == -1.75
+    with pytest.raises(RuntimeError, match="found 0"):
+        tune_train.best_validation_reward(tmp_path / "elsewhere")
+    args = tune_train.parse(["--timesteps", "256", "--eval-freq", "128", "--train", "env_kwargs.horizon_s=1800"])
+    cmd = tune_train.train_args(args, tmp_path / "t", {"learning_rate": 1e-4, "gamma": 0.99})
+    assert cmd[1] == str(ROOT / "train.py") and "env_kwargs.horizon_s=1800" in cmd
+    assert cmd[-2:] == ["hyperparams.learning_rate=0.0001", "hyperparams.gamma=0.99"]
+    assert f"log_folder={tmp_path / 't'}" in cmd and "validation_seeds=[900,901]" in cmd
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--validation-seeds", "1001"], "held out"),
+    (["--timesteps", "100", "--eval-freq", "200"], "no validation would run"),
+    (["--samples", "0"], "--samples must be >= 1"),
+])
+def test_tune_search_refuses_bad_arguments(capsys, argv, match):
+    with pytest.raises(SystemExit):
+        _tune_script().parse(argv)
+    assert match in capsys.readouterr().err
