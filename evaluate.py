@@ -6,8 +6,10 @@
     python evaluate.py policies=[reactive,ckpt:logs/maskable_ppo/run_1/best_model.zip] scenario=small
     python evaluate.py suite=v1                          # the benchmark: every baseline, every task's test seeds
     python evaluate.py suite=v1 seeds=[20000] tasks=[Burst-v1] policies=[lt_i,lt_ua,reactive,oracle]
+    python evaluate.py launcher=ray ray.address=auto     # the episodes as Ray tasks on a cluster
 
-Each (policy, scenario, seed) episode runs in its own process and writes the outputs of the
+Each (policy, scenario, seed) episode runs in its own process (``launcher=pool``: ``workers``
+processes here; ``launcher=ray``: Ray tasks, ``docs/scale_out.md``) and writes the outputs of the
 ``simulate`` command under ``out/runs/<scenario>/<policy>/seed_<n>/``. The matrix is summarized in
 ``out/results.csv`` and ``out/results.md`` (means with bootstrap 95% intervals, and a normalized
 score: 0 = ``reactive``, 1 = ``oracle``), ``out/episodes.csv`` and plots.
