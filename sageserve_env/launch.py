@@ -57,21 +57,22 @@ def check_launcher(launcher: str, ray: RayConfig) -> None:
 
 
 def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], launcher: str = "pool", workers: int = 1,
-             ray: Optional[RayConfig] = None, desc: str = "jobs") -> List[Any]:
+             ray_config: Optional[RayConfig] = None, desc: str = "jobs") -> List[Any]:
     """``[fn(job) for job in jobs]``, run in parallel by ``launcher``, with a progress bar.
 
-    ``fn`` must be picklable (a module-level function) and so must the jobs and results. Raises
-    ``JobFailed`` for the first job that raises, after cancelling the jobs not yet started.
+    ``fn`` must be picklable (a module-level function; on Ray, of a module the workers can import,
+    or of the driver's ``__main__``) and so must the jobs and results. Raises ``JobFailed`` for the
+    first job that raises (or whose worker dies), after cancelling the jobs not yet started.
     """
-    ray = ray or RayConfig()
-    check_launcher(launcher, ray)
+    ray_config = ray_config or RayConfig()
+    check_launcher(launcher, ray_config)
     if not jobs:
         return []
     progress = tqdm(total=len(jobs), desc=desc, unit="ep")
     try:
         if launcher == "pool":
             return _on_pool(fn, jobs, workers, progress)
-        return _on_ray(fn, jobs, ray, progress)
+        return _on_ray(fn, jobs, ray_config, progress)
     finally:
         progress.close()
 
@@ -97,7 +98,7 @@ def _on_pool(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, progre
 
 def _on_ray(fn: Callable[[Any], Any], jobs: Sequence[Any], config: RayConfig, progress: tqdm) -> List[Any]:
     import ray
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import RayError, RayTaskError
 
     started = not ray.is_initialized()
     if started:  # a Ray already initialized by the caller (a notebook, a test) is used as it is
@@ -113,10 +114,11 @@ def _on_ray(fn: Callable[[Any], Any], jobs: Sequence[Any], config: RayConfig, pr
             i = index[done[0]]
             try:
                 results[i] = ray.get(done[0])
-            except RayTaskError as exc:
+            except RayError as exc:  # the job raised (RayTaskError), or its worker or node died
                 for other in pending:
                     ray.cancel(other, force=True)
-                raise JobFailed(i, jobs[i], exc.cause if exc.cause is not None else exc) from None
+                own = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+                raise JobFailed(i, jobs[i], own) from None
             progress.update()
         return [results[i] for i in range(len(jobs))]
     finally:
