@@ -8,6 +8,7 @@
     python evaluate.py policies=[reactive,ckpt:logs/maskable_ppo/run_1/best_model.zip] scenario=small
     python evaluate.py suite=v1                          # the benchmark: every baseline, every task's test seeds
     python evaluate.py suite=v1 seeds=[20000] tasks=[Burst-v1] policies=[lt_i,lt_ua,reactive,oracle]
+    python evaluate.py launcher=ray ray.address=auto     # the episodes as Ray tasks on a cluster
 
 The command line is Hydra's (``sageserve_env.app``): ``key=value`` overrides of ``EvalConfig``
 over ``configs/commands/evaluate.yaml`` (``sageserve_env/configs``), ``-m`` for a multirun (each job
@@ -16,7 +17,8 @@ is an alias of the ``policy`` table (the registry's, with every knob), ``rl``, `
 ``module:Class`` (any importable ``agents.base.Policy``); ``+policy.NAME={_target_: module:Class,
 knob: value}`` adds an entry with knobs.
 
-Each (policy, scenario, seed) episode runs in its own process and writes the outputs of the
+Each (policy, scenario, seed) episode runs in its own process (``launcher=pool``: ``workers``
+processes here; ``launcher=ray``: Ray tasks, ``docs/scale_out.md``) and writes the outputs of the
 ``simulate`` command under ``out/runs/<scenario>/<policy>/seed_<n>/``. The matrix is summarized in
 ``out/results.csv`` and ``out/results.md`` (means with bootstrap 95% intervals, and a normalized
 score: 0 = ``reactive``, 1 = ``oracle``), ``out/episodes.csv`` and plots.
@@ -39,20 +41,18 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from sageserve_env.app import Job, compose
 from sageserve_env.app import run as run_app
 from sageserve_env.config import ConfigError
+from sageserve_env.launch import JobFailed, RayConfig, check_launcher, run_jobs
 
 TABLE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p90", "iw_e2e_p90", "niw_deadline_misses", "reward")
 SUITE_METRICS = ("billed_gpu_hours", "iw_slo_attainment", "iw_ttft_p99", "iw_ttft_p90", "scale_ups", "scale_downs",
@@ -77,6 +77,8 @@ class EvalConfig:
     sim_overrides: List[str] = field(default_factory=list)
     out: str = "results/default"
     workers: int = 2
+    launcher: str = "pool"  # pool: processes on this machine; ray: Ray tasks (sageserve_env.launch)
+    ray: RayConfig = field(default_factory=RayConfig)
     bootstrap: int = 1000
     plots: bool = True
     csv_records: bool = False
@@ -127,6 +129,7 @@ def check_config(cfg: EvalConfig, given: frozenset) -> EvalConfig:
         raise ConfigError(f"fidelity must be detailed or fast, got {cfg.fidelity!r}")
     if cfg.workers < 1:
         raise ConfigError(f"workers must be >= 1, got {cfg.workers}")
+    check_launcher(cfg.launcher, cfg.ray)
     bad = [s for s in cfg.seeds if s < 0]
     if bad:
         raise ConfigError(f"seeds must be >= 0, got {bad[0]}")
@@ -414,22 +417,14 @@ def evaluate(cfg: EvalConfig, job: Job) -> int:
     if removed:
         print(f"evaluate.py: note: removed {removed} file(s) of an earlier evaluation from {out}", file=sys.stderr)
     start = time.perf_counter()
-    rows = []
-    with ProcessPoolExecutor(max_workers=min(cfg.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, job): job for job in jobs}
-        for future in tqdm(as_completed(futures), total=len(jobs), desc="episodes", unit="ep"):
-            job = futures[future]
-            try:
-                rows.append(future.result())
-            except Exception as exc:  # a worker's failure, whatever it raised
-                for other in futures:
-                    other.cancel()
-                text = " ".join(str(exc).split()) or "(no message)"
-                print(f"evaluate.py: error: episode policy={job['policy']} scenario={job['scenario']} "
-                      f"seed={job['seed']} failed: {type(exc).__name__}: {text}", file=sys.stderr)
-                return 1
-    order = {(job["policy"], job["scenario"], job["seed"]): i for i, job in enumerate(jobs)}
-    rows.sort(key=lambda row: order[(row["policy"], row["scenario"], row["seed"])])
+    try:
+        rows = run_jobs(run_one, jobs, cfg.launcher, cfg.workers, cfg.ray, desc="episodes")
+    except JobFailed as failed:  # a worker's failure, whatever it raised
+        job, exc = failed.job, failed.error
+        text = " ".join(str(exc).split()) or "(no message)"
+        print(f"evaluate.py: error: episode policy={job['policy']} scenario={job['scenario']} "
+              f"seed={job['seed']} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1
     wall = time.perf_counter() - start
     episodes = pd.DataFrame(rows)
     episodes.to_csv(out / "episodes.csv", index=False)

@@ -120,6 +120,7 @@ HYPERPARAM_RANGES = {
     "clip_range": (0.0, None, False, False),
     "max_grad_norm": (0.0, None, False, False),
 }
+FLATTEN = "gymnasium.wrappers.FlattenObservation"  # the hyperparameter files' env_wrapper, for RL Zoo
 # TrainConfig counts: (key, lowest allowed)
 COUNT_FIELDS = (("eval_freq", 0), ("eval_episodes", 1), ("save_freq", 0), ("bc_episodes", 1), ("bc_epochs", 0),
                 ("torch_threads", 1))
@@ -187,6 +188,10 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
                           "hyperparams.* arguments")
     if hp.pop("use_masks", cfg.algo == "maskable_ppo") and cfg.algo != "maskable_ppo":
         raise ConfigError(f"use_masks needs algo=maskable_ppo; {cfg.algo} cannot use action masks")
+    wrapper = hp.pop("env_wrapper", FLATTEN)  # RL Zoo's key; env_factory flattens the observation itself
+    if wrapper != FLATTEN:
+        raise ConfigError(f"hyperparameter 'env_wrapper' = {wrapper!r} ({path.name}): train.py flattens every "
+                          f"observation itself ({FLATTEN}) and takes no other wrapper")
     if cfg.resume and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: checkpoint {cfg.resume!r} does not exist")
     if cfg.resume and not zipfile.is_zipfile(cfg.resume):

@@ -63,7 +63,7 @@ def test_evaluate_composes_defaults_overrides_and_the_policy_table():
                                "policy.reactive.up_threshold=0.6", "policy.lt_ua.forecaster=seasonal_naive"])
     assert cfg.policies == ["reactive", "lt_ua"] and cfg.scenarios == ["small"] and cfg.seeds == [1001, 1002]
     assert cfg.policy["reactive"]["up_threshold"] == 0.6 and cfg.policy["lt_ua"]["mode"] == "lt_ua"
-    assert cfg.out == "results/default" and cfg.workers == 2  # from configs/evaluate.yaml
+    assert cfg.out == "results/default" and cfg.workers == 2  # from configs/commands/evaluate.yaml
     table = policy_table()
     assert set(cfg.policy) == set(table)
     assert {k: v for k, v in cfg.policy["chiron"].items()} == table["chiron"]  # untouched entries: defaults
