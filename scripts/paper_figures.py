@@ -29,7 +29,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", default="15,30,60,120,240,480,960",
                    help="planning windows (minutes) of the ablation ('' or 'none': no ablation)")
     p.add_argument("--window-policy", choices=("lt_i", "lt_u", "lt_ua"), default="lt_ua")
+    p.add_argument("--reuse", action="store_true",
+                   help="take the episodes whose RUNS/<name>/summary.json exists from there instead of running them")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="scenario overrides for every episode")
     return p
 
@@ -187,7 +189,16 @@ def run_job(job: Job) -> Dict[str, Any]:
         f.write(",".join(["time_s", *regions]) + "\n")
         for row in samples:
             f.write(",".join(f"{v:.6g}" for v in row) + "\n")
+    (out / "job.json").write_text(json.dumps(job_key(job)) + "\n")
     return summary
+
+
+def job_key(job: Job) -> Dict[str, Any]:
+    """What makes an episode's result: everything of the job but where it is written."""
+    key = asdict(job)
+    del key["runs"], key["group"], key["knob"]
+    key["overrides"] = list(key["overrides"])
+    return key
 
 
 # -- reading a run's files ---------------------------------------------------------------
@@ -401,7 +412,11 @@ def write_page(out: Path, args: argparse.Namespace, command: str, wall_s: float,
     """``OUT/README.md``: each figure, our numbers from ``results`` and the authors' where known."""
     a = AUTHORS["model_a_day"]
     L: List[str] = ["# The SageServe paper's figures from this simulator", ""]
-    L += [f"Made by `{command}` in {wall_s:.0f} s of wall time ({results['episodes']} episodes, "
+    reused = (f"; {results['reused']} of the episodes were read from an earlier run of the same settings "
+              f"(`--reuse`)" if results.get("reused") else "")
+    sim_s = sum(v["wall_seconds"] or 0.0 for v in results["summaries"].values())
+    L += [f"Made by `{command}` in {wall_s:.0f} s of wall time ({results['episodes']} episodes{reused}; "
+          f"the episodes' simulations took {sim_s:.0f} s in all, "
           f"{args.workers} worker(s), on a machine of {os.cpu_count()} cores). "
           f"Scenario `{args.scenario}`, {args.horizon / DAY_S:g} simulated day(s) ({args.horizon:g} s), "
           f"{args.fidelity} fidelity, workload seed {args.seed}"
@@ -413,11 +428,12 @@ def write_page(out: Path, args: argparse.Namespace, command: str, wall_s: float,
 
     L += ["## Model A over the day, beside the paper", "",
           f"The authors' figures: {a['source']}. Ours: model A's endpoints summed over the regions.", "",
-          "| policy | instance-hours, ours | paper | IW TTFT p90 (s), ours | paper |", "|---|---|---|---|---|"]
+          "| policy | instance-hours, ours (15-min peak / billed) | paper | IW TTFT p90 (s), ours | paper |",
+          "|---|---|---|---|---|"]
     for p in MAIN_POLICIES:
         m = results["model_a"][p]
         ih, tt = a[p]
-        L.append(f"| {LABELS[p]} | {_f(m['instance_hours_15min_peak'])} | {ih:g} | {_f(m['iw_ttft_p90'])} | {tt:g} |")
+        L.append(f"| {LABELS[p]} | {_f(m['instance_hours_15min_peak'])} / {_f(m['billed_instance_hours'])} | {ih:g} | {_f(m['iw_ttft_p90'])} | {tt:g} |")
     if args.horizon != DAY_S:
         L += ["", f"The paper's figures are for one day; these runs cover {args.horizon / DAY_S:g} day(s)."]
     L += [""]
@@ -524,12 +540,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.runs.mkdir(parents=True, exist_ok=True)
     print(f"{len(unique)} episodes of {args.horizon:g} s ({args.fidelity}), {args.workers} worker(s)", file=sys.stderr)
     start = time.perf_counter()
-    if args.workers == 1:
-        summaries = {j.name: run_job(j) for j in unique}
+    summaries: Dict[str, Dict] = {}
+    if args.reuse:
+        for j in unique:
+            path = args.runs / j.name / "summary.json"
+            job_file = args.runs / j.name / "job.json"
+            same = job_file.is_file() and json.loads(job_file.read_text()) == job_key(j)
+            if same and path.is_file() and (args.runs / j.name / "utilization.csv").is_file():
+                summaries[j.name] = json.loads(path.read_text())
+    todo = [j for j in unique if j.name not in summaries]
+    if args.workers == 1 or len(todo) <= 1:
+        summaries.update({j.name: run_job(j) for j in todo})
     else:
-        with ProcessPoolExecutor(args.workers) as pool:
-            summaries = dict(zip([j.name for j in unique], pool.map(run_job, unique)))
-    results: Dict[str, Any] = {"episodes": len(unique), "horizon_s": args.horizon, "fidelity": args.fidelity,
+        with ProcessPoolExecutor(min(args.workers, len(todo))) as pool:
+            summaries.update(zip([j.name for j in todo], pool.map(run_job, todo)))
+    results_reused = len(unique) - len(todo)
+    results: Dict[str, Any] = {"episodes": len(unique), "reused": results_reused, "horizon_s": args.horizon, "fidelity": args.fidelity,
                                "scenario": args.scenario, "seed": args.seed, "model": model}
     keys = ("instance_hours_15min_peak", "billed_instance_hours", "iw_ttft_p90", "iw_ttft_p95", "iw_e2e_p95",
             "iw_slo_attainment", "wall_seconds")
