@@ -494,8 +494,9 @@ def write_page(out: Path, args: argparse.Namespace, command: str, wall_s: float,
         L.append(f"| {LABELS[p]} | {_f(v['reclaim'])} | {_f(v['load_other'])} | {_f(v['load_free'])} | "
                  f"{_f(v['undrain'])} |")
     if all(results["capacity_source"][p]["load_other"] == 0 for p in MAIN_POLICIES):
-        L += ["", "No scale-up of these runs took another model's spot server (scaling level 2): the endpoints "
-              "scaled up within the spot servers their own scale-downs had left."]
+        own = all(results["capacity_source"][p]["load_free"] == 0 for p in MAIN_POLICIES)
+        L += ["", "No scale-up of these runs took another model's spot server (scaling level 2)"
+              + (": the endpoints scaled up within the spot servers their own scale-downs had left." if own else ".")]
     L += [""]
 
     for group, fname, title, knob in (("sweep", "threshold_sweep.png", "Reactive threshold sweep",
