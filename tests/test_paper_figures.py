@@ -50,13 +50,15 @@ def test_paper_figures_small(tmp_path):
     page = (out / "README.md").read_text()
     assert "302" in page and "--scenario small" in page  # the authors' figure and the command
     # --reuse reads every episode back and remakes the same tables
-    argv = ["--scenario", "small", "--horizon-s", "600", "--out", str(tmp_path / "again"), "--runs", str(runs),
+    argv = ["--scenario", "small", "--horizon-s", "600", "--out", str(out), "--runs", str(runs),
             "--thresholds", "0.4,0.5", "--windows", "15,60", "--reuse"]
     assert mod.main(argv) == 0
-    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    again = json.loads((out / "results.json").read_text())
     assert again["reused"] == again["episodes"] == 6
     assert again["instance_hours_per_region"] == results["instance_hours_per_region"]
     assert again["capacity_source"] == results["capacity_source"]
+    assert again["first_run"] == {"command": results["command"], "wall_seconds": results["wall_seconds"]}
+    assert "The episodes were run by" in (out / "README.md").read_text()
 
 
 @pytest.mark.parametrize("argv", [["--thresholds", "a,b"], ["--windows", "0"], ["--days", "0"],
