@@ -448,7 +448,7 @@ def write_page(out: Path, args: argparse.Namespace, command: str, wall_s: float,
           f"The authors' figures: {a['source']}, on their production trace. Ours: model A's endpoints "
           f"summed over the regions, on the scenario's generated workload "
           f"({results['requests_total']:,} requests, {results['model_share']:.0%} of them model A's), so the "
-          "absolute figures differ with the load; what compares is how the policies rank.", "",
+          "absolute figures differ with the load.", "",
           "| policy | instance-hours, ours (15-min peak / billed) | paper | IW TTFT p90 (s), ours | paper |",
           "|---|---|---|---|---|"]
     for p in MAIN_POLICIES:
