@@ -90,7 +90,9 @@ class LongTermPolicy(Policy):
     allocation is kept. ``niw_share`` of the queued NIW tokens is planned for each hour
     (default 2 / deadline hours: by Little's law the backlog then waits half the deadline).
     A plan covers the hour's peak ``smoothing_minutes`` mean demand. ``change_delay_s`` is the
-    delay of ``delay_changes``. Capacity limits go to ``agents.throughput.instance_capacity``.
+    delay of ``delay_changes``. ``window_minutes`` (default 60, SageServe's hour) is the planning
+    window: a plan is made at every window boundary for the forecast of the window's minutes.
+    Capacity limits go to ``agents.throughput.instance_capacity``.
 
     The scenario's ``arbiter`` section can make it plan and act as SageServe's global arbiter
     and its regional arbiters do (``docs/compat.md``): decisions only where requests arrived,
@@ -104,13 +106,17 @@ class LongTermPolicy(Policy):
     def __init__(self, mode: str = "lt_i", post_processing: str = "immediate", decision_interval_s: float = 60.0,
                  forecaster: str = "arima", refit_every_minutes: int = 180, ua_threshold: float = 5.0,
                  niw_share: Optional[float] = None, change_delay_s: float = 900.0, min_history_minutes: int = 15,
-                 smoothing_minutes: int = 5, target_utilization: float = 0.5, max_iteration_s: float = 0.15) -> None:
+                 smoothing_minutes: int = 5, target_utilization: float = 0.5, max_iteration_s: float = 0.15,
+                 window_minutes: int = 60) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; known: {list(MODES)}")
         post_process(post_processing, np.zeros(1), np.zeros(1))  # validates the name
         if forecaster not in FORECASTERS:
             raise ValueError(f"forecaster must be arima or seasonal_naive, got {forecaster!r}")
+        if not isinstance(window_minutes, int) or isinstance(window_minutes, bool) or window_minutes < 1:
+            raise ValueError(f"window_minutes must be a positive whole number of minutes, got {window_minutes!r}")
         self.name = mode
+        self.window_minutes = window_minutes
         self.mode = mode
         self.post_processing = post_processing
         self.decision_interval_s = decision_interval_s
@@ -137,7 +143,7 @@ class LongTermPolicy(Policy):
         self._cool_until = np.zeros(shape)
         self._plan_time = 0.0
         self._delay_pending = False
-        self._forecast: Optional[np.ndarray] = None  # (60, R, M) this hour's per-minute forecast
+        self._forecast: Optional[np.ndarray] = None  # (window_minutes, R, M) this window's per-minute forecast
         self._plan_minute = 0
         self._to_score = []  # (first minute, forecast) waiting for their minutes to pass
         self._errors = []
@@ -164,8 +170,8 @@ class LongTermPolicy(Policy):
         if self._hour is None and self._arbiter.start_instances is not None:  # SageServe's start_with_8_each
             planned_from = np.minimum(current, self._arbiter.start_instances)
         first = self._last_plan is None and now >= 60.0 * self.min_history_minutes
-        if int(now // 3600) != self._hour or first:
-            self._hour = int(now // 3600)
+        if int(now // (60.0 * self.window_minutes)) != self._hour or first:
+            self._hour = int(now // (60.0 * self.window_minutes))
             self._plan(env, view, st, planned_from, now)
         if self._recent is not None:
             self._recent.add(view)
@@ -225,24 +231,26 @@ class LongTermPolicy(Policy):
         return (prod + DEV_SHARE * dev) / 60.0
 
     def _demand_minutes(self, view) -> Optional[np.ndarray]:
-        """Per-minute IW prompt tokens expected in the coming hour, (60, R, M); None if the
+        """Per-minute IW prompt tokens expected in the coming window, (window_minutes, R, M); None if the
         history is too short. The oracle reads the true future; the others forecast it, or
         read the precomputed forecasts (``arbiter.forecasts``) of the minutes to come."""
         self._plan_minute = view.history_minutes()  # index of the coming minute in demand_history()
         if self.mode == "oracle":
-            future = view.future_demand(60)
-            self._forecast = np.concatenate([future, np.zeros((60 - len(future),) + future.shape[1:])])
+            w = self.window_minutes
+            future = view.future_demand(w)
+            self._forecast = np.concatenate([future, np.zeros((w - len(future),) + future.shape[1:])])
             return self._forecast
         if self._precomputed is not None:
             start = int(view.now // 60)
-            ahead = self._precomputed.prod_tokens_per_min[start:start + 60]
-            self._forecast = np.concatenate([ahead, np.zeros((60 - len(ahead),) + ahead.shape[1:])])
+            w = self.window_minutes
+            ahead = self._precomputed.prod_tokens_per_min[start:start + w]
+            self._forecast = np.concatenate([ahead, np.zeros((w - len(ahead),) + ahead.shape[1:])])
             return self._forecast
         history = view.demand_history()
         if len(history) < self.min_history_minutes:
             self._forecast = None
             return None
-        fc = self._forecasters.forecast(history, 60)
+        fc = self._forecasters.forecast(history, self.window_minutes)
         self._forecast = fc
         self._to_score.append((self._plan_minute, fc))
         return fc
@@ -254,10 +262,10 @@ class LongTermPolicy(Policy):
         history = self._view.demand_history()
         waiting = []
         for start, fc in self._to_score:
-            if start + 60 > len(history):
+            if start + len(fc) > len(history):
                 waiting.append((start, fc))
                 continue
-            actual = history[start:start + 60]
+            actual = history[start:start + len(fc)]
             for r, m in np.ndindex(actual.shape[1:]):
                 err = normalized_mae(actual[:, r, m], fc[:, r, m])
                 if np.isfinite(err):
