@@ -1,8 +1,8 @@
-"""Benchmark: replay a SageServe-format trace end to end, as ``simulate --trace`` does, phase by phase.
+"""Benchmark: replay a SageServe-format trace end to end, as ``simulate trace=...`` does, phase by phase.
 
     python bench/bench_replay_trace.py [--trace PATH] [--copies K] [--requests N] [--config NAME]
 
-The phases are those of ``python -m sageserve_env simulate --trace PATH --trace-format sageserve``
+The phases are those of ``sageserve-env simulate trace=PATH trace_format=sageserve``
 (its functions, called in the same order): load (config, the trace's span, the workload), simulation
 (static allocation until the trace has drained), summary and outputs (invariants, ``summarize``,
 ``write_run`` without plots), the three plots, and the total.
