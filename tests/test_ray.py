@@ -47,7 +47,7 @@ def test_ray_launcher_gives_the_pool_results(tmp_path, no_ray_left):
 
 def test_a_failed_episode_is_reported_as_with_the_pool(tmp_path, capfd, no_ray_left):
     empty = ["policies=[static]", "scenario=small", "seeds=[1001]", "horizon_s=60", "plots=false",
-             "sim_overrides=[workload.requests_per_day=1]", f"out={tmp_path / 'eval'}"]
+             "sim_overrides=['workload.requests_per_day=1']", f"out={tmp_path / 'eval'}"]
     messages = []
     for launcher in ("pool", "ray"):
         assert evaluate.main([*empty, f"launcher={launcher}", "ray.num_cpus=1"]) == 1
