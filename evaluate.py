@@ -180,10 +180,9 @@ def seeds_of(cfg: EvalConfig, scenario: str) -> List[int]:
 
 def check_matrix(cfg: EvalConfig) -> List[str]:
     """Everything that can be checked before a worker starts: policies, scenarios and options,
-    each learned agent against each scenario's env, and a trace's episodes (requests within the
+    each policy against each scenario's env (``Policy.check_env``), and a trace's episodes (requests within the
     horizon). Returns notes to print (trace rows past the horizon); raises on errors."""
     from agents import check_policy_spec, make_policy
-    from agents.learned import LearnedPolicy
     from agents.runner import make_env_for
     from sageserve_env.env.sageserve_env import SageServeEnv
     from sageserve_env.workload.generator import check_not_empty
@@ -191,18 +190,14 @@ def check_matrix(cfg: EvalConfig) -> List[str]:
 
     for name in cfg.policies:
         check_policy_spec(policy_spec(cfg, name), name)
-    learned = {}
-    for name in cfg.policies:
-        policy = make_policy(policy_spec(cfg, name), name)
-        if isinstance(policy, LearnedPolicy):
-            learned[name] = policy
+    policies = {name: make_policy(policy_spec(cfg, name), name) for name in cfg.policies}
     notes = []
     for scenario in cfg.scenarios:
         try:
             env = SageServeEnv(**env_kwargs(cfg, scenario))  # validates scenario, overrides and trace options
         except (ConfigError, ValueError) as exc:
             raise ConfigError(f"scenario {scenario!r}: {exc}") from None
-        for spec, policy in learned.items():
+        for spec, policy in policies.items():
             try:
                 policy.check_env(make_env_for(policy, env_kwargs(cfg, scenario)))
             except ValueError as exc:

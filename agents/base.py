@@ -25,6 +25,10 @@ class Policy(ABC):
         """SageServeEnv keywords this policy needs, beyond the scenario."""
         return {} if self.decision_interval_s is None else {"decision_interval_s": self.decision_interval_s}
 
+    def check_env(self, env: SageServeEnv) -> None:
+        """Raise ValueError unless this policy can act in ``env`` (called before any episode
+        runs, so that a mismatch is a configuration error, not a failure mid-run)."""
+
     def reset(self, env: SageServeEnv, seed: Optional[int] = None) -> None:
         """Prepare for a new episode of ``env`` (the unwrapped env)."""
 

@@ -130,6 +130,13 @@ class LongTermPolicy(Policy):
         self.capacity_limits = {"target_utilization": target_utilization, "max_iteration_s": max_iteration_s}
 
     # -- episode --------------------------------------------------------------------------
+    def check_env(self, env):
+        """The original's demand rule needs its precomputed forecast files (``docs/compat.md``)."""
+        a = env.unwrapped.sim_config.arbiter
+        if a.plan_demand == "window_max" and a.forecasts is None and self.mode != "oracle":
+            raise ValueError("arbiter.plan_demand=window_max reads SageServe's precomputed forecasts: "
+                             "set arbiter.forecasts to the directory of the trace's forecast files")
+
     def reset(self, env, seed=None):
         shape = (env.n_regions, env.n_models)
         self._view = env.view()
@@ -153,9 +160,7 @@ class LongTermPolicy(Policy):
         self._trigger = Trigger(env, a.trigger)
         self._up_waits = UpWaits.of(self._view, a)
         self._down_wait = self._view.reclaim_s if a.down_wait_s is None else a.down_wait_s
-        if a.plan_demand == "window_max" and a.forecasts is None and self.mode != "oracle":
-            raise ValueError("arbiter.plan_demand=window_max reads SageServe's precomputed forecasts: "
-                             "set arbiter.forecasts to the directory of the trace's forecast files")
+        self.check_env(env)
         self._precomputed = (None if a.forecasts is None else
                              SageServeForecasts.read(a.forecasts, env.n_regions, self._view.model_names))
         region_check = self.mode == "lt_ua" and a.ua_tokens == "region"

@@ -188,12 +188,10 @@ def check_policy(policy_spec: Any, cfg: SimConfig, name: Optional[str] = None) -
     built and act in the env of ``cfg`` (a learned agent's observation and action shapes must be
     the env's); before any simulation."""
     from agents import make_policy
-    from agents.learned import LearnedPolicy
     from agents.runner import make_env_for
 
     policy = make_policy(policy_spec, name)
-    if isinstance(policy, LearnedPolicy):
-        policy.check_env(make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s}))
+    policy.check_env(make_env_for(policy, {"scenario": cfg, "horizon_s": cfg.duration_s}))
 
 
 def run_policy(cfg: SimConfig, workload: Workload, policy_spec: Any, out_dir: Path | str, *,

@@ -166,3 +166,20 @@ def test_evaluation_out_that_is_a_file_fails_before_workers(tmp_path, capsys):
     assert _evaluate(tmp_path, f"out={blocker}") == 2
     assert f"out '{blocker}' exists and is not a directory" in capsys.readouterr().err
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_policy_the_scenario_cannot_serve_fails_before_any_episode(tmp_path, capsys):
+    """The compat long-term modes need the original's forecast files: a configuration error in
+    both commands (exit 2, one line, no traceback), not a failure at the episode's reset."""
+    from sageserve_env.cli import main as cli_main
+
+    why = "arbiter.plan_demand=window_max reads SageServe's precomputed forecasts"
+    assert evaluate.main(["scenario=sageserve_compat", "policies=[reactive,lt_u]", "seeds=[1]", "horizon_s=60",
+                          f"out={tmp_path / 'e'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"policy 'lt_u' on scenario 'sageserve_compat': {why}" in err and "Traceback" not in err
+    assert not (tmp_path / "e" / "runs").exists()
+    assert cli_main(["simulate", "scenario=sageserve_compat", "policies=[lt_u]", "duration_s=60",
+                     f"out={tmp_path / 's'}", "progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "Traceback" not in err
