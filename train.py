@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import pkgutil
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: parallel workers, one BLAS thread each
 
@@ -163,7 +164,7 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
     """Check the configuration and return the hyperparameters; every error before training."""
     from agents import check_policy_spec
     from agents.learned import algorithms
-    from agents.training import TRAIN_SEED_LIMIT
+    from agents.training import seed_splits
 
     if cfg.algo not in algorithms():
         raise ConfigError(f"unknown algo {cfg.algo!r}; known: {sorted(algorithms())}")
@@ -208,17 +209,27 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
     if not cfg.residual_prior >= 0:
         raise ConfigError(f"residual_prior must be >= 0, got {cfg.residual_prior!r}")
-    if not 0 <= cfg.seed < TRAIN_SEED_LIMIT:
-        raise ConfigError(f"seed must be in [0, {TRAIN_SEED_LIMIT}): seeds from {TRAIN_SEED_LIMIT} up are held out")
-    if any(s >= TRAIN_SEED_LIMIT for s in cfg.validation_seeds):
-        raise ConfigError(f"validation_seeds must be below {TRAIN_SEED_LIMIT} (evaluation days are held out)")
-    if any(s < 0 for s in cfg.validation_seeds):
-        raise ConfigError(f"validation_seeds must be >= 0, got {cfg.validation_seeds}")
+    train_seeds, validation_seeds = seed_splits(cfg.env)
+    if cfg.seed not in train_seeds:
+        raise ConfigError(f"seed must be in [{train_seeds.start}, {train_seeds.stop}), the training days of {cfg.env}: "
+                          "the other seeds are held out")
+    outside = [s for s in cfg.validation_seeds if s not in validation_seeds]
+    if outside:
+        raise ConfigError(f"validation_seeds {outside} are outside [{validation_seeds.start}, {validation_seeds.stop}), "
+                          f"the validation days of {cfg.env}")
+    vector = gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual
+    days = cfg.validation_seeds
+    if vector and days and days != list(range(days[0], days[0] + len(days))):
+        raise ConfigError(f"validation_seeds of a vectorized env must be consecutive (world i is day first + i), "
+                          f"got {cfg.validation_seeds}")
     check_env_kwargs(cfg.env, cfg.env_kwargs, "env_kwargs").close()
     check_env_kwargs(cfg.env, {**cfg.env_kwargs, **cfg.eval_env_kwargs}, "eval_env_kwargs").close()
     hp["n_envs"] = int(cfg.n_envs if cfg.n_envs is not None else hp.get("n_envs", 1))
     hp["n_timesteps"] = int(cfg.n_timesteps if cfg.n_timesteps is not None else hp.get("n_timesteps", 100000))
     hp["normalize"] = hp.get("normalize", False) if cfg.normalize is None else cfg.normalize
+    if vector and cfg.seed + hp["n_envs"] - 1 not in train_seeds:
+        raise ConfigError(f"seed={cfg.seed} with n_envs={hp['n_envs']} seeds worlds up to {cfg.seed + hp['n_envs'] - 1}, "
+                          f"past the training days of {cfg.env} (below {train_seeds.stop})")
     return hp
 
 
@@ -244,9 +255,14 @@ def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, norm
                               f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
     if normalize:
         venv = VecNormalize(venv, gamma=hp.get("gamma", 0.99))
+    policy = hp.pop("policy", "MlpPolicy")
+    if ":" in policy:  # a policy class of its own, e.g. agents.endpoint_policy:MaskableEndpointPolicy
+        try:
+            policy = pkgutil.resolve_name(policy)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"hyperparams.policy: cannot import {policy!r}: {type(exc).__name__}: {exc}") from None
     try:
-        model = algo(hp.pop("policy", "MlpPolicy"), venv, seed=cfg.seed, device="cpu", verbose=0,
-                     tensorboard_log=tb, **hp)
+        model = algo(policy, venv, seed=cfg.seed, device="cpu", verbose=0, tensorboard_log=tb, **hp)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(f"hyperparams for {cfg.algo}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     return model, venv
@@ -358,7 +374,21 @@ def train(cfg: TrainConfig, job: Job) -> int:
     if cfg.save_freq:
         callbacks.append(CheckpointCallback(max(cfg.save_freq // n_envs, 1), str(out / "checkpoints"),
                                             save_vecnormalize=normalize))
-    if cfg.eval_freq and cfg.validation_seeds:
+    vector = gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual
+    if vector:
+        from agents.vector_training import EpisodeKPIs
+
+        callbacks.append(EpisodeKPIs())
+    if cfg.eval_freq and cfg.validation_seeds and vector:
+        from agents.vector_training import VectorValidation
+
+        def make_validation(n: int):
+            return gym.make_vec(cfg.env, num_envs=n, vectorization_mode="vector_entry_point",
+                                **{**cfg.env_kwargs, **cfg.eval_env_kwargs})
+
+        callbacks.append(VectorValidation(make_validation, cfg.validation_seeds[0], len(cfg.validation_seeds),
+                                          cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo"))
+    elif cfg.eval_freq and cfg.validation_seeds:
         eval_env = DummyVecEnv([env_factory(cfg, validation=True, reach=residual_reach)])
         if normalize:
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)

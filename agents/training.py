@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +15,18 @@ from stable_baselines3.common.callbacks import BaseCallback
 from agents.base import Policy
 
 TRAIN_SEED_LIMIT = 1000  # training days come from seeds below; evaluation uses 1000 and up
+
+
+def seed_splits(env_id: str) -> Tuple[range, range]:
+    """(training seeds, validation seeds) of ``env_id``: a benchmark task's own splits
+    (``sageserve_env.tasks``), else the v0 rule (both below ``TRAIN_SEED_LIMIT``)."""
+    from sageserve_env.tasks import task
+
+    try:
+        seeds = task(env_id).seeds
+    except ValueError:  # not a benchmark task: a v0 ID
+        return range(TRAIN_SEED_LIMIT), range(TRAIN_SEED_LIMIT)
+    return seeds.seeds("train"), seeds.seeds("validation")
 
 
 class ValidationDays(gym.Wrapper):

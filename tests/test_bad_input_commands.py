@@ -38,7 +38,7 @@ QUICK = ["n_envs=1", "hyperparams.n_steps=64", "hyperparams.batch_size=32", "eva
     (["eval_env_kwargs={horizon_s: 0}"], "eval_env_kwargs = .*horizon_s must be"),
     (["eval_freq=-1"], "eval_freq must be >= 0"),
     (["eval_episodes=0"], "eval_episodes must be >= 1"),
-    (["validation_seeds=[-3]"], "validation_seeds must be >= 0"),
+    (["validation_seeds=[-3]"], r"validation_seeds \[-3\] are outside \[0, 1000\)"),
     (["validation_seeds=[1,"], r"override 'validation_seeds=\[1,' is not Hydra's key=value grammar"),
 ])
 def test_bad_training_options_fail_before_training(tmp_path, capsys, argv, match):

@@ -42,6 +42,28 @@ def reward_presets() -> Dict[str, Dict[str, float]]:
     return yaml.safe_load((CONFIG_DIR / "rewards.yaml").read_text())
 
 
+REGION_ENTRIES = ("region",)  # observation entries per region (R, ...); "time" is the world's; the rest per endpoint
+WORLD_ENTRIES = ("time",)
+
+
+def observation_space(n_regions: int, n_models: int) -> spaces.Dict:
+    """The observation space of a world of ``n_regions`` x ``n_models`` endpoints (the class
+    docstring of ``SageServeEnv`` says what each entry holds)."""
+    shape = (n_regions, n_models)
+    box = lambda *s, hi=1.0: spaces.Box(0.0, hi, shape=s, dtype=np.float32)  # noqa: E731
+    return spaces.Dict({
+        "instances": box(*shape, 4),
+        "utilization": box(*shape, 2),
+        "queued": box(*shape, 2, hi=4.0),
+        "arrival_rate": box(*shape, len(RATE_WINDOWS_S), hi=4.0),
+        "forecast": box(*shape, hi=4.0),
+        "ttft": box(*shape, hi=10.0),
+        "slo_miss": box(*shape),
+        "region": box(n_regions, 2),
+        "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
+    })
+
+
 class SageServeEnv(gym.Env):
     """Autoscaling LLM endpoints across regions, after SageServe (O365, POMACS 2025).
 
@@ -182,19 +204,7 @@ class SageServeEnv(gym.Env):
             raise ValueError(f"max_delta must be an integer >= 1 (or None: the largest initial count), got {md!r}")
         self.max_delta = int(md) if md is not None else max(biggest, 1)
         self.action_space = spaces.MultiDiscrete(np.full(self.n_endpoints, 2 * self.max_delta + 1, dtype=np.int64))
-        shape = (self.n_regions, self.n_models)
-        box = lambda *s, hi=1.0: spaces.Box(0.0, hi, shape=s, dtype=np.float32)  # noqa: E731
-        self.observation_space = spaces.Dict({
-            "instances": box(*shape, 4),
-            "utilization": box(*shape, 2),
-            "queued": box(*shape, 2, hi=4.0),
-            "arrival_rate": box(*shape, len(RATE_WINDOWS_S), hi=4.0),
-            "forecast": box(*shape, hi=4.0),
-            "ttft": box(*shape, hi=10.0),
-            "slo_miss": box(*shape),
-            "region": box(self.n_regions, 2),
-            "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
-        })
+        self.observation_space = observation_space(self.n_regions, self.n_models)
         spaces_ = self.observation_space.spaces
         self._obs_keys = tuple(spaces_)
         ends = np.cumsum([space.low.size for space in spaces_.values()])

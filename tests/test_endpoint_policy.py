@@ -1,0 +1,104 @@
+"""The endpoint-shared actor-critic policies (agents/endpoint_policy.py) and the vectorized
+training callbacks (agents/vector_training.py)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import sageserve_env  # noqa: F401
+from agents.endpoint_policy import EndpointPolicy, MaskableEndpointPolicy, endpoint_layout
+from agents.vector_training import SB3VectorEnv, VectorValidation
+from sageserve_env.env.sageserve_env import observation_space
+
+
+@pytest.mark.parametrize("n_regions,n_models", [(1, 2), (3, 4), (2, 2), (4, 1), (4, 2)])
+def test_layout_gathers_each_endpoints_own_numbers(n_regions, n_models):
+    space = observation_space(n_regions, n_models)
+    sample = {k: np.random.default_rng(0).random(s.shape).astype(np.float32) for k, s in space.spaces.items()}
+    flat = spaces.flatten(space, sample)
+    own, shared, r_, m_ = endpoint_layout(len(flat), n_regions * n_models)
+    assert (r_, m_) == (n_regions, n_models)
+    np.testing.assert_array_equal(flat[shared], sample["time"])
+    for e in range(n_regions * n_models):
+        r, m = divmod(e, n_models)
+        expected = np.concatenate([sample[k][r].ravel() if k == "region" else sample[k][r, m].ravel()
+                                   for k in space.spaces if k != "time"])
+        np.testing.assert_array_equal(flat[own[e]], expected)
+
+
+def test_layout_refuses_an_observation_that_is_not_the_envs():
+    with pytest.raises(ValueError, match="FlattenObservation"):
+        endpoint_layout(17, 12)
+
+
+def _policy(cls, n_regions=3, n_models=4, **kwargs):
+    obs = spaces.flatten_space(observation_space(n_regions, n_models))
+    act = spaces.MultiDiscrete(np.full(n_regions * n_models, 9))
+    return cls(obs, act, lambda _: 3e-4, **kwargs)
+
+
+def test_without_ids_permuting_endpoints_permutes_the_logits():
+    """Equivariance: the same endpoint rule for every endpoint, context by a mean."""
+    torch.manual_seed(0)
+    policy = _policy(EndpointPolicy, n_regions=1, n_models=4, endpoint_ids=False)
+    space = observation_space(1, 4)
+    sample = {k: np.random.default_rng(1).random(s.shape).astype(np.float32) for k, s in space.spaces.items()}
+    perm = np.array([2, 0, 3, 1])
+    swapped = {k: (v if k in ("region", "time") else v[:, perm]) for k, v in sample.items()}
+    x = torch.as_tensor(np.stack([spaces.flatten(space, sample), spaces.flatten(space, swapped)]))
+    with torch.no_grad():
+        latent_pi, latent_vf = policy.mlp_extractor(policy.extract_features(x))
+        logits = policy.action_net(latent_pi).view(2, 4, 9)
+        values = policy.value_net(latent_vf)
+    torch.testing.assert_close(logits[1], logits[0][perm])
+    torch.testing.assert_close(values[1], values[0])
+
+
+def test_hold_prior_starts_at_no_change_and_survives_save_and_load(tmp_path):
+    from sb3_contrib import MaskablePPO
+
+    venv = SB3VectorEnv(gym.make_vec("sageserve_env/SageServeSmall-fast-v1", num_envs=2,
+                                     vectorization_mode="vector_entry_point", max_delta=2))
+    model = MaskablePPO(MaskableEndpointPolicy, venv, n_steps=8, batch_size=16, device="cpu", seed=0,
+                        policy_kwargs={"hidden": 16, "hold_prior": 3.0})
+    obs = venv.reset()
+    action, _ = model.predict(obs, deterministic=True, action_masks=venv.action_masks())
+    assert (action == 2).all()  # the middle of 2 max_delta + 1 choices: no change
+    model.learn(32)
+    model.save(tmp_path / "m.zip")
+    loaded = MaskablePPO.load(tmp_path / "m.zip", device="cpu")
+    assert type(loaded.policy) is MaskableEndpointPolicy and loaded.policy.hidden == 16
+    masks = venv.action_masks()
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True, action_masks=masks)[0],
+                                  model.predict(obs, deterministic=True, action_masks=masks)[0])
+    venv.close()
+
+
+def test_endpoint_policy_needs_one_choice_count_per_endpoint():
+    obs = spaces.flatten_space(observation_space(1, 2))
+    with pytest.raises(ValueError, match="MultiDiscrete"):
+        EndpointPolicy(obs, spaces.MultiDiscrete([3, 5]), lambda _: 3e-4)
+
+
+def test_vector_validation_replays_the_same_days_and_keeps_the_best(tmp_path):
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.logger import configure
+
+    def make(n):
+        return gym.make_vec("sageserve_env/SageServeSmall-fast-v1", num_envs=n, vectorization_mode="vector_entry_point",
+                            max_delta=2, horizon_s=1800.0)
+
+    model = MaskablePPO(MaskableEndpointPolicy, SB3VectorEnv(make(2)), n_steps=8, batch_size=16, device="cpu", seed=0,
+                        policy_kwargs={"hidden": 16})
+    model.set_logger(configure(None, []))
+    check = VectorValidation(make, first_seed=900, n_days=3, every=10**9, out=tmp_path, masked=True)
+    check.init_callback(model)
+    check.on_training_start(locals(), globals())
+    first, again = check.evaluate(), check.evaluate()
+    assert first["reward"] == again["reward"] and first["billed_gpu_hours"] == again["billed_gpu_hours"] > 0
+    assert 0.0 <= first["iw_slo_attainment"] <= 1.0
+    assert (tmp_path / "best_model.zip").exists()
+    rows = (tmp_path / "validation.csv").read_text().splitlines()
+    assert rows[0].startswith("timesteps,reward") and len(rows) == 3
