@@ -209,7 +209,7 @@ def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:
 
 def plot_frontier(table: "pd.DataFrame", task: str, path: Path) -> Path:
     """One task's cost against SLO attainment (a ``sageserve_env.frontier`` table): each family
-    as a line through its knob values (in knob order, each marker labelled with its value), its
+    and knob as a line through the knob's values (in knob order, each marker labelled with its value), its
     default ringed in black, the references (a family run only at its defaults) as stars, and
     the Pareto frontier over every point as a dashed staircase (the best attainment reachable
     at each cost)."""
@@ -218,13 +218,13 @@ def plot_frontier(table: "pd.DataFrame", task: str, path: Path) -> Path:
     rows = table[table["task"] == task]
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
-    for i, family in enumerate(dict.fromkeys(rows["family"])):
-        group = rows[rows["family"] == family].sort_values("value")
+    knobs = rows["knob"].fillna("")
+    for i, (family, knob) in enumerate(dict.fromkeys(zip(rows["family"], knobs))):
+        group = rows[(rows["family"] == family) & (knobs == knob)].sort_values("value")
         x, y = group["billed_gpu_hours"].to_numpy(float), group["iw_slo_attainment"].to_numpy(float)
         swept = group["value"].notna().to_numpy()
         color = f"C{i}"
         if swept.any():
-            knob = group["knob"].iloc[0]
             ax.plot(x, y, color=color, marker="o", ms=5, lw=1.3, label=f"{family} ({knob})")
             for xi, yi, v in zip(x[swept], y[swept], group["value"].to_numpy(float)[swept]):
                 ax.annotate(f"{v:g}", (xi, yi), xytext=(4, -9), textcoords="offset points", fontsize=7, color=color)
