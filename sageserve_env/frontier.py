@@ -13,7 +13,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -88,15 +88,19 @@ def sweep_points(sweep: Mapping[str, Mapping[str, Sequence[float]]], references:
     return points
 
 
+def dominates(cost_a, slo_a, cost_b, slo_b):
+    """Whether point a dominates point b: at most b's cost and at least b's SLO attainment,
+    better in one (elementwise on arrays)."""
+    return (cost_a <= cost_b) & (slo_a >= slo_b) & ((cost_a < cost_b) | (slo_a > slo_b))
+
+
 def pareto_mask(cost: Sequence[float], slo: Sequence[float]) -> np.ndarray:
-    """Which points no other point dominates (at most the cost and at least the SLO
-    attainment, better in one); points with a NaN coordinate are never on the frontier."""
+    """Which points no other point dominates; points with a NaN coordinate are never on the
+    frontier (and dominate none)."""
     x, y = np.asarray(cost, dtype=float), np.asarray(slo, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
-    le, ge = x[None, :] <= x[:, None], y[None, :] >= y[:, None]  # [i, j]: j at least as good as i
-    strict = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
-    dominated = (le & ge & strict & ok[None, :]).any(axis=1)
-    return ok & ~dominated
+    beaten = dominates(x[None, :], y[None, :], x[:, None], y[:, None]) & ok[None, :]  # [i, j]: j dominates i
+    return ok & ~beaten.any(axis=1)
 
 
 def frontier_table(episodes: pd.DataFrame, points: Sequence[Point]) -> pd.DataFrame:
@@ -147,10 +151,10 @@ def place(table: pd.DataFrame, task: str, billed_gpu_hours: float, iw_slo_attain
         raise ValueError(f"the point ({billed_gpu_hours}, {iw_slo_attainment}) is not finite")
     x, y = rows["billed_gpu_hours"].to_numpy(float), rows["iw_slo_attainment"].to_numpy(float)
     labels = [label(r) for _, r in rows.iterrows()]
-    better = lambda x1, y1, x2, y2: (x1 <= x2) & (y1 >= y2) & ((x1 < x2) | (y1 > y2))  # noqa: E731
-    by = tuple(l for l, d in zip(labels, better(x, y, billed_gpu_hours, iw_slo_attainment)) if d)
+    by = tuple(name for name, d in zip(labels, dominates(x, y, billed_gpu_hours, iw_slo_attainment)) if d)
     front = pareto_mask(x, y)
-    over = tuple(l for l, d, f in zip(labels, better(billed_gpu_hours, iw_slo_attainment, x, y), front) if d and f)
+    over = tuple(name for name, d, f in zip(labels, dominates(billed_gpu_hours, iw_slo_attainment, x, y), front)
+                 if d and f)
     verdict = "dominated" if by else ("beyond" if over else "on")
     return Placement(verdict, by, over)
 
@@ -163,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("results", type=Path, help="results.csv of evaluate.py suite=... (task, policy, ...)")
     args = p.parse_args(argv)
     try:
-        table = pd.read_csv(args.frontier, keep_default_na=True)
+        table = pd.read_csv(args.frontier)
         results = pd.read_csv(args.results)
         missing = [c for c in ("task", "policy", "billed_gpu_hours", "iw_slo_attainment") if c not in results]
         if missing:

@@ -71,7 +71,8 @@ def check(cfg: FrontierConfig) -> list:
     if any(s < 0 for s in cfg.seeds):
         raise ConfigError(f"seeds must be >= 0, got {cfg.seeds}")
     if cfg.horizon_s is not None and not (math.isfinite(cfg.horizon_s) and cfg.horizon_s > 0):
-        raise ConfigError(f"horizon_s must be a finite number of seconds > 0 (or null: the task's), got {cfg.horizon_s}")
+        raise ConfigError(f"horizon_s must be a finite number of seconds > 0 (or null: the task's), "
+                          f"got {cfg.horizon_s}")
     if cfg.workers < 1:
         raise ConfigError(f"workers must be >= 1, got {cfg.workers}")
     try:

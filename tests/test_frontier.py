@@ -35,9 +35,8 @@ def test_pareto_mask_on_hand_made_points():
 def test_pareto_mask_members_are_undominated_and_dominate_the_rest(points):
     x, y = np.array(points, dtype=float).T
     mask = fr.pareto_mask(x, y)
-    dominates = lambda i, j: x[i] <= x[j] and y[i] >= y[j] and (x[i] < x[j] or y[i] > y[j])  # noqa: E731
     for j in range(len(x)):
-        beaten = [i for i in range(len(x)) if dominates(i, j)]
+        beaten = [i for i in range(len(x)) if x[i] <= x[j] and y[i] >= y[j] and (x[i] < x[j] or y[i] > y[j])]
         assert mask[j] == (not beaten)
         if not mask[j]:
             assert any(mask[i] for i in beaten)
@@ -122,3 +121,11 @@ def test_frontier_command_on_a_short_horizon(tmp_path, capsys):
     capsys.readouterr()
     assert fr.main([str(out / "frontier.csv"), str(results)]) == 0
     assert capsys.readouterr().out.startswith("DayLight-fast-v1 mine: beyond (dominates ")
+
+
+def test_placing_a_results_table_without_its_columns_is_named(tmp_path, capsys):
+    frontier, results = tmp_path / "frontier.csv", tmp_path / "results.csv"
+    _table().to_csv(frontier, index=False)
+    pd.DataFrame({"policy": ["mine"], "reward": [1.0]}).to_csv(results, index=False)
+    assert fr.main([str(frontier), str(results)]) == 2
+    assert "has no column(s) ['task', 'billed_gpu_hours', 'iw_slo_attainment']" in capsys.readouterr().err
