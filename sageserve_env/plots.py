@@ -205,3 +205,44 @@ def plot_matrix(episodes: "pd.DataFrame", out_dir: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, Path(out_dir) / "cost_vs_slo.png")
+
+
+def plot_frontier(table: "pd.DataFrame", task: str, path: Path) -> Path:
+    """One task's cost against SLO attainment (a ``sageserve_env.frontier`` table): each family
+    and knob as a line through the knob's values (in knob order, each marker labelled with its value), its
+    default ringed in black, the references (a family run only at its defaults) as stars, and
+    the Pareto frontier over every point as a dashed staircase (the best attainment reachable
+    at each cost)."""
+    from sageserve_env.frontier import pareto_mask
+
+    rows = table[table["task"] == task]
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.subplots()
+    knobs = rows["knob"].fillna("")
+    for i, (family, knob) in enumerate(dict.fromkeys(zip(rows["family"], knobs))):
+        group = rows[(rows["family"] == family) & (knobs == knob)].sort_values("value")
+        x, y = group["billed_gpu_hours"].to_numpy(float), group["iw_slo_attainment"].to_numpy(float)
+        swept = group["value"].notna().to_numpy()
+        color = f"C{i}"
+        if swept.any():
+            ax.plot(x, y, color=color, marker="o", ms=5, lw=1.3, label=f"{family} ({knob})")
+            for xi, yi, v in zip(x[swept], y[swept], group["value"].to_numpy(float)[swept]):
+                ax.annotate(f"{v:g}", (xi, yi), xytext=(4, -9), textcoords="offset points", fontsize=7, color=color)
+        else:
+            ax.scatter(x, y, color=color, marker="*", s=150, edgecolor="k", zorder=3, label=family)
+        default = group["default"].astype(bool).to_numpy() & swept
+        ax.scatter(x[default], y[default], s=90, facecolor="none", edgecolor="k", lw=1.4, zorder=4)
+    front = rows[pareto_mask(rows["billed_gpu_hours"], rows["iw_slo_attainment"])].sort_values("billed_gpu_hours")
+    fx, fy = front["billed_gpu_hours"].to_numpy(float), front["iw_slo_attainment"].to_numpy(float)
+    if len(fx):
+        right = rows["billed_gpu_hours"].max()
+        ax.step(np.r_[fx, right], np.r_[fy, fy[-1]], where="post", color="grey", ls="--", lw=1, zorder=1,
+                label="Pareto frontier")
+    ax.scatter([], [], s=90, facecolor="none", edgecolor="k", lw=1.4, label="default knob")
+    ax.set_xlabel("billed GPU-hours")
+    ax.set_ylabel("IW SLO attainment (TTFT within the SLO)")
+    ax.ticklabel_format(useOffset=False)
+    ax.set_title(f"{task}: cost against SLO attainment, each family over its main knob")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path, tight=False)
