@@ -86,17 +86,22 @@ class EndpointNetwork(nn.Module):
                        self.ids.unsqueeze(0).expand(b, e, -1)], dim=2)
         return self.encoder(x)  # (batch, endpoints, hidden)
 
-    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
-        h = self.embed(features)
+    def _actor(self, h: torch.Tensor) -> torch.Tensor:
         context = h.mean(dim=1, keepdim=True).expand_as(h)
         return self.actor(torch.cat([h, context], dim=2)).flatten(1)
 
-    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
-        h = self.embed(features)
+    def _critic(self, h: torch.Tensor) -> torch.Tensor:
         return self.critic(torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=1))
 
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return self._actor(self.embed(features))
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        return self._critic(self.embed(features))
+
     def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_actor(features), self.forward_critic(features)
+        h = self.embed(features)  # once for both heads
+        return self._actor(h), self._critic(h)
 
 
 class EndpointHead(nn.Module):
