@@ -37,7 +37,7 @@ from sageserve_env.sim.flow import (BOUNDARY_WAIT, HIST_EDGES_S, HOME_COLS, LOAD
 from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
 from sageserve_env.sim.stats import Stat
-from sageserve_env.workload.generator import JOB_SPREAD_S, expected_counts, generate
+from sageserve_env.workload.generator import JOB_SPREAD_S, expected_counts, generate, uses_v1_process, v1_rates
 from sageserve_env.workload.readers import model_popularity, nearest_first_orders
 from sageserve_env.workload.workload import IW, NIW
 
@@ -296,6 +296,12 @@ class GeneratedTraffic:
     of the fitted token mixture (its sum over the tick's requests); requests larger than an
     instance's KV capacity as Poisson thinning of the arrivals. World ``n`` draws from its own
     two generators (counts, normals) only, a chunk of ticks at a time.
+
+    When the config uses the v1 process (``uses_v1_process``), each world has its own rates:
+    ``iw_rates`` (N, minutes, R, M) IW requests and ``job_rates`` (N, minutes, R) NIW jobs per
+    second, the episode part of ``v1_rates`` drawn at every ``reseed`` from a third generator of
+    the world's seed (day-to-day variation, log-rate AR(1), flash crowds, growth, weekends), kept
+    as float32 (Week at N = 256: about 160 MB). The v0 path (one diurnal curve) draws nothing more.
     """
 
     def __init__(self, cfg: SimConfig, tick_s: float, horizon_s: float, seeds: Sequence[int],
@@ -307,11 +313,15 @@ class GeneratedTraffic:
         R, M = self.n_regions, self.n_models
         E = R * M
         self.n_ticks = int(math.ceil(horizon_s / self.dt - 1e-9))
-        _, widths, counts = expected_counts(cfg, (self.n_ticks + 1) * self.dt / 86400.0, w.start_day)
-        rate = counts / widths  # requests per second per region, per minute
-        if w.burst_factor > 1:
-            rate[:, (np.arange(rate.shape[1]) % 60) == 0] *= w.burst_factor
-        self._rate = rate
+        self._config, self._days = cfg, (self.n_ticks + 1) * self.dt / 86400.0
+        self.iw_rates = self.job_rates = None  # per world, set by ``reseed`` in the v1 process
+        self._v1 = uses_v1_process(cfg)
+        if not self._v1:
+            _, widths, counts = expected_counts(cfg, self._days, w.start_day)
+            rate = counts / widths  # requests per second per region, per minute
+            if w.burst_factor > 1:
+                rate[:, (np.arange(rate.shape[1]) % 60) == 0] *= w.burst_factor
+            self._rate = rate
         self._pop = model_popularity(cfg)
         self._iw_share = w.iw_share
         self._job_mean = w.niw_job_size_mean
@@ -348,11 +358,32 @@ class GeneratedTraffic:
         """Start every world's traffic over from its seed (an episode start)."""
         if len(seeds) != self.n_worlds:
             raise ValueError(f"need one seed per world ({self.n_worlds}), got {len(seeds)}")
-        self._rngs = [tuple(np.random.default_rng(s).spawn(2)) for s in seeds]
+        if self._v1:
+            # a third generator per world for its rates: the first two are the v0 path's own
+            streams = [np.random.default_rng(s).spawn(3) for s in seeds]
+            self._rngs = [(c, z) for c, z, _ in streams]
+            self._draw_rates([r for _, _, r in streams])
+        else:
+            self._rngs = [tuple(np.random.default_rng(s).spawn(2)) for s in seeds]
         self._carry = np.zeros((self.n_worlds, self._spread, self.n_regions * self.n_models))
         self._table = None
         self._first = 0
         self._buffers = None  # (counts, normals, table, NIW requests, live columns) of a chunk, reused
+
+    def _draw_rates(self, rngs) -> None:
+        """Each world's v1 rates over the episode (the history bins before t = 0 dropped)."""
+        cfg = self._config
+        iw_rates, job_rates = None, None
+        for i, rng in enumerate(rngs):
+            starts, widths, iw, jobs, _ = v1_rates(cfg, rng, self._days, cfg.workload.start_day)
+            ep = starts >= -1e-9
+            if iw_rates is None:
+                n_min = int(ep.sum())
+                iw_rates = np.empty((self.n_worlds, n_min, self.n_regions, self.n_models), dtype=np.float32)
+                job_rates = np.empty((self.n_worlds, n_min, self.n_regions), dtype=np.float32)
+            iw_rates[i] = (iw[..., ep] / widths[ep]).transpose(2, 0, 1)
+            job_rates[i] = (jobs[:, ep] / widths[ep]).T
+        self.iw_rates, self.job_rates = iw_rates, job_rates
 
     def row(self, k: int) -> np.ndarray:
         """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk,
@@ -366,8 +397,14 @@ class GeneratedTraffic:
         return self._table[:, k - self._first]
 
     def _lambdas(self, k0: int, n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected IW requests (ticks, R, M), NIW jobs and NIW requests (ticks, R, M) per tick."""
+        """Expected IW requests (ticks, R, M), NIW jobs and NIW requests (ticks, R, M) per tick;
+        in the v1 process per world, (N, ticks, R, M)."""
         mid = (np.arange(k0, k0 + n) + 0.5) * self.dt
+        if self._v1:
+            minute = np.minimum((mid // 60.0).astype(np.int64), self.iw_rates.shape[1] - 1)
+            iw = self.iw_rates[:, minute].astype(float) * self.dt
+            jobs = self.job_rates[:, minute].astype(float)[..., None] * self.dt * self._pop
+            return iw, jobs, jobs * self._job_mean
         minute = np.minimum((mid // 60.0).astype(np.int64), self._rate.shape[1] - 1)
         per_tick = (self._rate[:, minute].T * self.dt)[:, :, None] * self._pop  # (ticks, R, M)
         niw = (1.0 - self._iw_share) * per_tick
@@ -380,22 +417,25 @@ class GeneratedTraffic:
         E = R * M
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
         pb = self._p_big.reshape(R, M)
-        lam = np.concatenate([(iw_lam * (1 - pb)).reshape(n, E), (iw_lam * pb).reshape(n, E),
-                              job_lam.reshape(n, E), (niw_lam * pb).reshape(n, E)], axis=1)
+        lead = iw_lam.shape[:-2]  # (n,) or, per world, (N, n)
+        lam = np.concatenate([(iw_lam * (1 - pb)).reshape(*lead, E), (iw_lam * pb).reshape(*lead, E),
+                              job_lam.reshape(*lead, E), (niw_lam * pb).reshape(*lead, E)], axis=-1)
         # a Poisson draw of mean 0 is 0 and consumes nothing: columns of zero means are skipped
         # (and hold the zeros of a fresh buffer)
-        live = np.flatnonzero(lam.any(0))
+        live = np.flatnonzero(lam.reshape(-1, 4 * E).any(0))
+        lam = lam if self._v1 else lam[None]  # means per world, or one row for all
         whole = len(live) == lam.shape[1]
         if self._buffers is None or self._buffers[0].shape[1] != n or not np.array_equal(self._buffers[4], live):
             self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.zeros((N, n, self.columns)),
                              np.empty((N, n, E)), live)
         counts, z, table, tmp, _ = self._buffers
-        lam = lam if whole else lam[:, live]
+        lam = lam if whole else lam[..., live]
         for i, (count_rng, normal_rng) in enumerate(self._rngs):  # per chunk, not per tick
+            mean = lam[i if self._v1 else 0]
             if whole:
-                counts[i] = count_rng.poisson(lam)
+                counts[i] = count_rng.poisson(mean)
             else:
-                counts[i][:, live] = count_rng.poisson(lam)
+                counts[i][:, live] = count_rng.poisson(mean)
             normal_rng.standard_normal(out=z[i])
         iw_n, iw_big, jobs, niw_big = (counts[..., j * E:(j + 1) * E] for j in range(4))
         z1, z2, z3, z4 = (z[..., j * E:(j + 1) * E] for j in range(4))
