@@ -109,7 +109,8 @@ class SageServeVectorEnv(VectorEnv):
     def _start_episode(self) -> None:
         seeds = [int(rng.integers(2**63)) for rng in self._world_rngs]
         self.sim = VectorFlow(self.sim_config, seeds, self.horizon, self.tick, reference=self._reference,
-                              ttft_histogram=self.ttft_histogram)
+                              ttft_histogram=self.ttft_histogram,
+                              first_hour=self.template.config["initial_allocation"] == "first_hour")
         N = self.num_envs
         self._servers = np.maximum(self.sim.fleet.servers.astype(float), 1.0)
         self._last = self.sim.world_statistics()

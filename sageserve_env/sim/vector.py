@@ -73,7 +73,9 @@ class VectorFleet:
     of their ready times, so that GPU-seconds by state stay exact to the start-up's time.
     """
 
-    def __init__(self, cfg: SimConfig, n_worlds: int, tick_s: float) -> None:
+    def __init__(self, cfg: SimConfig, n_worlds: int, tick_s: float, initial: Optional[np.ndarray] = None) -> None:
+        """``initial``: active instances per (world, region, model) at t = 0, each world's own
+        ``scaling.initial_overrides`` (default: the config's counts in every world)."""
         one = Fleet(cfg)  # the initial counts and the settings, as the detailed fidelity has them
         self.n_worlds, self.tick_s = int(n_worlds), float(tick_s)
         self.n_regions, self.n_models = len(one.region_names), len(one.model_names)
@@ -83,6 +85,8 @@ class VectorFleet:
         self.servers = one.servers
         self.gpus_per_server, self.cost_per_gpu_hour = one.gpus_per_server, one.cost_per_gpu_hour
         self.grid = np.repeat(one.counts[None], self.n_worlds, axis=0)  # (N, R, M + 1, states)
+        if initial is not None:
+            self._place(np.asarray(initial))
         self.counts = self.grid.reshape(-1, *one.counts.shape[1:])  # a view: (N R, M + 1, states)
         self._seconds = np.zeros(self.grid.shape)
         self._counted_until = 0.0
@@ -91,6 +95,20 @@ class VectorFleet:
         self._pending_t = np.zeros_like(self._pending)  # the sum of their ready times
         self.n_scale_ups = np.zeros(self.n_worlds, dtype=np.int64)
         self.n_scale_downs = np.zeros(self.n_worlds, dtype=np.int64)
+
+    def _place(self, initial: np.ndarray) -> None:
+        """Every world's start: ``initial`` active per endpoint, the rest of a region's servers free."""
+        N, R, M = self.n_worlds, self.n_regions, self.n_models
+        if initial.shape != (N, R, M) or initial.dtype.kind not in "iu":
+            raise ValueError(f"initial instances must be integers of shape (worlds, regions, models) = {(N, R, M)}, "
+                             f"got {initial.dtype} {initial.shape}")
+        if (initial < 0).any() or (initial.sum(2) > self.servers).any():
+            n, r = np.argwhere((initial < 0).any(2) | (initial.sum(2) > self.servers))[0]
+            raise ValueError(f"initial instances of world {n}, region {r}: {initial[n, r].tolist()} "
+                             f"do not fit its {self.servers[r]} servers")
+        self.grid[...] = 0
+        self.grid[:, :, :M, ACTIVE] = initial
+        self.grid[:, :, NO_MODEL, FREE] = self.servers - initial.sum(2)
 
     def endpoint_counts(self, state: int) -> np.ndarray:
         """Instances of every endpoint in ``state``, (N, E) int."""
@@ -370,6 +388,19 @@ class GeneratedTraffic:
         self._first = 0
         self._buffers = None  # (counts, normals, table, NIW requests, live columns) of a chunk, reused
 
+    def token_means(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Mean prompt and output tokens per endpoint, (E,), of the requests that fit an instance."""
+        return self._mu_p, self._mu_o
+
+    def first_hour_requests(self) -> np.ndarray:
+        """Expected IW requests per minute of the first hour, (N, 60, R, M), by home region."""
+        ticks = int(round(60.0 / self.dt))
+        if abs(ticks * self.dt - 60.0) > 1e-9:
+            raise ValueError(f"the first-hour demand needs ticks that divide a minute, got tick_s={self.dt:g}")
+        iw, _, _ = self._lambdas(0, 60 * ticks)
+        iw = np.broadcast_to(iw, (self.n_worlds,) + iw.shape[-3:])
+        return iw.reshape(self.n_worlds, 60, ticks, self.n_regions, self.n_models).sum(2)
+
     def _draw_rates(self, rngs) -> None:
         """Each world's v1 rates over the episode (the history bins before t = 0 dropped)."""
         cfg = self._config
@@ -492,7 +523,10 @@ class VectorFlow(FlowSimulator):
     fidelity = "fast"
 
     def __init__(self, config: SimConfig, seeds: Sequence[int], horizon_s: float, tick_s: float = 5.0,
-                 reference=None, ttft_histogram: bool = False) -> None:
+                 reference=None, ttft_histogram: bool = False, first_hour: bool = False) -> None:
+        """``first_hour``: each world starts from instances sized for its own expected first hour
+        (``capacity.instances_for_demand`` on its IW rates times the mean prompt tokens), as
+        ``initial_allocation="first_hour"`` sizes the other fidelities' start from their requests."""
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
         if config.workload.source != "generator":
@@ -520,7 +554,6 @@ class VectorFlow(FlowSimulator):
         self.horizon_s = float(horizon_s)
         self.perf = build_perf_models(config)
         self.kv_capacity = np.array([kv_capacity(config, r, m) for r in range(n_r) for m in range(n_m)], dtype=np.int64)
-        self.fleet = VectorFleet(config, N, self.tick_s)
         self.workload = reference_workload(config) if reference is None else reference
         self.n_requests = len(self.workload)
         self.req_region, self.req_model, self._orders = self.workload.indexed(self.region_names, self.model_names)
@@ -549,10 +582,20 @@ class VectorFlow(FlowSimulator):
         self._route_rows = np.arange(N * n_k * n_m).reshape(N, n_k, n_m) * n_c
         self.traffic = GeneratedTraffic(config, self.tick_s, self.horizon_s, seeds, self.workload,
                                         self.kv_capacity.astype(float))
+        self.fleet = VectorFleet(config, N, self.tick_s, self.first_hour_instances() if first_hour else None)
         self._build_state()
         # per world, the IW TTFT histogram over HIST_EDGES_S of every tick's estimate (``ttft_points``,
         # weighted by first tokens), for ``world_ttft_percentiles``; off by default (it costs a tick's time)
         self._ttft_hist = np.zeros((N, len(HIST_EDGES_S) - 1)) if ttft_histogram else None
+
+    def first_hour_instances(self) -> np.ndarray:
+        """Active instances per (world, region, model) sized for each world's expected first hour."""
+        from sageserve_env.capacity import instances_for_demand
+
+        shape = (len(self.region_names), len(self.model_names))
+        prompt, output = (m.reshape(shape) for m in self.traffic.token_means())
+        tokens = self.traffic.first_hour_requests() * prompt[None, None]
+        return instances_for_demand(self.config, tokens, prompt, output)
 
     def _build_history(self) -> None:
         """What replaces the per-tick history: fixed-size state per endpoint."""
