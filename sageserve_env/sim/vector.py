@@ -529,17 +529,7 @@ class VectorFlow(FlowSimulator):
         ``initial_allocation="first_hour"`` sizes the other fidelities' start from their requests."""
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
-        if config.workload.source != "generator":
-            raise ValueError("the vectorized fast fidelity draws generated days; workload.source="
-                             f"{config.workload.source!r} is not supported")
-        if config.slo.drop_iw_after_s is not None:
-            raise ValueError("slo.drop_iw_after_s is not supported by the vectorized fast fidelity")
-        if config.faults.outages or config.faults.generated:
-            raise ValueError("faults (faults.outages, faults.generated) are not supported by the vectorized fast "
-                             "fidelity; use SageServeEnv with fidelity=fast (the <Task>-fast-v1 task IDs)")
-        if config.deployment.mode != "unified":
-            raise ValueError(f"deployment.mode={config.deployment.mode!r} is not supported by the vectorized fast "
-                             "fidelity (it draws unified endpoints' traffic); use the fast or detailed fidelity")
+        self.check_config(config)
         self.tick_s = float(tick_s)
         self.config = config
         self.region_names, self.model_names = config.region_names, config.model_names
@@ -587,6 +577,21 @@ class VectorFlow(FlowSimulator):
         # per world, the IW TTFT histogram over HIST_EDGES_S of every tick's estimate (``ttft_points``,
         # weighted by first tokens), for ``world_ttft_percentiles``; off by default (it costs a tick's time)
         self._ttft_hist = np.zeros((N, len(HIST_EDGES_S) - 1)) if ttft_histogram else None
+
+    @staticmethod
+    def check_config(config: SimConfig) -> None:
+        """Refuse, by name, what the vectorized fast fidelity does not simulate."""
+        if config.workload.source != "generator":
+            raise ValueError("the vectorized fast fidelity draws generated days; workload.source="
+                             f"{config.workload.source!r} is not supported")
+        if config.slo.drop_iw_after_s is not None:
+            raise ValueError("slo.drop_iw_after_s is not supported by the vectorized fast fidelity")
+        if config.faults.outages or config.faults.generated:
+            raise ValueError("faults (faults.outages, faults.generated) are not supported by the vectorized fast "
+                             "fidelity; use SageServeEnv with fidelity=fast (the <Task>-fast-v1 task IDs)")
+        if config.deployment.mode != "unified":
+            raise ValueError(f"deployment.mode={config.deployment.mode!r} is not supported by the vectorized fast "
+                             "fidelity (it draws unified endpoints' traffic); use the fast or detailed fidelity")
 
     def first_hour_instances(self) -> np.ndarray:
         """Active instances per (world, region, model) sized for each world's expected first hour."""
