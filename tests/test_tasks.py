@@ -204,7 +204,7 @@ def test_suite_arguments():
     cfg = evaluate.parse_args(["suite=v1", "seeds=[5]", "policies=[reactive,oracle]"])
     assert evaluate.seeds_of(cfg, "Day-v1") == [5] and cfg.policies == ["reactive", "oracle"]
     assert evaluate.env_kwargs(cfg, "Day-v1") == tasks()["Day-v1"].env_kwargs()
-    for bad in (["suite=v2"], ["suite=v1", "tasks=[Nope-v1]"], ["suite=v1", "scenario=paper"], ["tasks=[Day-v1]"]):
+    for bad in (["suite=v2"], ["suite=v1-vec"], ["suite=v1", "tasks=[Nope-v1]"], ["suite=v1", "scenario=paper"], ["tasks=[Day-v1]"]):
         with pytest.raises(CE):
             evaluate.parse_args(bad)
 
