@@ -106,6 +106,9 @@ def check_config(cfg: EvalConfig, given: frozenset) -> EvalConfig:
     if cfg.suite is not None:
         from sageserve_env.tasks import tasks
 
+        if cfg.suite == "v1-vec":
+            raise ConfigError("suite: v1-vec is the tasks' training fidelity (many worlds, no env.view() for the "
+                              "baselines); evaluate on suite=v1 (or v1-fast), whose spaces are the same")
         try:
             known = tasks(cfg.suite)
         except ValueError as exc:

@@ -44,15 +44,11 @@ def instance_capacity(perf, kv_capacity_tokens: float, prompt_tokens: float, out
     return best
 
 
-
 def first_hour_instances(cfg: SimConfig, workload: Workload, window_minutes: int = 5,
                          target_utilization: float = 0.5, max_iteration_s: float = 0.15) -> dict:
-    """``scaling.initial_overrides`` sizing every endpoint for the first hour of ``workload``: the
-    instances that serve its peak ``window_minutes`` mean of IW prompt tokens per second (by home
-    region) at the capacity of ``instance_capacity`` with the hour's mean token sizes; at least
-    ``min_instances``; a region whose servers do not fit that is scaled down proportionally."""
-    from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
-
+    """``scaling.initial_overrides`` sizing every endpoint for the first hour of ``workload``
+    (``instances_for_demand`` on its IW prompt tokens per minute by home region, with the hour's
+    mean token sizes)."""
     regions, models = cfg.region_names, cfg.model_names
     ix = workload.indexed(regions, models)
     first = (workload.tier == IW) & (workload.arrival_s < 3600.0)
@@ -66,21 +62,39 @@ def first_hour_instances(cfg: SimConfig, workload: Workload, window_minutes: int
     prompt_sum, output_sum = np.zeros(shape), np.zeros(shape)
     np.add.at(prompt_sum, (r_, m_), workload.prompt_tokens[first])
     np.add.at(output_sum, (r_, m_), workload.output_tokens[first])
-    w = max(1, window_minutes)
-    c = np.cumsum(np.concatenate([np.zeros((1,) + shape), tokens]), axis=0)
-    peak = ((c[w:] - c[:-w]) / w).max(axis=0) / 60.0
-    perf = build_perf_models(cfg)
-    need = np.zeros(shape, dtype=np.int64)
-    for r, m in np.ndindex(shape):
-        seen = count[r, m] > 0
-        p = prompt_sum[r, m] / count[r, m] if seen else DEFAULT_PROMPT_TOKENS
-        o = output_sum[r, m] / count[r, m] if seen else DEFAULT_OUTPUT_TOKENS
-        cap = instance_capacity(perf[r][m], kv_capacity(cfg, r, m), p, o, cfg.batching.max_batch_size,
-                                cfg.batching.max_batch_tokens, target_utilization, max_iteration_s)
-        need[r, m] = int(np.ceil(peak[r, m] / cap.prompt_tokens_per_s))
-    floor = cfg.scaling.min_instances
-    need = np.maximum(need, floor)
-    for r, region in enumerate(cfg.regions):
-        if need[r].sum() > region.servers:
-            need[r] = np.maximum(floor, np.floor(need[r] * region.servers / need[r].sum())).astype(np.int64)
+    seen = count > 0
+    prompt = np.where(seen, prompt_sum / np.maximum(count, 1.0), DEFAULT_PROMPT_TOKENS)
+    output = np.where(seen, output_sum / np.maximum(count, 1.0), DEFAULT_OUTPUT_TOKENS)
+    need = instances_for_demand(cfg, tokens, prompt, output, window_minutes, target_utilization, max_iteration_s)
     return {f"{regions[r]}/{models[m]}": int(need[r, m]) for r, m in np.ndindex(shape)}
+
+
+def instances_for_demand(cfg: SimConfig, tokens: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray,
+                         window_minutes: int = 5, target_utilization: float = 0.5,
+                         max_iteration_s: float = 0.15) -> np.ndarray:
+    """Instances per endpoint, (..., R, M) int, for the IW prompt tokens per minute ``tokens``
+    (..., 60, R, M) of a first hour (any leading axes: worlds): those that serve its peak
+    ``window_minutes`` mean of prompt tokens per second at the capacity of ``instance_capacity``
+    with the mean token sizes ``prompt_tokens`` and ``output_tokens`` (R, M); at least
+    ``min_instances``; a region whose servers do not fit that is scaled down proportionally."""
+    from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
+
+    tokens = np.asarray(tokens, dtype=float)
+    shape = (len(cfg.regions), len(cfg.model_names))
+    if tokens.shape[-3:] != (60,) + shape:
+        raise ValueError(f"tokens must end with (60 minutes, regions, models) = {(60,) + shape}, got {tokens.shape}")
+    w = max(1, window_minutes)
+    c = np.cumsum(np.concatenate([np.zeros(tokens.shape[:-3] + (1,) + shape), tokens], axis=-3), axis=-3)
+    peak = ((c[..., w:, :, :] - c[..., :-w, :, :]) / w).max(axis=-3) / 60.0
+    perf = build_perf_models(cfg)
+    rate = np.empty(shape)  # prompt tokens per second one instance serves
+    for r, m in np.ndindex(shape):
+        rate[r, m] = instance_capacity(perf[r][m], kv_capacity(cfg, r, m), prompt_tokens[r, m], output_tokens[r, m],
+                                       cfg.batching.max_batch_size, cfg.batching.max_batch_tokens,
+                                       target_utilization, max_iteration_s).prompt_tokens_per_s
+    floor = cfg.scaling.min_instances
+    need = np.maximum(np.ceil(peak / rate).astype(np.int64), floor)
+    servers = np.array([region.servers for region in cfg.regions])[:, None]
+    total = need.sum(-1, keepdims=True)
+    scaled = np.maximum(floor, np.floor(need * servers / np.maximum(total, 1))).astype(np.int64)
+    return np.where(total > servers, scaled, need)

@@ -10,7 +10,10 @@ its one-world case.
 The v1 benchmark tasks (``sageserve_env.tasks``: ``Day-v1``, ``DayLight-v1``, ``Week-v1``,
 ``Burst-v1``, ``Outage-v1``, detailed fidelity) are registered as ``sageserve_env/<Task>-v1``, and
 the same specs in the fast fidelity as ``sageserve_env/<Task>-fast-v1`` (``SageServeEnv`` with
-``FlowSimulator``, one world: task IDs are not vectorized, unlike ``SageServe*-fast-v1``).
+``FlowSimulator``, one world), and for training as ``sageserve_env/<Task>-vec-v1`` (``Day``,
+``DayLight``, ``Week``, ``Burst``): the vectorized fast fidelity drawing the task's v1 process per
+world, ``make_vec`` gives ``SageServeVectorEnv`` and ``make`` ``SageServeFastEnv``, with the
+spaces of ``<Task>-v1``. Outage has no ``-vec`` ID: the vectorized fidelity simulates no faults.
 
 Each ID is also registered without the namespace, so ``gymnasium.make("sageserve_env:SageServe-v0")``
 works in a fresh subprocess (the ``module:`` prefix imports this package first).
@@ -42,9 +45,14 @@ def env_ids() -> dict:
 
 
 def vector_env_ids() -> dict:
-    """Every v1 (vectorized fast fidelity) ID without namespace and the kwargs it fixes."""
-    return {name.replace("-fast-v0", "-fast-v1"): dict(kwargs)
-            for name, kwargs in env_ids().items() if name.endswith("-fast-v0")}
+    """Every vectorized fast fidelity ID (``...-fast-v1``, ``<Task>-vec-v1``) without namespace
+    and the kwargs it fixes."""
+    from sageserve_env.tasks import tasks
+
+    ids = {name.replace("-fast-v0", "-fast-v1"): dict(kwargs)
+           for name, kwargs in env_ids().items() if name.endswith("-fast-v0")}
+    ids.update({env_id: spec.env_kwargs() for env_id, spec in tasks("v1-vec").items()})
+    return ids
 
 
 def register_envs() -> None:

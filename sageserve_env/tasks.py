@@ -29,7 +29,7 @@ LIGHT = ("workload.requests_per_day=1.5e6",)  # the v0 paper day's volume
 # (the diurnal peak is at 13:00 local: 18:00-21:00 UTC in the paper's three regions).
 OUTAGE = ("faults.generated=1", "faults.generated_share=0.5", "faults.generated_duration_s=7200",
           "faults.generated_earliest_s=50400", "faults.generated_latest_s=72000")
-SUITES = ("v1", "v1-fast")
+SUITES = ("v1", "v1-fast", "v1-vec")
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,31 @@ class TaskSpec:
     reward: str = "balanced"
     initial_allocation: str = "first_hour"
     seeds: SeedSplit = field(default_factory=SeedSplit)
+    vectorized: bool = False  # the fast fidelity over many worlds (``SageServeVectorEnv``)
 
     @property
     def env_id(self) -> str:
+        if self.vectorized:
+            return f"{self.name}-vec-v{self.version}"
         return f"{self.name}{'-fast' if self.fidelity == 'fast' else ''}-v{self.version}"
+
+    @property
+    def has_faults(self) -> bool:
+        return any(o.startswith("faults.") for o in self.sim_overrides)
 
     def in_fidelity(self, fidelity: str) -> "TaskSpec":
         """The same task run by another fidelity (``fast``: ``<Task>-fast-v1``, FlowSimulator in
         ``SageServeEnv``); its scores compare only with the same fidelity's."""
         return replace(self, fidelity=fidelity)
+
+    def in_vector_fidelity(self) -> "TaskSpec":
+        """The same task in the vectorized fast fidelity (``<Task>-vec-v1``: ``SageServeVectorEnv``
+        for training over many worlds, ``SageServeFastEnv`` for one); its scores compare with
+        no other fidelity's."""
+        if self.has_faults:
+            raise ValueError(f"task {self.name} has server faults, which the vectorized fast fidelity does not "
+                             "simulate; use its -fast or detailed ID")
+        return replace(self, fidelity="fast", vectorized=True)
 
     def env_kwargs(self) -> Dict[str, Any]:
         return {"scenario": self.scenario, "sim_overrides": list(self.sim_overrides), "horizon_s": self.horizon_s,
@@ -96,15 +112,22 @@ def _tasks() -> Tuple[TaskSpec, ...]:
 
 def tasks(suite: str = "v1") -> Dict[str, TaskSpec]:
     """The tasks of ``suite`` by env ID (without namespace): ``v1`` in the detailed fidelity,
-    ``v1-fast`` the same specs in the fast one (``<Task>-fast-v1``)."""
+    ``v1-fast`` the same specs in the fast one (``<Task>-fast-v1``), ``v1-vec`` in the vectorized
+    fast fidelity (``<Task>-vec-v1``, for training), without Outage: the vectorized fidelity
+    simulates no server faults."""
     if suite not in SUITES:
         raise ValueError(f"unknown task suite {suite!r}; known: {list(SUITES)}")
-    specs = _tasks() if suite == "v1" else tuple(t.in_fidelity("fast") for t in _tasks())
+    if suite == "v1":
+        specs = _tasks()
+    elif suite == "v1-fast":
+        specs = tuple(t.in_fidelity("fast") for t in _tasks())
+    else:
+        specs = tuple(t.in_vector_fidelity() for t in _tasks() if not t.has_faults)
     return {t.env_id: t for t in specs}
 
 
 def task(env_id: str) -> TaskSpec:
-    """The spec of ``env_id`` (``Day-v1``, ``Day-fast-v1`` or ``sageserve_env/Day-v1``)."""
+    """The spec of ``env_id`` (``Day-v1``, ``Day-fast-v1``, ``Day-vec-v1`` or ``sageserve_env/Day-v1``)."""
     name = env_id.split("/")[-1]
     known = {k: t for suite in SUITES for k, t in tasks(suite).items()}
     if name not in known:

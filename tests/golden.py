@@ -4,9 +4,12 @@ Each case runs a registered env with seeded random masked actions and records, p
 reward, its terms, the KPIs, the observation and the ``SimView`` endpoint state that heuristic
 policies read; two more cases summarize a generated paper day replayed with the static
 allocation (``simulate``), in both fidelities. ``tests/test_golden.py`` recomputes every case and
-compares it with ``tests/data/golden_v0.npz`` to 1e-9 relative.
+compares it with ``tests/data/golden_v0.npz`` to 1e-9 relative. The released v1 vector IDs
+(``SageServe-fast-v1``, ``SageServeSmall-fast-v1``) have their cases in
+``tests/data/golden_v1.npz``: a few worlds under seeded random masked actions, per step.
 
     python tests/golden.py      # (re)write tests/data/golden_v0.npz: only for a new version
+    python tests/golden.py v1   # (re)write tests/data/golden_v1.npz: only for a new version
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Dict
 import numpy as np
 
 GOLDEN_FILE = Path(__file__).resolve().parent / "data" / "golden_v0.npz"
+GOLDEN_V1_FILE = Path(__file__).resolve().parent / "data" / "golden_v1.npz"
 # (env ID, seed, steps): two seeds per ID, a few hundred decisions each
 ENV_CASES = (
     ("SageServeSmall-v0", 0, 300), ("SageServeSmall-v0", 7, 300),
@@ -25,6 +29,8 @@ ENV_CASES = (
     ("SageServeSmall-fast-v0", 0, 300), ("SageServeSmall-fast-v0", 7, 300),
     ("SageServe-fast-v0", 0, 200), ("SageServe-fast-v0", 3, 200),
 )
+# (vector env ID, worlds, seed, steps)
+VECTOR_CASES = (("SageServeSmall-fast-v1", 3, 0, 200), ("SageServe-fast-v1", 3, 5, 150))
 DAY_CASES = (("paper", "detailed"), ("paper", "fast"))
 # summary entries added after the goldens were recorded (every request's state at the end)
 ADDED_SUMMARY_KEYS = ("requests_queued", "requests_in_flight", "requests_dropped_too_large",
@@ -67,6 +73,36 @@ def env_case(env_id: str, seed: int, steps: int) -> Dict[str, np.ndarray]:
         if truncated:
             break
     return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def vector_case(env_id: str, n_worlds: int, seed: int, steps: int) -> Dict[str, np.ndarray]:
+    """Per-step arrays (step, world, ...) of a vector env's worlds under seeded random masked actions."""
+    import gymnasium as gym
+
+    import sageserve_env  # noqa: F401  (registers the IDs)
+
+    env = gym.make_vec(f"sageserve_env/{env_id}", num_envs=n_worlds, vectorization_mode="vector_entry_point")
+    rng = np.random.default_rng(seed + 1000)
+    obs, info = env.reset(seed=seed)
+    out: Dict[str, list] = {"reward": [], "terms": [], "kpis": [], "obs": []}
+    for _ in range(steps):
+        masks = env.unwrapped.action_masks().reshape(n_worlds, env.unwrapped.n_endpoints, -1)
+        action = np.array([[rng.choice(np.flatnonzero(m)) for m in world] for world in masks])
+        obs, reward, _, _, info = env.step(action)
+        out["reward"].append(reward)
+        out["terms"].append(np.stack([info["reward_terms"][k] for k in sorted(info["reward_terms"])
+                                     if not k.startswith("_")], 1))
+        out["kpis"].append(np.stack([info["kpis"][k] for k in V0_KPIS], 1))
+        out["obs"].append(np.concatenate([np.asarray(obs[k], dtype=float).reshape(n_worlds, -1)
+                                          for k in sorted(obs)], 1))
+    env.close()
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def v1_cases() -> Dict[str, np.ndarray]:
+    """Every vector case, flattened into one ``name/field -> array`` mapping."""
+    return {f"vec/{env_id}/{n}/{seed}/{k}": v for env_id, n, seed, steps in VECTOR_CASES
+            for k, v in vector_case(env_id, n, seed, steps).items()}
 
 
 def day_case(scenario: str, fidelity: str) -> Dict[str, np.ndarray]:
@@ -127,6 +163,7 @@ def all_cases() -> Dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    GOLDEN_FILE.parent.mkdir(exist_ok=True)
-    np.savez_compressed(GOLDEN_FILE, **all_cases())
-    print(f"wrote {GOLDEN_FILE}", file=sys.stderr)
+    target, cases = (GOLDEN_V1_FILE, v1_cases) if sys.argv[1:] == ["v1"] else (GOLDEN_FILE, all_cases)
+    target.parent.mkdir(exist_ok=True)
+    np.savez_compressed(target, **cases())
+    print(f"wrote {target}", file=sys.stderr)

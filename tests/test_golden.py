@@ -1,4 +1,5 @@
-"""The v0 IDs keep their trajectories: every golden case recomputed matches to 1e-9 relative.
+"""The v0 IDs and the released v1 vector IDs keep their trajectories: every golden case
+recomputed matches to 1e-9 relative.
 
 The golden data (``tests/data/golden_v0.npz``) was recorded by ``tests/golden.py`` before the
 simulator core was restructured; a change that alters it alters a released ID and needs a new
@@ -8,7 +9,8 @@ version instead.
 import numpy as np
 import pytest
 
-from golden import DAY_CASES, ENV_CASES, GOLDEN_FILE, V0_VIEW, day_case, env_case
+from golden import (DAY_CASES, ENV_CASES, GOLDEN_FILE, GOLDEN_V1_FILE, V0_VIEW, VECTOR_CASES, day_case, env_case,
+                    vector_case)
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +42,14 @@ def test_env_trajectory_unchanged(golden, env_id, seed, steps):
 @pytest.mark.parametrize("scenario,fidelity", DAY_CASES)
 def test_generated_day_summary_unchanged(golden, scenario, fidelity):
     _same(golden, f"day/{scenario}/{fidelity}", day_case(scenario, fidelity))
+
+
+@pytest.fixture(scope="module")
+def golden_v1():
+    with np.load(GOLDEN_V1_FILE) as data:
+        return dict(data)
+
+
+@pytest.mark.parametrize("env_id,n_worlds,seed,steps", VECTOR_CASES)
+def test_vector_trajectory_unchanged(golden_v1, env_id, n_worlds, seed, steps):
+    _same(golden_v1, f"vec/{env_id}/{n_worlds}/{seed}", vector_case(env_id, n_worlds, seed, steps))

@@ -72,6 +72,17 @@ def test_task_seed_ranges_are_disjoint_and_ids_registered():
         assert gym.spec(f"sageserve_env/{env_id}").kwargs == spec.env_kwargs()
         assert gym.spec(f"sageserve_env/{env_id}").entry_point.endswith(":SageServeEnv")
     assert tasks()["Week-v1"].horizon_s == 604800.0
+    # the vectorized suite: every task without server faults, the fast kwargs, the vector entry points
+    assert set(tasks("v1-vec")) == {"Day-vec-v1", "DayLight-vec-v1", "Week-vec-v1", "Burst-vec-v1"}
+    for env_id, spec in tasks("v1-vec").items():
+        fast = tasks("v1-fast")[env_id.replace("-vec-", "-fast-")]
+        assert spec.env_kwargs() == fast.env_kwargs() and task(env_id) == spec
+        for name in (f"sageserve_env/{env_id}", env_id):
+            assert gym.spec(name).kwargs == spec.env_kwargs()
+            assert gym.spec(name).vector_entry_point.endswith(":SageServeVectorEnv")
+            assert gym.spec(name).entry_point.endswith(":SageServeFastEnv")
+    with pytest.raises(ValueError, match="faults"):
+        tasks()["Outage-v1"].in_vector_fidelity()
     for env_id, spec in tasks().items():  # the fast task is the same spec, run by the fast fidelity
         fast = tasks("v1-fast")[env_id.replace("-v1", "-fast-v1")]
         assert fast.fidelity == "fast" and spec.fidelity == "detailed"
@@ -193,7 +204,7 @@ def test_suite_arguments():
     cfg = evaluate.parse_args(["suite=v1", "seeds=[5]", "policies=[reactive,oracle]"])
     assert evaluate.seeds_of(cfg, "Day-v1") == [5] and cfg.policies == ["reactive", "oracle"]
     assert evaluate.env_kwargs(cfg, "Day-v1") == tasks()["Day-v1"].env_kwargs()
-    for bad in (["suite=v2"], ["suite=v1", "tasks=[Nope-v1]"], ["suite=v1", "scenario=paper"], ["tasks=[Day-v1]"]):
+    for bad in (["suite=v2"], ["suite=v1-vec"], ["suite=v1", "tasks=[Nope-v1]"], ["suite=v1", "scenario=paper"], ["tasks=[Day-v1]"]):
         with pytest.raises(CE):
             evaluate.parse_args(bad)
 

@@ -142,3 +142,55 @@ def test_sb3_env_checker_and_vec_check_nan():
     for _ in range(5):
         obs, reward, dones, infos = checked.step(_random_masked(venv.venv, rng))
     assert dones.all() and np.isfinite(obs).all()
+
+
+VEC_TASKS = ("Day-vec-v1", "DayLight-vec-v1", "Week-vec-v1", "Burst-vec-v1")
+
+
+@pytest.mark.parametrize("env_id", VEC_TASKS)
+def test_vec_task_ids_have_the_detailed_tasks_spaces(env_id):
+    """make_vec and make of each vec task ID work; their spaces are the detailed task's, so an
+    agent trained on the vec ID runs in ``<Task>-v1``."""
+    detailed = gym.make(f"sageserve_env/{env_id.replace('-vec-', '-')}")
+    vec = gym.make_vec(f"sageserve_env/{env_id}", num_envs=2, vectorization_mode="vector_entry_point")
+    one = gym.make(f"sageserve_env/{env_id}")
+    assert isinstance(vec.unwrapped, SageServeVectorEnv) and isinstance(one.unwrapped, SageServeFastEnv)
+    assert vec.single_observation_space == detailed.observation_space == one.observation_space
+    assert vec.single_action_space == detailed.action_space == one.action_space
+    assert vec.unwrapped.horizon == detailed.unwrapped.horizon
+    obs, _ = vec.reset(seed=3)
+    assert vec.observation_space.contains(obs)
+    assert vec.unwrapped.sim.traffic.iw_rates is not None  # the task's v1 process
+    obs, *_ = vec.step(_random_masked(vec.unwrapped, np.random.default_rng(0)))
+    assert vec.observation_space.contains(obs)
+
+
+def test_vec_task_world_equals_one_world_seeded_alike():
+    """World i of a batch of 4 on a vec task ID equals one world seeded s + i, to 1e-9."""
+    batch = gym.make_vec("sageserve_env/DayLight-vec-v1", num_envs=4, vectorization_mode="vector_entry_point")
+    rng = np.random.default_rng(5)
+    batch.reset(seed=30)
+    steps = []
+    for _ in range(40):
+        a = _random_masked(batch.unwrapped, rng)
+        obs, reward, *_ = batch.step(a)
+        steps.append((a, obs, reward))
+    for i in (0, 2, 3):
+        one = SageServeVectorEnv(1, **gym.spec("sageserve_env/DayLight-vec-v1").kwargs)
+        o, _ = one.reset(seed=30 + i)
+        for a, obs, reward in steps:
+            o, r, *_ = one.step(a[i: i + 1])
+            np.testing.assert_allclose(r[0], reward[i], rtol=1e-9, atol=1e-9)
+            for k in obs:
+                np.testing.assert_allclose(o[k][0], obs[k][i], rtol=1e-9, atol=1e-9)
+
+
+def test_vector_env_refuses_traces_and_faults_by_name():
+    from pathlib import Path
+
+    trace = str(Path(__file__).resolve().parents[1] / "traces" / "sample_small.csv")
+    with pytest.raises(ValueError, match="workload.source='trace'"):
+        SageServeVectorEnv(2, scenario="small", sim_overrides=["workload.source=trace", f"workload.trace={trace}"])
+    with pytest.raises(ValueError, match="faults"):
+        SageServeVectorEnv(2, **gym.spec("sageserve_env/Outage-fast-v1").kwargs)
+    assert "sageserve_env/Outage-vec-v1" not in gym.registry

@@ -217,3 +217,110 @@ def test_traffic_does_not_depend_on_the_chunk_length():
         rows.append(np.stack([traffic.row(k).copy() for k in range(traffic.n_ticks)]))
     assert np.array_equal(rows[0], rows[1])
     assert rows[0][..., 0].sum() > 0
+
+
+V1_KNOBS = ["workload.requests_per_day=2e6", "workload.rate_sigma=0.218", "workload.rate_tau_s=246",
+            "workload.history_days=1", "workload.start_day=1"]
+
+
+def _iw_counts(sim, ticks):
+    """IW requests per (tick, world, region, model) drawn by the traffic, too-large ones included."""
+    t = sim.traffic
+    N, R, M = t.n_worlds, t.n_regions, t.n_models
+    out = np.empty((ticks, N, R, M))
+    for k in range(ticks):
+        row = t.row(k)
+        fits = row[:, : R * M * 3].reshape(N, R * M, 3)[..., 0]
+        big = row[:, R * M * 3:].reshape(N, R * M, -1)[..., 2]
+        out[k] = (fits + big).reshape(N, R, M)
+    return out
+
+
+def _expected(sim, ticks):
+    """The v1 rates' expected IW requests per (tick, world, region, model)."""
+    minute = ((np.arange(ticks) + 0.5) * TICK // 60).astype(int)
+    return sim.traffic.iw_rates[:, minute].astype(float).transpose(1, 0, 2, 3) * TICK
+
+
+def test_v1_traffic_draws_each_worlds_own_rates():
+    """Each world's rates are v1_rates of its seed (episode bins); its per-tick IW counts, over 64
+    worlds and an hour, match them in mean (Poisson given the rates) and are overdispersed
+    across worlds at a fixed time when rate_sigma > 0 (Poisson when the rate noise is off)."""
+    from sageserve_env.workload.generator import v1_rates
+
+    cfg = load_config("small", V1_KNOBS)
+    seeds = list(range(40, 104))
+    sim = VectorFlow(cfg, seeds, 3600.0)
+    starts, widths, iw, _, _ = v1_rates(cfg, np.random.default_rng(seeds[5]).spawn(3)[2], 3605 / 86400, 1)
+    ep = starts >= 0
+    np.testing.assert_allclose(sim.traffic.iw_rates[5], (iw[..., ep] / widths[ep]).transpose(2, 0, 1), rtol=1e-6)
+    ticks = 720
+    counts, lam = _iw_counts(sim, ticks).sum(0), _expected(sim, ticks).sum(0)
+    z = (counts - lam) / np.sqrt(lam)
+    assert abs(z.mean()) < 4.0 / np.sqrt(z.size) and 0.8 < z.std() < 1.2
+    # across worlds, the 5-minute counts of one endpoint: variance over mean
+    window = _iw_counts(VectorFlow(cfg, seeds, 3600.0), 60)[:, :, 0, 0].sum(0)
+    flat = load_config("small", V1_KNOBS[:1] + ["workload.rate_sigma=0", "workload.day_level_sigma=0"]
+                       + V1_KNOBS[3:] + ["workload.flash_per_day=1", "workload.flash_factor=1"])
+    plain = _iw_counts(VectorFlow(flat, seeds, 3600.0), 60)[:, :, 0, 0].sum(0)
+    assert window.var(ddof=1) / window.mean() > 3.0
+    assert 0.5 < plain.var(ddof=1) / plain.mean() < 1.6
+
+
+def test_v1_flash_crowd_raises_only_its_target():
+    """A flash crowd multiplies its target's rate (and counts); every other endpoint's rates
+    and counts are those of the same seeds without it."""
+    knobs = ["workload.requests_per_day=2e6", "workload.flash_per_day=24", "workload.flash_duration_s=900"]
+    seeds = list(range(8))
+    sims = {f: VectorFlow(load_config("small", knobs + [f"workload.flash_factor={f}"]), seeds, 3600.0) for f in (1, 6)}
+    ratio = sims[6].traffic.iw_rates / sims[1].traffic.iw_rates
+    hit = ratio > 1.0 + 1e-6
+    assert hit.any() and (~hit).any()
+    np.testing.assert_allclose(ratio[~hit], 1.0, rtol=1e-6)
+    assert np.allclose(ratio[hit].max(), 6.0, rtol=1e-6)
+    ticks = 720
+    minute = ((np.arange(ticks) + 0.5) * TICK // 60).astype(int)
+    target = hit[:, minute].transpose(1, 0, 2, 3)
+    c6, c1 = _iw_counts(sims[6], ticks), _iw_counts(sims[1], ticks)
+    assert c6[target].sum() > 4.0 * c1[target].sum()
+    l1 = _expected(sims[1], ticks)
+    rest = (c6[~target].sum() - l1[~target].sum()) / np.sqrt(l1[~target].sum())
+    assert abs(rest) < 5.0
+
+
+def test_v1_first_hour_allocation_per_world():
+    """``first_hour=True``: each world starts from ``instances_for_demand`` on its own expected
+    first-hour demand; worlds with different day levels start differently."""
+    from sageserve_env.capacity import instances_for_demand
+
+    cfg = load_config("small", ["workload.requests_per_day=3e6", "workload.day_level_sigma=0.5", "scaling.level=2"])
+    sim = VectorFlow(cfg, list(range(16)), 3600.0, first_hour=True)
+    prompt, output = (m.reshape(1, 2) for m in sim.traffic.token_means())
+    demand = sim.traffic.first_hour_requests()
+    start = sim.fleet.grid[:, :, :-1, ACTIVE]
+    for i in range(16):
+        assert np.array_equal(start[i], instances_for_demand(cfg, demand[i] * prompt, prompt, output))
+    assert len({tuple(s.ravel()) for s in start}) > 1
+    assert (sim.fleet.grid.sum(axis=(2, 3)) == sim.fleet.servers).all()
+    assert sim.world_problems() == [None] * 16
+
+
+def test_v1_conservation_and_fleet_invariants_over_random_steps():
+    """A few hundred random steps of 8 v1 worlds started from their first-hour allocation."""
+    cfg = load_config("small", V1_KNOBS + ["workload.flash_per_day=8", "scaling.level=2"])
+    rng = np.random.default_rng(11)
+    sim = VectorFlow(cfg, list(range(8)), cfg.duration_s, first_hour=True)
+    for step in range(300):
+        sim.scale_all(rng.integers(-3, 4, size=(8, sim.n_endpoints)))
+        sim.run_until(sim.now + 4 * TICK)
+        if step % 30 == 0 or step == 299:
+            assert sim.world_problems() == [None] * 8, step
+    assert sim.fleet.n_scale_ups.min() > 0 and sim.fleet.n_scale_downs.min() > 0
+
+
+def test_vector_fleet_refuses_initial_counts_that_do_not_fit():
+    cfg = load_config("small")
+    bad = np.zeros((2, 1, 2), dtype=np.int64)
+    bad[1, 0, 0] = 10 ** 6
+    with pytest.raises(ValueError, match="world 1, region 0"):
+        VectorFleet(cfg, 2, TICK, bad)

@@ -51,8 +51,10 @@ class SageServeVectorEnv(VectorEnv):
 
     ## Arguments
     ``num_envs`` and the keys of ``SageServeEnv.default_config()`` (``fidelity`` must be
-    ``fast``, ``forecaster`` ``none``, the workload generated; ``decision_interval_s`` and
-    ``horizon_s`` whole multiples of ``fidelity_tick_s``). ``ttft_histogram=True`` keeps each
+    ``fast``, ``forecaster`` ``none``, the workload generated, no faults; ``decision_interval_s``
+    and ``horizon_s`` whole multiples of ``fidelity_tick_s``). ``initial_allocation="first_hour"``
+    sizes each world for its own expected first hour; ``trace_window`` has nothing to place (no
+    traces) and is accepted as the task specs set it. ``ttft_histogram=True`` keeps each
     world's IW TTFT histogram (``sim.world_ttft_percentiles()``; it slows every tick).
 
     ## Version history
@@ -72,6 +74,7 @@ class SageServeVectorEnv(VectorEnv):
             raise ValueError(f"SageServeVectorEnv simulates the fast fidelity; fidelity={c['fidelity']!r}")
         if c["forecaster"] != "none":
             raise ValueError(f"SageServeVectorEnv has no forecaster; forecaster={c['forecaster']!r} needs SageServeEnv")
+        VectorFlow.check_config(self.template.sim_config)  # traces, faults...: refused here, not at reset
         self.tick = float(c["fidelity_tick_s"])
         t = self.template
         for key, value in (("decision_interval_s", t.interval), ("horizon_s", t.horizon)):
@@ -109,7 +112,8 @@ class SageServeVectorEnv(VectorEnv):
     def _start_episode(self) -> None:
         seeds = [int(rng.integers(2**63)) for rng in self._world_rngs]
         self.sim = VectorFlow(self.sim_config, seeds, self.horizon, self.tick, reference=self._reference,
-                              ttft_histogram=self.ttft_histogram)
+                              ttft_histogram=self.ttft_histogram,
+                              first_hour=self.template.config["initial_allocation"] == "first_hour")
         N = self.num_envs
         self._servers = np.maximum(self.sim.fleet.servers.astype(float), 1.0)
         self._last = self.sim.world_statistics()

@@ -37,7 +37,7 @@ from sageserve_env.sim.flow import (BOUNDARY_WAIT, HIST_EDGES_S, HOME_COLS, LOAD
 from sageserve_env.sim.host import serving_settings
 from sageserve_env.sim.perf_model import build_perf_models, kv_capacity
 from sageserve_env.sim.stats import Stat
-from sageserve_env.workload.generator import JOB_SPREAD_S, expected_counts, generate
+from sageserve_env.workload.generator import JOB_SPREAD_S, expected_counts, generate, uses_v1_process, v1_rates
 from sageserve_env.workload.readers import model_popularity, nearest_first_orders
 from sageserve_env.workload.workload import IW, NIW
 
@@ -73,7 +73,9 @@ class VectorFleet:
     of their ready times, so that GPU-seconds by state stay exact to the start-up's time.
     """
 
-    def __init__(self, cfg: SimConfig, n_worlds: int, tick_s: float) -> None:
+    def __init__(self, cfg: SimConfig, n_worlds: int, tick_s: float, initial: Optional[np.ndarray] = None) -> None:
+        """``initial``: active instances per (world, region, model) at t = 0, each world's own
+        ``scaling.initial_overrides`` (default: the config's counts in every world)."""
         one = Fleet(cfg)  # the initial counts and the settings, as the detailed fidelity has them
         self.n_worlds, self.tick_s = int(n_worlds), float(tick_s)
         self.n_regions, self.n_models = len(one.region_names), len(one.model_names)
@@ -83,6 +85,8 @@ class VectorFleet:
         self.servers = one.servers
         self.gpus_per_server, self.cost_per_gpu_hour = one.gpus_per_server, one.cost_per_gpu_hour
         self.grid = np.repeat(one.counts[None], self.n_worlds, axis=0)  # (N, R, M + 1, states)
+        if initial is not None:
+            self._place(np.asarray(initial))
         self.counts = self.grid.reshape(-1, *one.counts.shape[1:])  # a view: (N R, M + 1, states)
         self._seconds = np.zeros(self.grid.shape)
         self._counted_until = 0.0
@@ -91,6 +95,20 @@ class VectorFleet:
         self._pending_t = np.zeros_like(self._pending)  # the sum of their ready times
         self.n_scale_ups = np.zeros(self.n_worlds, dtype=np.int64)
         self.n_scale_downs = np.zeros(self.n_worlds, dtype=np.int64)
+
+    def _place(self, initial: np.ndarray) -> None:
+        """Every world's start: ``initial`` active per endpoint, the rest of a region's servers free."""
+        N, R, M = self.n_worlds, self.n_regions, self.n_models
+        if initial.shape != (N, R, M) or initial.dtype.kind not in "iu":
+            raise ValueError(f"initial instances must be integers of shape (worlds, regions, models) = {(N, R, M)}, "
+                             f"got {initial.dtype} {initial.shape}")
+        if (initial < 0).any() or (initial.sum(2) > self.servers).any():
+            n, r = np.argwhere((initial < 0).any(2) | (initial.sum(2) > self.servers))[0]
+            raise ValueError(f"initial instances of world {n}, region {r}: {initial[n, r].tolist()} "
+                             f"do not fit its {self.servers[r]} servers")
+        self.grid[...] = 0
+        self.grid[:, :, :M, ACTIVE] = initial
+        self.grid[:, :, NO_MODEL, FREE] = self.servers - initial.sum(2)
 
     def endpoint_counts(self, state: int) -> np.ndarray:
         """Instances of every endpoint in ``state``, (N, E) int."""
@@ -296,6 +314,12 @@ class GeneratedTraffic:
     of the fitted token mixture (its sum over the tick's requests); requests larger than an
     instance's KV capacity as Poisson thinning of the arrivals. World ``n`` draws from its own
     two generators (counts, normals) only, a chunk of ticks at a time.
+
+    When the config uses the v1 process (``uses_v1_process``), each world has its own rates:
+    ``iw_rates`` (N, minutes, R, M) IW requests and ``job_rates`` (N, minutes, R) NIW jobs per
+    second, the episode part of ``v1_rates`` drawn at every ``reseed`` from a third generator of
+    the world's seed (day-to-day variation, log-rate AR(1), flash crowds, growth, weekends), kept
+    as float32 (Week at N = 256: about 160 MB). The v0 path (one diurnal curve) draws nothing more.
     """
 
     def __init__(self, cfg: SimConfig, tick_s: float, horizon_s: float, seeds: Sequence[int],
@@ -307,11 +331,15 @@ class GeneratedTraffic:
         R, M = self.n_regions, self.n_models
         E = R * M
         self.n_ticks = int(math.ceil(horizon_s / self.dt - 1e-9))
-        _, widths, counts = expected_counts(cfg, (self.n_ticks + 1) * self.dt / 86400.0, w.start_day)
-        rate = counts / widths  # requests per second per region, per minute
-        if w.burst_factor > 1:
-            rate[:, (np.arange(rate.shape[1]) % 60) == 0] *= w.burst_factor
-        self._rate = rate
+        self._config, self._days = cfg, (self.n_ticks + 1) * self.dt / 86400.0
+        self.iw_rates = self.job_rates = None  # per world, set by ``reseed`` in the v1 process
+        self._v1 = uses_v1_process(cfg)
+        if not self._v1:
+            _, widths, counts = expected_counts(cfg, self._days, w.start_day)
+            rate = counts / widths  # requests per second per region, per minute
+            if w.burst_factor > 1:
+                rate[:, (np.arange(rate.shape[1]) % 60) == 0] *= w.burst_factor
+            self._rate = rate
         self._pop = model_popularity(cfg)
         self._iw_share = w.iw_share
         self._job_mean = w.niw_job_size_mean
@@ -348,11 +376,45 @@ class GeneratedTraffic:
         """Start every world's traffic over from its seed (an episode start)."""
         if len(seeds) != self.n_worlds:
             raise ValueError(f"need one seed per world ({self.n_worlds}), got {len(seeds)}")
-        self._rngs = [tuple(np.random.default_rng(s).spawn(2)) for s in seeds]
+        if self._v1:
+            # a third generator per world for its rates: the first two are the v0 path's own
+            streams = [np.random.default_rng(s).spawn(3) for s in seeds]
+            self._rngs = [(c, z) for c, z, _ in streams]
+            self._draw_rates([r for _, _, r in streams])
+        else:
+            self._rngs = [tuple(np.random.default_rng(s).spawn(2)) for s in seeds]
         self._carry = np.zeros((self.n_worlds, self._spread, self.n_regions * self.n_models))
         self._table = None
         self._first = 0
         self._buffers = None  # (counts, normals, table, NIW requests, live columns) of a chunk, reused
+
+    def token_means(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Mean prompt and output tokens per endpoint, (E,), of the requests that fit an instance."""
+        return self._mu_p, self._mu_o
+
+    def first_hour_requests(self) -> np.ndarray:
+        """Expected IW requests per minute of the first hour, (N, 60, R, M), by home region."""
+        ticks = int(round(60.0 / self.dt))
+        if abs(ticks * self.dt - 60.0) > 1e-9:
+            raise ValueError(f"the first-hour demand needs ticks that divide a minute, got tick_s={self.dt:g}")
+        iw, _, _ = self._lambdas(0, 60 * ticks)
+        iw = np.broadcast_to(iw, (self.n_worlds,) + iw.shape[-3:])
+        return iw.reshape(self.n_worlds, 60, ticks, self.n_regions, self.n_models).sum(2)
+
+    def _draw_rates(self, rngs) -> None:
+        """Each world's v1 rates over the episode (the history bins before t = 0 dropped)."""
+        cfg = self._config
+        iw_rates, job_rates = None, None
+        for i, rng in enumerate(rngs):
+            starts, widths, iw, jobs, _ = v1_rates(cfg, rng, self._days, cfg.workload.start_day)
+            ep = starts >= -1e-9
+            if iw_rates is None:
+                n_min = int(ep.sum())
+                iw_rates = np.empty((self.n_worlds, n_min, self.n_regions, self.n_models), dtype=np.float32)
+                job_rates = np.empty((self.n_worlds, n_min, self.n_regions), dtype=np.float32)
+            iw_rates[i] = (iw[..., ep] / widths[ep]).transpose(2, 0, 1)
+            job_rates[i] = (jobs[:, ep] / widths[ep]).T
+        self.iw_rates, self.job_rates = iw_rates, job_rates
 
     def row(self, k: int) -> np.ndarray:
         """Arrivals of tick ``k`` (``(k dt, (k + 1) dt]``), (N, columns): a view of the chunk,
@@ -366,8 +428,14 @@ class GeneratedTraffic:
         return self._table[:, k - self._first]
 
     def _lambdas(self, k0: int, n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected IW requests (ticks, R, M), NIW jobs and NIW requests (ticks, R, M) per tick."""
+        """Expected IW requests (ticks, R, M), NIW jobs and NIW requests (ticks, R, M) per tick;
+        in the v1 process per world, (N, ticks, R, M)."""
         mid = (np.arange(k0, k0 + n) + 0.5) * self.dt
+        if self._v1:
+            minute = np.minimum((mid // 60.0).astype(np.int64), self.iw_rates.shape[1] - 1)
+            iw = self.iw_rates[:, minute].astype(float) * self.dt
+            jobs = self.job_rates[:, minute].astype(float)[..., None] * self.dt * self._pop
+            return iw, jobs, jobs * self._job_mean
         minute = np.minimum((mid // 60.0).astype(np.int64), self._rate.shape[1] - 1)
         per_tick = (self._rate[:, minute].T * self.dt)[:, :, None] * self._pop  # (ticks, R, M)
         niw = (1.0 - self._iw_share) * per_tick
@@ -380,22 +448,25 @@ class GeneratedTraffic:
         E = R * M
         iw_lam, job_lam, niw_lam = self._lambdas(k0, n)
         pb = self._p_big.reshape(R, M)
-        lam = np.concatenate([(iw_lam * (1 - pb)).reshape(n, E), (iw_lam * pb).reshape(n, E),
-                              job_lam.reshape(n, E), (niw_lam * pb).reshape(n, E)], axis=1)
+        lead = iw_lam.shape[:-2]  # (n,) or, per world, (N, n)
+        lam = np.concatenate([(iw_lam * (1 - pb)).reshape(*lead, E), (iw_lam * pb).reshape(*lead, E),
+                              job_lam.reshape(*lead, E), (niw_lam * pb).reshape(*lead, E)], axis=-1)
         # a Poisson draw of mean 0 is 0 and consumes nothing: columns of zero means are skipped
         # (and hold the zeros of a fresh buffer)
-        live = np.flatnonzero(lam.any(0))
+        live = np.flatnonzero(lam.reshape(-1, 4 * E).any(0))
+        lam = lam if self._v1 else lam[None]  # means per world, or one row for all
         whole = len(live) == lam.shape[1]
         if self._buffers is None or self._buffers[0].shape[1] != n or not np.array_equal(self._buffers[4], live):
             self._buffers = (np.zeros((N, n, 4 * E)), np.empty((N, n, 4 * E)), np.zeros((N, n, self.columns)),
                              np.empty((N, n, E)), live)
         counts, z, table, tmp, _ = self._buffers
-        lam = lam if whole else lam[:, live]
+        lam = lam if whole else lam[..., live]
         for i, (count_rng, normal_rng) in enumerate(self._rngs):  # per chunk, not per tick
+            mean = lam[i if self._v1 else 0]
             if whole:
-                counts[i] = count_rng.poisson(lam)
+                counts[i] = count_rng.poisson(mean)
             else:
-                counts[i][:, live] = count_rng.poisson(lam)
+                counts[i][:, live] = count_rng.poisson(mean)
             normal_rng.standard_normal(out=z[i])
         iw_n, iw_big, jobs, niw_big = (counts[..., j * E:(j + 1) * E] for j in range(4))
         z1, z2, z3, z4 = (z[..., j * E:(j + 1) * E] for j in range(4))
@@ -452,20 +523,13 @@ class VectorFlow(FlowSimulator):
     fidelity = "fast"
 
     def __init__(self, config: SimConfig, seeds: Sequence[int], horizon_s: float, tick_s: float = 5.0,
-                 reference=None, ttft_histogram: bool = False) -> None:
+                 reference=None, ttft_histogram: bool = False, first_hour: bool = False) -> None:
+        """``first_hour``: each world starts from instances sized for its own expected first hour
+        (``capacity.instances_for_demand`` on its IW rates times the mean prompt tokens), as
+        ``initial_allocation="first_hour"`` sizes the other fidelities' start from their requests."""
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise ValueError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
-        if config.workload.source != "generator":
-            raise ValueError("the vectorized fast fidelity draws generated days; workload.source="
-                             f"{config.workload.source!r} is not supported")
-        if config.slo.drop_iw_after_s is not None:
-            raise ValueError("slo.drop_iw_after_s is not supported by the vectorized fast fidelity")
-        if config.faults.outages or config.faults.generated:
-            raise ValueError("faults (faults.outages, faults.generated) are not supported by the vectorized fast "
-                             "fidelity; use SageServeEnv with fidelity=fast (the <Task>-fast-v1 task IDs)")
-        if config.deployment.mode != "unified":
-            raise ValueError(f"deployment.mode={config.deployment.mode!r} is not supported by the vectorized fast "
-                             "fidelity (it draws unified endpoints' traffic); use the fast or detailed fidelity")
+        self.check_config(config)
         self.tick_s = float(tick_s)
         self.config = config
         self.region_names, self.model_names = config.region_names, config.model_names
@@ -480,7 +544,6 @@ class VectorFlow(FlowSimulator):
         self.horizon_s = float(horizon_s)
         self.perf = build_perf_models(config)
         self.kv_capacity = np.array([kv_capacity(config, r, m) for r in range(n_r) for m in range(n_m)], dtype=np.int64)
-        self.fleet = VectorFleet(config, N, self.tick_s)
         self.workload = reference_workload(config) if reference is None else reference
         self.n_requests = len(self.workload)
         self.req_region, self.req_model, self._orders = self.workload.indexed(self.region_names, self.model_names)
@@ -509,10 +572,35 @@ class VectorFlow(FlowSimulator):
         self._route_rows = np.arange(N * n_k * n_m).reshape(N, n_k, n_m) * n_c
         self.traffic = GeneratedTraffic(config, self.tick_s, self.horizon_s, seeds, self.workload,
                                         self.kv_capacity.astype(float))
+        self.fleet = VectorFleet(config, N, self.tick_s, self.first_hour_instances() if first_hour else None)
         self._build_state()
         # per world, the IW TTFT histogram over HIST_EDGES_S of every tick's estimate (``ttft_points``,
         # weighted by first tokens), for ``world_ttft_percentiles``; off by default (it costs a tick's time)
         self._ttft_hist = np.zeros((N, len(HIST_EDGES_S) - 1)) if ttft_histogram else None
+
+    @staticmethod
+    def check_config(config: SimConfig) -> None:
+        """Refuse, by name, what the vectorized fast fidelity does not simulate."""
+        if config.workload.source != "generator":
+            raise ValueError("the vectorized fast fidelity draws generated days; workload.source="
+                             f"{config.workload.source!r} is not supported")
+        if config.slo.drop_iw_after_s is not None:
+            raise ValueError("slo.drop_iw_after_s is not supported by the vectorized fast fidelity")
+        if config.faults.outages or config.faults.generated:
+            raise ValueError("faults (faults.outages, faults.generated) are not supported by the vectorized fast "
+                             "fidelity; use SageServeEnv with fidelity=fast (the <Task>-fast-v1 task IDs)")
+        if config.deployment.mode != "unified":
+            raise ValueError(f"deployment.mode={config.deployment.mode!r} is not supported by the vectorized fast "
+                             "fidelity (it draws unified endpoints' traffic); use the fast or detailed fidelity")
+
+    def first_hour_instances(self) -> np.ndarray:
+        """Active instances per (world, region, model) sized for each world's expected first hour."""
+        from sageserve_env.capacity import instances_for_demand
+
+        shape = (len(self.region_names), len(self.model_names))
+        prompt, output = (m.reshape(shape) for m in self.traffic.token_means())
+        tokens = self.traffic.first_hour_requests() * prompt[None, None]
+        return instances_for_demand(self.config, tokens, prompt, output)
 
     def _build_history(self) -> None:
         """What replaces the per-tick history: fixed-size state per endpoint."""
