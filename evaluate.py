@@ -391,12 +391,13 @@ def evaluate(cfg: EvalConfig, job: Job) -> int:
         cfg = check_config(cfg, job.given)
         if job.output_dir is not None:
             cfg.out = job.output_dir
-        from agents import shipped_agent_path
+        from agents import SHIPPED_AGENTS, shipped_agent_path
 
-        if "rl" in cfg.policies and not shipped_agent_path().exists():
-            print(f"evaluate.py: note: no trained agent at {shipped_agent_path()}; skipping policy 'rl'",
-                  file=sys.stderr)
-            cfg.policies = [p for p in cfg.policies if p != "rl"]
+        for name in SHIPPED_AGENTS:
+            if name in cfg.policies and not shipped_agent_path(name).exists():
+                print(f"evaluate.py: note: no trained agent at {shipped_agent_path(name)}; skipping policy {name!r}",
+                      file=sys.stderr)
+                cfg.policies = [p for p in cfg.policies if p != name]
         notes = check_matrix(cfg)  # fail before any episode runs
         out = Path(cfg.out)
         jobs = [{"policy": p, "policy_spec": policy_spec(cfg, p), "scenario": s, "seed": seed,

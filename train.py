@@ -58,7 +58,7 @@ class TrainConfig:
     normalize: Optional[bool] = None
     eval_freq: int = 10000
     eval_episodes: int = 2
-    validation_seeds: List[int] = field(default_factory=list)
+    validation_seeds: Optional[List[int]] = None
     save_freq: int = 20000
     log_folder: str = "logs"
     tensorboard: bool = True
@@ -73,6 +73,7 @@ class TrainConfig:
     residual_prior: float = 2.0
     eval_env_kwargs: Dict[str, Any] = field(default_factory=dict)
     ship: bool = False
+    ship_as: str = "rl"
     torch_threads: int = 1
 
 
@@ -209,10 +210,16 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
     if not cfg.residual_prior >= 0:
         raise ConfigError(f"residual_prior must be >= 0, got {cfg.residual_prior!r}")
+    from agents import SHIPPED_AGENTS
+
+    if cfg.ship_as not in SHIPPED_AGENTS:
+        raise ConfigError(f"ship_as must name a shipped agent {sorted(SHIPPED_AGENTS)}, got {cfg.ship_as!r}")
     train_seeds, validation_seeds = seed_splits(cfg.env)
     if cfg.seed not in train_seeds:
         raise ConfigError(f"seed must be in [{train_seeds.start}, {train_seeds.stop}), the training days of {cfg.env}: "
                           "the other seeds are held out")
+    if cfg.validation_seeds is None:  # the env's first four validation days
+        cfg.validation_seeds = list(validation_seeds[:4])
     outside = [s for s in cfg.validation_seeds if s not in validation_seeds]
     if outside:
         raise ConfigError(f"validation_seeds {outside} are outside [{validation_seeds.start}, {validation_seeds.stop}), "
@@ -427,7 +434,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
     if cfg.ship:  # the best model on the validation days, with the run's statistics and metadata
         from agents import shipped_agent_path
 
-        target = shipped_agent_path()
+        target = shipped_agent_path(cfg.ship_as)
         target.parent.mkdir(parents=True, exist_ok=True)
         best = out / "best_model.zip"
         chosen = best if best.exists() else model_path

@@ -5,7 +5,7 @@ A policy is a config entry: ``{"_target_": "module:Class" (or "module.Class"), k
 the knobs are the class's keyword arguments. ``policy_table()`` gives the registry's short
 aliases (``reactive``, ``lt_ua``...) as such entries, with every knob at its default: the
 ``policy`` table of the command lines (``policy.reactive.up_threshold=0.6``). ``make_policy(spec)``
-builds one from an alias, an entry, ``module:Class``, ``rl`` (the shipped trained agent) or
+builds one from an alias, an entry, ``module:Class``, ``rl`` or ``rl_v1`` (the shipped trained agents) or
 ``ckpt:PATH`` (any model saved by ``train.py``).
 """
 
@@ -24,6 +24,8 @@ from agents.long_term import LongTermPolicy
 from agents.reactive import ReactivePolicy
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "trained"
+# the trained agents that ship (docs/results.md): ``rl`` on the v0 paper day, ``rl_v1`` on the v1 tasks
+SHIPPED_AGENTS = {"rl": "rl_agent.zip", "rl_v1": "rl_v1.zip"}
 TARGET = "_target_"
 PolicySpec = Union[str, Mapping[str, Any]]
 
@@ -42,7 +44,7 @@ def _registry() -> Dict[str, Callable[..., Policy]]:
 
 
 def policy_names() -> list:
-    return sorted(_registry()) + ["rl"]
+    return sorted(_registry()) + sorted(SHIPPED_AGENTS)
 
 
 def policy_table() -> Dict[str, Dict[str, Any]]:
@@ -59,9 +61,9 @@ def policy_table() -> Dict[str, Dict[str, Any]]:
     return table
 
 
-def shipped_agent_path() -> Path:
-    """The trained agent that ships with the project (policy name ``rl``)."""
-    return SHIPPED_DIR / "rl_agent.zip"
+def shipped_agent_path(name: str = "rl") -> Path:
+    """A trained agent that ships with the project, by its policy name (``SHIPPED_AGENTS``)."""
+    return SHIPPED_DIR / SHIPPED_AGENTS[name]
 
 
 def policy_class(target: str, name: str) -> type:
@@ -91,9 +93,9 @@ def check_policy_spec(spec: PolicySpec, name: str | None = None) -> None:
             raise ValueError(f"policy {spec!r}: checkpoint {str(path)!r} does not exist")
         if not path.is_file():
             raise ValueError(f"policy {spec!r}: checkpoint {str(path)!r} is not a file (expected a model .zip)")
-    elif spec == "rl":
-        if not shipped_agent_path().exists():
-            raise ValueError(f"policy 'rl': the shipped agent {shipped_agent_path()} is missing")
+    elif spec in SHIPPED_AGENTS:
+        if not shipped_agent_path(spec).exists():
+            raise ValueError(f"policy {spec!r}: the shipped agent {shipped_agent_path(spec)} is missing")
     elif spec in _registry():
         return
     elif _is_target(spec):
@@ -149,13 +151,13 @@ def _type_name(hint: Any) -> str:
 
 def make_policy(spec: PolicySpec, name: str | None = None, **kwargs: Any) -> Policy:
     """Build a policy from a registry alias, a config entry (``{"_target_": ..., knob: value}``),
-    ``module:Class``, ``rl`` or ``ckpt:PATH``; ``kwargs`` set knobs on top. ``name`` names
+    ``module:Class``, a shipped agent (``rl``, ``rl_v1``) or ``ckpt:PATH``; ``kwargs`` set knobs on top. ``name`` names
     the policy in errors (default: the spec)."""
     check_policy_spec(spec, name)
-    if isinstance(spec, str) and (spec == "rl" or spec.startswith("ckpt:")):
+    if isinstance(spec, str) and (spec in SHIPPED_AGENTS or spec.startswith("ckpt:")):
         from agents.learned import LearnedPolicy
 
-        path = shipped_agent_path() if spec == "rl" else Path(spec[len("ckpt:"):])
+        path = shipped_agent_path(spec) if spec in SHIPPED_AGENTS else Path(spec[len("ckpt:"):])
         return LearnedPolicy(path, name=spec, **kwargs)
     if isinstance(spec, str):
         entry = policy_table()[spec] if spec in _registry() else {TARGET: spec}

@@ -15,17 +15,19 @@ from stable_baselines3.common.callbacks import BaseCallback
 from agents.base import Policy
 
 TRAIN_SEED_LIMIT = 1000  # training days come from seeds below; evaluation uses 1000 and up
+V0_VALIDATION_FROM = 900  # the v0 IDs' validation days: 900 .. 999 (Minari datasets stay below)
 
 
 def seed_splits(env_id: str) -> Tuple[range, range]:
     """(training seeds, validation seeds) of ``env_id``: a benchmark task's own splits
-    (``sageserve_env.tasks``), else the v0 rule (both below ``TRAIN_SEED_LIMIT``)."""
+    (``sageserve_env.tasks``), else the v0 rule (training below ``TRAIN_SEED_LIMIT``,
+    validation from ``V0_VALIDATION_FROM`` to it)."""
     from sageserve_env.tasks import task
 
     try:
         seeds = task(env_id).seeds
     except ValueError:  # not a benchmark task: a v0 ID
-        return range(TRAIN_SEED_LIMIT), range(TRAIN_SEED_LIMIT)
+        return range(TRAIN_SEED_LIMIT), range(V0_VALIDATION_FROM, TRAIN_SEED_LIMIT)
     return seeds.seeds("train"), seeds.seeds("validation")
 
 

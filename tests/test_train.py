@@ -83,6 +83,8 @@ def test_residual_agent_starts_at_the_plan(tmp_path):
 def test_validation_env_takes_its_own_overrides():
     cfg = train.parse_args(["env_kwargs={horizon_s: 1800}", "eval_env_kwargs={fidelity: detailed}",
                             "env=sageserve_env/SageServeSmall-fast-v0"])
+    train.resolve(cfg)
+    assert cfg.validation_seeds == [900, 901, 902, 903]  # the v0 default
     assert train.env_factory(cfg)().unwrapped.config["fidelity"] == "fast"
     validation = train.env_factory(cfg, validation=True)().unwrapped
     assert validation.config["fidelity"] == "detailed" and validation.config["horizon_s"] == 1800
