@@ -28,3 +28,24 @@ def test_bad_task_is_named(capsys):
     with pytest.raises(SystemExit) as exc:
         hourly.main(["--env", "Nope-v1"])
     assert exc.value.code == 2 and "unknown task 'Nope-v1'" in capsys.readouterr().err
+
+
+def test_learning_curves_join_a_resumed_run_and_name_a_missing_file(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "learning_curves", Path(__file__).resolve().parents[1] / "scripts" / "learning_curves.py")
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    header = "timesteps,reward,billed_gpu_hours,iw_slo_attainment,seconds\n"
+    for name, rows in (("first", ["256,-10,100,0.9,1", "1000,-8,90,0.95,1"]), ("resumed", ["2000,-6,80,0.97,1"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "validation.csv").write_text(header + "\n".join(rows) + "\n")
+    out = tmp_path / "lc.png"
+    assert curves.main([str(tmp_path / "first"), str(tmp_path / "resumed"), "--out", str(out),
+                        "--reference", "oracle=-5"]) == 0
+    assert out.stat().st_size > 0
+    assert curves.read(tmp_path / "resumed")["timesteps"] == [2000.0]
+    import pytest
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="holds 0 validation.csv"):
+        curves.read(tmp_path / "empty")
