@@ -102,3 +102,20 @@ def test_vector_validation_replays_the_same_days_and_keeps_the_best(tmp_path):
     assert (tmp_path / "best_model.zip").exists()
     rows = (tmp_path / "validation.csv").read_text().splitlines()
     assert rows[0].startswith("timesteps,reward") and len(rows) == 3
+
+
+@pytest.mark.parametrize("env_id", ["Burst-v1", "Day-fast-v1"])
+def test_the_shipped_v1_agent_runs_in_the_task_envs(env_id):
+    """rl_v1 was trained in Burst-vec-v1; the detailed and fast task envs give it the same
+    spaces, and it acts within its masks (max_delta 4, 60 s decisions from its metadata)."""
+    from agents import make_policy
+    from agents.runner import make_env_for, run_episode
+    from sageserve_env.tasks import task
+
+    policy = make_policy("rl_v1")
+    env = make_env_for(policy, {**task(env_id).env_kwargs(), "horizon_s": 600.0})
+    policy.check_env(env)
+    assert env.max_delta == 4 and env.interval == 60.0
+    result = run_episode(env, policy, seed=20000)
+    assert result.steps == 10 and result.kpis["refused_changes"] == 0
+    assert result.kpis["billed_gpu_hours"] > 0
