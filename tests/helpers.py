@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -10,7 +14,7 @@ from sageserve_env.config import SimConfig, load_config
 from sageserve_env.workload.workload import IW, NIW, Workload
 
 __all__ = ["IW", "NIW", "make_workload", "random_workload", "one_instance_config", "capacity_memory_gb",
-           "records_equal"]
+           "records_equal", "load_script"]
 
 
 def make_workload(cfg: SimConfig, arrival: Sequence[float], prompt, output, tier=IW, region=0, model=0,
@@ -114,3 +118,14 @@ def records_equal(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> bool:
         elif not np.array_equal(x, y):
             return False
     return True
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package); registered in
+    ``sys.modules`` so that its dataclasses resolve their module."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod

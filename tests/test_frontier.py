@@ -1,9 +1,5 @@
 """The cost-vs-SLO frontier: the Pareto set, placing a point, the sweep's points and scripts/frontier.py."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,16 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sageserve_env import frontier as fr
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("frontier_script", ROOT / "scripts" / "frontier.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass resolves its module
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("frontier")
 
 
 def test_pareto_mask_on_hand_made_points():

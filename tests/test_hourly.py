@@ -1,13 +1,9 @@
 """scripts/hourly.py: the per-hour differences of running totals."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from helpers import load_script
 
-SPEC = importlib.util.spec_from_file_location("hourly", Path(__file__).resolve().parents[1] / "scripts" / "hourly.py")
-hourly = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(hourly)
+hourly = load_script("hourly")
 
 
 def test_per_hour_differences_the_totals_at_each_hours_end():
@@ -31,10 +27,7 @@ def test_bad_task_is_named(capsys):
 
 
 def test_learning_curves_join_a_resumed_run_and_name_a_missing_file(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "learning_curves", Path(__file__).resolve().parents[1] / "scripts" / "learning_curves.py")
-    curves = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(curves)
+    curves = load_script("learning_curves")
     header = "timesteps,reward,billed_gpu_hours,iw_slo_attainment,seconds\n"
     for name, rows in (("first", ["256,-10,100,0.9,1", "1000,-8,90,0.95,1"]), ("resumed", ["2000,-6,80,0.97,1"])):
         (tmp_path / name).mkdir()

@@ -1,24 +1,16 @@
 """scripts/paper_figures.py on a tiny setting: files written, tables consistent with the runs."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agents.long_term import LongTermPolicy
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("paper_figures", ROOT / "scripts" / "paper_figures.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass resolves its module
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("paper_figures")
 
 
 def test_paper_figures_small(tmp_path):
