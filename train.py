@@ -31,7 +31,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import gymnasium as gym
 import yaml
@@ -46,11 +46,15 @@ from sageserve_env.config import CONFIG_DIR, ConfigError
 class TrainConfig:
     """What to train; defaults in ``configs/commands/train.yaml``. On the command line ``env_kwargs`` and
     ``eval_env_kwargs`` are typed env options (``sageserve_env.config.EnvConfig``) and
-    ``hyperparams`` typed ``Hyperparams``, of which only the keys given count."""
+    ``hyperparams`` typed ``Hyperparams``, of which only the keys given count. ``mix_envs``:
+    vectorized IDs with ``env``'s spaces whose worlds train beside ``env``'s, the ``n_envs``
+    worlds split evenly among the IDs (one agent for several tasks); validation then covers each
+    ID's ``validation_seeds`` and chooses by the mean reward over all of them."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
     env_kwargs: Dict[str, Any] = field(default_factory=dict)
+    mix_envs: List[str] = field(default_factory=list)
     n_envs: Optional[int] = None
     n_timesteps: Optional[int] = None
     seed: int = 0
@@ -231,13 +235,44 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
                           f"got {cfg.validation_seeds}")
     check_env_kwargs(cfg.env, cfg.env_kwargs, "env_kwargs").close()
     check_env_kwargs(cfg.env, {**cfg.env_kwargs, **cfg.eval_env_kwargs}, "eval_env_kwargs").close()
+    check_mix(cfg, vector)
     hp["n_envs"] = int(cfg.n_envs if cfg.n_envs is not None else hp.get("n_envs", 1))
     hp["n_timesteps"] = int(cfg.n_timesteps if cfg.n_timesteps is not None else hp.get("n_timesteps", 100000))
     hp["normalize"] = hp.get("normalize", False) if cfg.normalize is None else cfg.normalize
-    if vector and cfg.seed + hp["n_envs"] - 1 not in train_seeds:
-        raise ConfigError(f"seed={cfg.seed} with n_envs={hp['n_envs']} seeds worlds up to {cfg.seed + hp['n_envs'] - 1}, "
+    per_env = hp["n_envs"] // (1 + len(cfg.mix_envs))
+    if cfg.mix_envs and per_env * (1 + len(cfg.mix_envs)) != hp["n_envs"]:
+        raise ConfigError(f"n_envs={hp['n_envs']} does not split evenly among env and mix_envs "
+                          f"({1 + len(cfg.mix_envs)} IDs)")
+    if vector and cfg.seed + per_env - 1 not in train_seeds:
+        raise ConfigError(f"seed={cfg.seed} with n_envs={per_env} seeds worlds up to {cfg.seed + per_env - 1}, "
                           f"past the training days of {cfg.env} (below {train_seeds.stop})")
     return hp
+
+
+def check_mix(cfg: TrainConfig, vector: bool) -> None:
+    """``mix_envs`` must be vectorized IDs with ``env``'s spaces, seeds and options."""
+    from agents.training import seed_splits
+
+    if not cfg.mix_envs:
+        return
+    if not vector:
+        raise ConfigError(f"mix_envs needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
+                          + (" with residual=true" if cfg.residual else ""))
+    ids = [cfg.env, *cfg.mix_envs]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ConfigError(f"mix_envs: {twice} appear more than once among env and mix_envs")
+    base = gym.make(cfg.env, **cfg.env_kwargs)
+    for env_id in cfg.mix_envs:
+        if env_id not in gym.registry or gym.spec(env_id).vector_entry_point is None:
+            raise ConfigError(f"mix_envs: {env_id!r} is not a registered vectorized env")
+        if seed_splits(env_id) != seed_splits(cfg.env):
+            raise ConfigError(f"mix_envs: {env_id} has other training or validation days than {cfg.env}")
+        env = check_env_kwargs(env_id, {**cfg.env_kwargs, **cfg.eval_env_kwargs}, f"mix_envs {env_id} with env_kwargs")
+        if env.observation_space != base.observation_space or env.action_space != base.action_space:
+            raise ConfigError(f"mix_envs: {env_id} has other observation or action spaces than {cfg.env}")
+        env.close()
+    base.close()
 
 
 def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, normalize: bool):
@@ -348,8 +383,9 @@ def train(cfg: TrainConfig, job: Job) -> int:
     if gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual:
         from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
 
-        venv = SB3VectorEnv(gym.make_vec(cfg.env, num_envs=n_envs, vectorization_mode="vector_entry_point",
-                                         **cfg.env_kwargs))
+        ids = [cfg.env, *cfg.mix_envs]
+        venv = SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
+                                           **cfg.env_kwargs) for env_id in ids))
     else:
         fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
         venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
@@ -389,11 +425,12 @@ def train(cfg: TrainConfig, job: Job) -> int:
     if cfg.eval_freq and cfg.validation_seeds and vector:
         from agents.vector_training import VectorValidation
 
-        def make_validation(n: int):
-            return gym.make_vec(cfg.env, num_envs=n, vectorization_mode="vector_entry_point",
-                                **{**cfg.env_kwargs, **cfg.eval_env_kwargs})
+        def validation_env(env_id: str) -> Callable[[int], Any]:
+            return lambda n: gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
+                                          **{**cfg.env_kwargs, **cfg.eval_env_kwargs})
 
-        callbacks.append(VectorValidation(make_validation, cfg.validation_seeds[0], len(cfg.validation_seeds),
+        tasks = {env_id.split("/")[-1]: validation_env(env_id) for env_id in [cfg.env, *cfg.mix_envs]}
+        callbacks.append(VectorValidation(tasks, cfg.validation_seeds[0], len(cfg.validation_seeds),
                                           cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo"))
     elif cfg.eval_freq and cfg.validation_seeds:
         eval_env = DummyVecEnv([env_factory(cfg, validation=True, reach=residual_reach)])
@@ -409,7 +446,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
     probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acts under
     env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
                   "forecaster": probe.config["forecaster"]}
-    meta = {"algo": cfg.algo, "env": cfg.env, "env_kwargs": env_kwargs, "residual": cfg.residual,
+    meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs), "env_kwargs": env_kwargs, "residual": cfg.residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}
     model_path = out / "model.zip"

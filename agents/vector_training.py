@@ -1,9 +1,10 @@
-"""stable-baselines3's ``VecEnv`` over a natively vectorized env: N worlds in one process.
+"""stable-baselines3's ``VecEnv`` over natively vectorized envs: N worlds in one process.
 
-``SB3VectorEnv`` presents ``SageServeVectorEnv`` (``make_vec(..., vectorization_mode=
-"vector_entry_point")``) to SB3 as its ``n_envs`` environments: flat observations (the order of
+``SB3VectorEnv`` presents one or more ``SageServeVectorEnv`` (``make_vec(..., vectorization_mode=
+"vector_entry_point")``) with the same spaces to SB3 as its ``n_envs`` environments, the worlds of
+each in turn (several tasks train one agent side by side): flat observations (the order of
 ``gymnasium.spaces.flatten``), SB3's done convention (``terminal_observation`` and
-``TimeLimit.truncated`` in each world's info; the vector env autoresets in the same step), the
+``TimeLimit.truncated`` in each world's info; the vector envs autoreset in the same step), the
 ``episode`` record ``Monitor`` would write with the episode's KPIs beside it (``kpis``), and
 ``action_masks`` for MaskablePPO; ``VectorValidation``, the validation days of a run on it.
 """
@@ -21,69 +22,90 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 
 class SB3VectorEnv(VecEnv):
-    """``VecEnv`` of the worlds of one gymnasium ``VectorEnv`` with ``SAME_STEP`` autoreset."""
+    """``VecEnv`` of the worlds of gymnasium ``VectorEnv``s with ``SAME_STEP`` autoreset, one
+    after the other; ``seed(s)`` seeds world i of every part with day s + i."""
 
-    def __init__(self, venv: Any) -> None:
-        self.venv = venv
-        self._dict_space = venv.single_observation_space
-        super().__init__(venv.num_envs, spaces.flatten_space(self._dict_space), venv.single_action_space)
+    def __init__(self, *parts: Any) -> None:
+        if not parts:
+            raise ValueError("SB3VectorEnv needs at least one vector env")
+        first = parts[0]
+        for k, part in enumerate(parts[1:], 1):
+            if (part.single_observation_space != first.single_observation_space
+                    or part.single_action_space != first.single_action_space):
+                raise ValueError(f"vector env {k} has other spaces than vector env 0 "
+                                 f"({part.single_action_space} against {first.single_action_space}): "
+                                 "one agent acts in all of them")
+        self.parts = parts
+        self._dict_space = first.single_observation_space
+        self._bounds = np.cumsum([0] + [part.num_envs for part in parts])
+        super().__init__(int(self._bounds[-1]), spaces.flatten_space(self._dict_space), first.single_action_space)
         self._actions: Optional[np.ndarray] = None
         self._returns = np.zeros(self.num_envs)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._t0 = time.time()
 
     def _flat(self, obs) -> np.ndarray:
-        return np.concatenate([obs[k].reshape(self.num_envs, -1) for k in self._dict_space.spaces], axis=1)
+        n = len(next(iter(obs.values())))
+        return np.concatenate([obs[k].reshape(n, -1) for k in self._dict_space.spaces], axis=1)
 
     def reset(self) -> np.ndarray:
         seed = self._seeds[0] if self._seeds and self._seeds[0] is not None else None
-        obs, _ = self.venv.reset(seed=seed)
+        flat = [self._flat(part.reset(seed=seed)[0]) for part in self.parts]
         self._reset_seeds()
         self._returns[:] = 0.0
         self._lengths[:] = 0
-        return self._flat(obs)
+        return np.concatenate(flat)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).reshape(self.num_envs, -1)
 
     def step_wait(self):
-        obs, reward, terminated, truncated, info = self.venv.step(self._actions)
-        dones = terminated | truncated
-        self._returns += reward
-        self._lengths += 1
+        flat, rewards, dones = [], [], []
         infos: List[dict] = [{} for _ in range(self.num_envs)]
-        if dones.any():
-            final = self._flat(info["final_obs"])
-            kpis = {k: v for k, v in info["final_info"]["kpis"].items() if not k.startswith("_")}
-            elapsed = round(time.time() - self._t0, 6)
-            for i in np.flatnonzero(dones):
-                infos[i] = {"terminal_observation": final[i], "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
-                            "episode": {"r": float(self._returns[i]), "l": int(self._lengths[i]), "t": elapsed},
-                            "kpis": {k: float(v[i]) for k, v in kpis.items()}}
-            self._returns[dones] = 0.0
-            self._lengths[dones] = 0
-        return self._flat(obs), reward.astype(np.float32), dones, infos
+        elapsed = round(time.time() - self._t0, 6)
+        for part, lo, hi in zip(self.parts, self._bounds[:-1], self._bounds[1:]):
+            obs, reward, terminated, truncated, info = part.step(self._actions[lo:hi])
+            done = terminated | truncated
+            self._returns[lo:hi] += reward
+            self._lengths[lo:hi] += 1
+            if done.any():
+                final = self._flat(info["final_obs"])
+                kpis = {k: v for k, v in info["final_info"]["kpis"].items() if not k.startswith("_")}
+                for i in np.flatnonzero(done):
+                    infos[lo + i] = {"terminal_observation": final[i],
+                                     "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
+                                     "episode": {"r": float(self._returns[lo + i]), "l": int(self._lengths[lo + i]),
+                                                 "t": elapsed},
+                                     "kpis": {k: float(v[i]) for k, v in kpis.items()}}
+                self._returns[lo:hi][done] = 0.0
+                self._lengths[lo:hi][done] = 0
+            flat.append(self._flat(obs))
+            rewards.append(reward)
+            dones.append(done)
+        return np.concatenate(flat), np.concatenate(rewards).astype(np.float32), np.concatenate(dones), infos
 
     def action_masks(self) -> np.ndarray:
-        return self.venv.action_masks()
+        return np.concatenate([part.action_masks() for part in self.parts])
 
     def close(self) -> None:
-        self.venv.close()
+        for part in self.parts:
+            part.close()
 
     def get_attr(self, attr_name: str, indices=None) -> List[Any]:
-        return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
+        which = np.searchsorted(self._bounds, self._get_indices(indices), side="right") - 1
+        return [getattr(self.parts[k], attr_name) for k in which]
 
     def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-        raise AttributeError(f"SB3VectorEnv cannot set {attr_name!r} per world: its worlds share one env")
+        raise AttributeError(f"SB3VectorEnv cannot set {attr_name!r} per world: its worlds share their vector env")
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> List[Any]:
         if method_name == "action_masks":
-            masks = self.venv.action_masks()
+            masks = self.action_masks()
             return [masks[i] for i in self._get_indices(indices)]
         raise AttributeError(f"SB3VectorEnv has no per-world method {method_name!r} (only action_masks)")
 
     def has_attr(self, attr_name: str) -> bool:
-        return attr_name == "action_masks" or hasattr(self.venv, attr_name)
+        return attr_name == "action_masks" or all(hasattr(part, attr_name) for part in self.parts)
 
     def env_is_wrapped(self, wrapper_class: type, indices=None) -> List[bool]:
         return [False] * len(self._get_indices(indices))
@@ -94,26 +116,36 @@ class SB3VectorEnv(VecEnv):
 
 class VectorValidation(BaseCallback):
     """Every ``every`` env steps, one deterministic episode of the model on the validation days
-    ``first_seed .. first_seed + n - 1``, all in one vectorized env (world i is day
+    ``first_seed .. first_seed + n - 1`` of each task in ``tasks`` (its name -> a constructor of
+    its vector env of n worlds), all in one ``SB3VectorEnv`` (world i of a task is day
     ``first_seed + i``, as a single env seeded so): logs ``validation/reward``,
-    ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over the days) to
-    the run's logger and a row to ``csv_path``, and saves the best model by mean reward as
+    ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over every
+    validation world; with several tasks also per task, ``validation/<task>/...``) to the run's
+    logger and a row to ``validation.csv``, and saves the best model by that mean reward as
     ``best_model.zip`` (with the normalization statistics it ran with)."""
 
-    COLUMNS = ("timesteps", "reward", "billed_gpu_hours", "iw_slo_attainment", "seconds")
+    FIGURES = (("reward", "reward"), ("billed_gpu_hours", "billed_gpu_hours"),
+               ("iw_slo_attainment", "iw_slo_attainment_served"))
 
-    def __init__(self, make_venv: Callable[[int], Any], first_seed: int, n_days: int, every: int,
+    def __init__(self, tasks: Dict[str, Callable[[int], Any]], first_seed: int, n_days: int, every: int,
                  out: Path, masked: bool) -> None:
         super().__init__()
-        self.make_venv, self.first_seed, self.n_days = make_venv, int(first_seed), int(n_days)
+        if not tasks:
+            raise ValueError("VectorValidation needs at least one task")
+        self.tasks, self.first_seed, self.n_days = dict(tasks), int(first_seed), int(n_days)
         self.every, self.out, self.masked = int(every), Path(out), masked
         self.best = -np.inf
         self._last = -np.inf
 
+    def columns(self) -> List[str]:
+        """``validation.csv``'s columns: the means over every world, then (several tasks) each task's."""
+        per_task = [f"{task}/{k}" for task in self.tasks for k, _ in self.FIGURES] if len(self.tasks) > 1 else []
+        return ["timesteps", *(k for k, _ in self.FIGURES), *per_task, "seconds"]
+
     def _on_training_start(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "validation.csv", "w") as f:
-            f.write(",".join(self.COLUMNS) + "\n")
+            f.write(",".join(self.columns()) + "\n")
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last >= self.every:
@@ -127,11 +159,11 @@ class VectorValidation(BaseCallback):
 
     def evaluate(self) -> Dict[str, float]:
         start = time.perf_counter()
-        venv = SB3VectorEnv(self.make_venv(self.n_days))
+        venv = SB3VectorEnv(*(make(self.n_days) for make in self.tasks.values()))
         venv.seed(self.first_seed)
         norm = self.model.get_vec_normalize_env()
-        obs, done = venv.reset(), np.zeros(self.n_days, dtype=bool)
-        finals: List[dict] = [{} for _ in range(self.n_days)]
+        obs, done = venv.reset(), np.zeros(venv.num_envs, dtype=bool)
+        finals: List[dict] = [{} for _ in range(venv.num_envs)]
         while not done.all():
             x = norm.normalize_obs(obs) if norm is not None else obs
             kwargs = {"action_masks": venv.action_masks()} if self.masked else {}
@@ -141,9 +173,11 @@ class VectorValidation(BaseCallback):
                 finals[i] = infos[i]["kpis"]
             done |= dones
         venv.close()
-        figures = {k: float(np.mean([f[name] for f in finals])) for k, name in
-                   (("reward", "reward"), ("billed_gpu_hours", "billed_gpu_hours"),
-                    ("iw_slo_attainment", "iw_slo_attainment_served"))}
+        figures = {k: float(np.mean([f[name] for f in finals])) for k, name in self.FIGURES}
+        if len(self.tasks) > 1:
+            for t, task in enumerate(self.tasks):
+                days = finals[t * self.n_days:(t + 1) * self.n_days]
+                figures.update({f"{task}/{k}": float(np.mean([f[name] for f in days])) for k, name in self.FIGURES})
         figures["seconds"] = time.perf_counter() - start
         for k, v in figures.items():
             self.logger.record(f"validation/{k}", v)

@@ -93,7 +93,7 @@ def test_vector_validation_replays_the_same_days_and_keeps_the_best(tmp_path):
     model = MaskablePPO(MaskableEndpointPolicy, SB3VectorEnv(make(2)), n_steps=8, batch_size=16, device="cpu", seed=0,
                         policy_kwargs={"hidden": 16})
     model.set_logger(configure(None, []))
-    check = VectorValidation(make, first_seed=900, n_days=3, every=10**9, out=tmp_path, masked=True)
+    check = VectorValidation({"SageServeSmall-fast-v1": make}, first_seed=900, n_days=3, every=10**9, out=tmp_path, masked=True)
     check.init_callback(model)
     check.on_training_start(locals(), globals())
     first, again = check.evaluate(), check.evaluate()

@@ -45,6 +45,12 @@ def test_resume_continues_the_step_count(tmp_path):
     (["resume=/nowhere/model.zip"], "does not exist"),
     (["env=sageserve_env/Nope-v0"], "unknown env"),
     (["seed=1234"], "held out"),
+    (["mix_envs=[sageserve_env/DayLight-vec-v1]"], "needs a vectorized env"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServe-fast-v1]"], "other observation"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/Day-vec-v1]"], "other training"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServeSmall-fast-v1]"], "more than once"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServe-small-fast-v1]", "n_envs=3"],
+     "does not split evenly"),
 ])
 def test_bad_configuration_fails_before_training(tmp_path, capsys, argv, match):
     assert train.main([f"log_folder={tmp_path}", *argv]) == 2
@@ -124,3 +130,21 @@ def test_residual_demonstrations_are_the_adjustments_closest_to_the_expert():
     env._plan = np.array([1, -3])
     expert = env.unwrapped.max_delta + np.array([3, -3])
     np.testing.assert_array_equal(env.adjustment_towards(expert), [2, 1])
+
+
+def test_mixed_tasks_train_one_agent_and_validate_on_each(tmp_path):
+    """``mix_envs``: the worlds of two vectorized IDs train one agent; validation has a column
+    per task and the overall mean is over every validation world."""
+    import csv
+
+    import yaml
+
+    run = _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServe-small-fast-v1]",
+                 "n_envs=4", "hyperparams.n_steps=32", "hyperparams.batch_size=64", "eval_freq=128",
+                 "validation_seeds=[900,901]", "env_kwargs={horizon_s: 1800, max_delta: 2}")
+    rows = list(csv.DictReader((run / "validation.csv").open()))
+    assert len(rows) >= 2
+    for row in rows:
+        parts = [float(row[f"{task}/reward"]) for task in ("SageServeSmall-fast-v1", "SageServe-small-fast-v1")]
+        assert float(row["reward"]) == pytest.approx(np.mean(parts))
+    assert yaml.safe_load((run / "model.yaml").read_text())["mix_envs"] == ["sageserve_env/SageServe-small-fast-v1"]

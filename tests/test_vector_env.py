@@ -111,7 +111,7 @@ def test_sb3_adapter_passes_vecenv_checks_and_trains():
     venv.seed(5)
     obs = venv.reset()
     assert obs.shape == (4,) + venv.observation_space.shape and venv.observation_space.contains(obs[0])
-    inner = venv.venv
+    inner = venv.parts[0]
     first = {k: v[1] for k, v in inner._observation(inner._last, inner._last).items()}
     np.testing.assert_allclose(obs[1], spaces.flatten(inner.single_observation_space, first))
     assert is_masking_supported(venv) and get_action_masks(venv).shape == (4, inner.n_endpoints * (2 * inner.max_delta + 1))
@@ -124,6 +124,38 @@ def test_sb3_adapter_passes_vecenv_checks_and_trains():
     model = MaskablePPO("MlpPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, seed=0)
     model.learn(64)
 
+
+
+def test_sb3_adapter_joins_vector_envs_world_by_world():
+    """Several vector envs in one adapter (several tasks, one agent): world j of part k is world j
+    of that part alone under the same seed and actions; other spaces are refused."""
+    from agents.vector_training import SB3VectorEnv
+
+    def make(n, **kw):
+        return gym.make_vec(SMALL, num_envs=n, vectorization_mode="vector_entry_point", horizon_s=300.0, **kw)
+
+    joined = SB3VectorEnv(make(2), make(3, decision_interval_s=30.0))
+    alone = [SB3VectorEnv(make(2)), SB3VectorEnv(make(3, decision_interval_s=30.0))]
+    assert joined.num_envs == 5
+    for venv in (joined, *alone):
+        venv.seed(7)
+    obs = [joined.reset(), *(venv.reset() for venv in alone)]
+    np.testing.assert_array_equal(obs[0], np.concatenate(obs[1:]))
+    rng = np.random.default_rng(3)
+    ends = np.zeros(5, dtype=int)
+    for _ in range(12):
+        masks = [venv.action_masks() for venv in alone]
+        np.testing.assert_array_equal(joined.action_masks(), np.concatenate(masks))
+        actions = [_random_masked(venv.parts[0], rng) for venv in alone]
+        out = joined.step(np.concatenate(actions))
+        parts = [venv.step(a) for venv, a in zip(alone, actions)]
+        for got, want in zip(out[:3], zip(*(p[:3] for p in parts))):
+            np.testing.assert_array_equal(got, np.concatenate(want))
+        assert [sorted(i) for i in out[3]] == [sorted(i) for p in parts for i in p[3]]
+        ends += out[2]
+    np.testing.assert_array_equal(ends, [2, 2, 1, 1, 1])  # 300 s: 5 decisions of 60 s, 10 of 30 s
+    with pytest.raises(ValueError, match="other spaces"):
+        SB3VectorEnv(make(1), make(1, max_delta=1))
 
 def test_sb3_env_checker_and_vec_check_nan():
     """SB3's own checks: ``check_env`` on the one-world env, ``VecCheckNan`` (raising) over an
@@ -140,7 +172,7 @@ def test_sb3_env_checker_and_vec_check_nan():
     checked.reset()
     rng = np.random.default_rng(1)
     for _ in range(5):
-        obs, reward, dones, infos = checked.step(_random_masked(venv.venv, rng))
+        obs, reward, dones, infos = checked.step(_random_masked(venv.parts[0], rng))
     assert dones.all() and np.isfinite(obs).all()
 
 
