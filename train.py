@@ -276,8 +276,9 @@ def check_mix(cfg: TrainConfig, vector: bool) -> None:
 
 
 def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, normalize: bool):
-    """(model, venv): a new model on ``venv``, or the ``resume`` checkpoint loaded onto it; a
-    bad hyperparameter or checkpoint is a ConfigError (before the run folder exists)."""
+    """(model, venv): a new model on ``venv``, or the ``resume`` checkpoint loaded onto it with
+    the hyperparameters given on the command line (``hyperparams.<key>=value``) in place of the
+    checkpoint's; a bad hyperparameter or checkpoint is a ConfigError (before the run folder exists)."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.learned import algorithms, normalizer_path
@@ -286,12 +287,16 @@ def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, norm
     tb = str(out / "tb") if cfg.tensorboard else None
     if cfg.resume:
         norm = normalizer_path(Path(cfg.resume))
+        changes = {k: hp[k] for k in cfg.hyperparams if k in hp}
+        if "policy" in changes or "policy_kwargs" in changes:
+            raise ConfigError("resume: a checkpoint keeps its policy network; hyperparams.policy and "
+                              "hyperparams.policy_kwargs cannot change it")
         try:
             if normalize and norm.exists():
                 venv = VecNormalize.load(str(norm), venv)
             elif normalize:
                 venv = VecNormalize(venv)
-            return algo.load(cfg.resume, env=venv, device="cpu", tensorboard_log=tb), venv
+            return algo.load(cfg.resume, env=venv, device="cpu", tensorboard_log=tb, **changes), venv
         except Exception as exc:  # SB3 passes on whatever zipfile, torch or pickle raise
             raise ConfigError(f"resume: cannot continue from {cfg.resume!r} with algo={cfg.algo}: "
                               f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None

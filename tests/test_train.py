@@ -39,6 +39,19 @@ def test_resume_continues_the_step_count(tmp_path):
     assert yaml.safe_load((resumed / "model.yaml").read_text())["timesteps"] == 512
 
 
+def test_resume_takes_the_hyperparameters_given(tmp_path):
+    """A resumed run trains with the command line's hyperparameters, not silently the checkpoint's."""
+    from sb3_contrib import MaskablePPO
+
+    run = _train(tmp_path, "algo=maskable_ppo", "hyperparams.batch_size=64")
+    resumed = _train(tmp_path, "algo=maskable_ppo", "hyperparams.batch_size=32", "hyperparams.learning_rate=1e-4",
+                     f"resume={run / 'model.zip'}")
+    model = MaskablePPO.load(resumed / "model.zip", device="cpu")
+    assert model.batch_size == 32 and model.learning_rate == 1e-4 and model.lr_schedule(1.0) == pytest.approx(1e-4)
+    assert train.main([f"log_folder={tmp_path / 'x'}", *QUICK, "hyperparams.policy_kwargs={net_arch: [8]}",
+                       f"resume={run / 'model.zip'}"]) == 2
+
+
 @pytest.mark.parametrize("argv, match", [
     (["algo=dqn"], "unknown algo"),
     (["algo=ppo", "hyperparams.use_masks=true"], "use_masks needs algo=maskable_ppo"),
