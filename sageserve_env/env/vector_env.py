@@ -47,7 +47,9 @@ class SageServeVectorEnv(VectorEnv):
     ## Info
     Gymnasium's vector layout: ``info["reward_terms"][term]`` and ``info["kpis"][name]`` are
     arrays over the worlds (with the ``_term`` / ``_name`` masks), ``info["refused"]`` the number
-    of refused instance changes per world.
+    of refused instance changes per world, ``info["endpoint_reward"]`` (N, E) each endpoint's part
+    of the reward (``_reward_terms``: its own servers' cost, its requests' misses; they sum to the
+    world's reward), for agents that learn per endpoint.
 
     ## Arguments
     ``num_envs`` and the keys of ``SageServeEnv.default_config()`` (``fidelity`` must be
@@ -119,7 +121,7 @@ class SageServeVectorEnv(VectorEnv):
         self._last = self.sim.world_statistics()
         self._snapshots: deque = deque([self._last[..., Stat.ARRIVED]], maxlen=self._window)
         self._snapshot_times: deque = deque([0.0], maxlen=self._window)
-        self._last_cost = np.zeros(N)
+        self._last_cost = np.zeros((N, self.n_endpoints))
         self._totals = {k: np.zeros(N) for k in REWARD_TERMS}
         self._refused_total = np.zeros(N)
 
@@ -135,13 +137,9 @@ class SageServeVectorEnv(VectorEnv):
         truncated = t_end >= self.horizon - 1e-9
         stats = self.sim.world_statistics()
         gpu_s = self.sim.world_gpu_seconds()
-        terms = self._reward_terms(stats[..., : Stat.DROPPED + 1].sum(1) - self._last[..., : Stat.DROPPED + 1].sum(1),
-                                   gpu_s)
-        if truncated:
-            iw, niw = self.sim.world_overdue().T
-            s = self.weights["scale"]
-            terms["iw_slo_miss"] = terms["iw_slo_miss"] - iw * self.weights["iw_slo_miss"] * s
-            terms["niw_deadline_miss"] = terms["niw_deadline_miss"] - niw * self.weights["niw_deadline_miss"] * s
+        by_endpoint = self._reward_terms(stats[..., : Stat.DROPPED + 1] - self._last[..., : Stat.DROPPED + 1], gpu_s,
+                                         self.sim.endpoint_overdue() if truncated else None)
+        terms = {k: v.sum(1) for k, v in by_endpoint.items()}
         reward = sum(terms[k] for k in REWARD_TERMS)
         for k in REWARD_TERMS:
             self._totals[k] += terms[k]
@@ -151,6 +149,7 @@ class SageServeVectorEnv(VectorEnv):
         self._snapshot_times.append(t_end)
         self._last = stats
         info = self._info(np.abs(deltas - outcome.applied).sum(1), terms, gpu_s)
+        info["endpoint_reward"], info["_endpoint_reward"] = sum(by_endpoint[k] for k in REWARD_TERMS), info["_refused"]
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncations = np.full(self.num_envs, truncated)
         if truncated and self.autoreset:
@@ -192,18 +191,24 @@ class SageServeVectorEnv(VectorEnv):
         return action_masks(fleet.grid, fleet.level, fleet.min_instances, self.max_delta)
 
     # -- observation, reward, info ----------------------------------------------------------
-    def _reward_terms(self, d: np.ndarray, gpu_s: np.ndarray) -> Dict[str, np.ndarray]:
-        """``SageServeEnv._reward_terms`` per world: ``d`` (N, totals), ``gpu_s`` (N, R, M + 1, states)."""
+    def _reward_terms(self, d: np.ndarray, gpu_s: np.ndarray, overdue: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
+        """Each endpoint's part of ``SageServeEnv``'s reward terms, (N, E) per term: the GPU cost
+        its own servers billed since the last step and the misses and drops of the requests it
+        served (``d``: (N, E, totals) since the last step); at the horizon (``overdue``, (N, E, 2))
+        also its requests still unserved past their SLO or deadline. A world's terms are the sums
+        over its endpoints. ``gpu_s``: (N, R, M + 1, states); a server without a model bills nothing."""
         w, s = self.weights, self.weights["scale"]
-        billed = gpu_s[..., list(BILLED_STATES)].sum(axis=(2, 3))
-        cost = (billed / 3600.0 * self.sim.fleet.cost_per_gpu_hour).sum(1)
+        N, M = self.num_envs, self.n_models
+        billed = gpu_s[:, :, :M][..., list(BILLED_STATES)].sum(3)
+        cost = (billed / 3600.0 * self.sim.fleet.cost_per_gpu_hour[None, :, None]).reshape(N, -1)
         spent, self._last_cost = cost - self._last_cost, cost
+        iw, niw = (overdue[..., 0], overdue[..., 1]) if overdue is not None else (0.0, 0.0)
         return {
             "cost": -spent * w["cost"] * s,
-            "iw_slo_miss": -d[:, Stat.IW_SLO_MISSES] * w["iw_slo_miss"] * s,
-            "iw_e2e_miss": -d[:, Stat.IW_E2E_MISSES] * w["iw_e2e_miss"] * s,
-            "niw_deadline_miss": -d[:, Stat.NIW_DEADLINE_MISSES] * w["niw_deadline_miss"] * s,
-            "drop": -d[:, Stat.DROPPED] * w["drop"] * s,
+            "iw_slo_miss": -(d[..., Stat.IW_SLO_MISSES] + iw) * w["iw_slo_miss"] * s,
+            "iw_e2e_miss": -d[..., Stat.IW_E2E_MISSES] * w["iw_e2e_miss"] * s,
+            "niw_deadline_miss": -(d[..., Stat.NIW_DEADLINE_MISSES] + niw) * w["niw_deadline_miss"] * s,
+            "drop": -d[..., Stat.DROPPED] * w["drop"] * s,
         }
 
     def _observation(self, before: np.ndarray, after: np.ndarray) -> Dict[str, np.ndarray]:
@@ -279,7 +284,7 @@ class SageServeVectorEnv(VectorEnv):
             "billed_gpu_hours": gpu_h[:, list(BILLED_STATES)].sum(1),
             "donated_gpu_hours": gpu_h[:, SPOT].copy(),
             "wastage_gpu_hours": gpu_h[:, STARTING].copy(),
-            "cost_usd": self._last_cost.copy(),
+            "cost_usd": self._last_cost.sum(1),
             "scale_ups": fleet.n_scale_ups.astype(float),
             "scale_downs": fleet.n_scale_downs.astype(float),
             "refused_changes": self._refused_total.copy(),

@@ -824,14 +824,18 @@ class VectorFlow(FlowSimulator):
         """GPU-seconds so far per (world, region, model or none, state)."""
         return self.fleet.gpu_seconds_by_state(self.now)
 
-    def world_overdue(self) -> np.ndarray:
-        """Per world, IW requests without a first token past their SLO (FIFO at the smoothed
-        arrival rate) and NIW requests unfinished past their deadline: (N, 2)."""
+    def endpoint_overdue(self) -> np.ndarray:
+        """Per world and endpoint, IW requests without a first token past their SLO (FIFO at the
+        smoothed arrival rate) and NIW requests unfinished past their deadline: (N, E, 2)."""
         queued = self._Q[W, 0, IW] + self._Q[P, 0, IW]
         iw = np.floor(np.maximum(queued - self._iw_rate * self._iw_sla, 0.0))
         due = self._niw_arrived_at(self.now - self._niw_sla) if self.now > self._niw_sla else np.zeros(self._E)
         niw = np.floor(np.maximum(due - self._served[NIW], 0.0))
-        return np.stack([iw.reshape(self.n_worlds, -1).sum(1), niw.reshape(self.n_worlds, -1).sum(1)], axis=1)
+        return np.stack([iw.reshape(self.n_worlds, -1), niw.reshape(self.n_worlds, -1)], axis=2)
+
+    def world_overdue(self) -> np.ndarray:
+        """``endpoint_overdue`` summed over each world's endpoints: (N, 2)."""
+        return self.endpoint_overdue().sum(1)
 
     def world_ttft_histograms(self) -> np.ndarray:
         """Per world, IW first tokens per TTFT bin of HIST_EDGES_S (``ttft_histogram=True``): (N, bins)."""
