@@ -49,7 +49,9 @@ class TrainConfig:
     ``hyperparams`` typed ``Hyperparams``, of which only the keys given count. ``mix_envs``:
     vectorized IDs with ``env``'s spaces whose worlds train beside ``env``'s, the ``n_envs``
     worlds split evenly among the IDs (one agent for several tasks); validation then covers each
-    ID's ``validation_seeds`` and chooses by the mean reward over all of them."""
+    ID's ``validation_seeds`` and chooses by the mean reward over all of them. ``endpoint_agents``
+    (vectorized envs): each endpoint of each world is an agent of one shared policy with its own
+    reward (``agents.endpoint_agents``); ``n_envs`` still counts worlds, ``n_timesteps`` world steps."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
@@ -73,6 +75,7 @@ class TrainConfig:
     bc_episodes: int = 4
     bc_epochs: int = 20
     residual: bool = False
+    endpoint_agents: bool = False
     residual_forecaster: str = "seasonal_naive"
     residual_prior: float = 2.0
     eval_env_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -250,9 +253,13 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
 
 
 def check_mix(cfg: TrainConfig, vector: bool) -> None:
-    """``mix_envs`` must be vectorized IDs with ``env``'s spaces, seeds and options."""
+    """``mix_envs`` (and ``endpoint_agents``) need vectorized IDs; ``mix_envs`` with ``env``'s
+    spaces, seeds and options."""
     from agents.training import seed_splits
 
+    if cfg.endpoint_agents and not vector:
+        raise ConfigError(f"endpoint_agents needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
+                          + (" with residual=true" if cfg.residual else ""))
     if not cfg.mix_envs:
         return
     if not vector:
@@ -391,9 +398,14 @@ def train(cfg: TrainConfig, job: Job) -> int:
         ids = [cfg.env, *cfg.mix_envs]
         venv = SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
                                            **cfg.env_kwargs) for env_id in ids))
+        if cfg.endpoint_agents:
+            from agents.endpoint_agents import EndpointAgents
+
+            venv = EndpointAgents(venv)
     else:
         fns = [env_factory(cfg, reach=residual_reach) for _ in range(n_envs)]
         venv = SubprocVecEnv(fns, start_method="spawn") if n_envs > 1 else DummyVecEnv(fns)
+    agents_per_world = venv.n_endpoints if cfg.endpoint_agents else 1
     venv.seed(cfg.seed)
     try:
         model, venv = build_model(cfg, hp, venv, out, normalize)
@@ -436,7 +448,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
 
         tasks = {env_id.split("/")[-1]: validation_env(env_id) for env_id in [cfg.env, *cfg.mix_envs]}
         callbacks.append(VectorValidation(tasks, cfg.validation_seeds[0], len(cfg.validation_seeds),
-                                          cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo"))
+                                          cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo",
+                                          agents_per_world=agents_per_world))
     elif cfg.eval_freq and cfg.validation_seeds:
         eval_env = DummyVecEnv([env_factory(cfg, validation=True, reach=residual_reach)])
         if normalize:
@@ -451,7 +464,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
     probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acts under
     env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
                   "forecaster": probe.config["forecaster"]}
-    meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs), "env_kwargs": env_kwargs, "residual": cfg.residual,
+    meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs), "endpoint_agents": cfg.endpoint_agents,
+            "env_kwargs": env_kwargs, "residual": cfg.residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}
     model_path = out / "model.zip"
@@ -459,17 +473,17 @@ def train(cfg: TrainConfig, job: Job) -> int:
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))  # checkpoints use it too
     clock = PhaseClock()
     start, steps_before = time.perf_counter(), model.num_timesteps
-    model.learn(total_timesteps=total, callback=callbacks + [clock], progress_bar=cfg.progress_bar,
+    model.learn(total_timesteps=total * agents_per_world, callback=callbacks + [clock], progress_bar=cfg.progress_bar,
                 reset_num_timesteps=not cfg.resume, tb_log_name=cfg.algo)
     minutes = (time.perf_counter() - start) / 60
     rollout_s, update_s = clock.seconds()
-    steps = model.num_timesteps - steps_before
+    steps = (model.num_timesteps - steps_before) // agents_per_world
     print(f"trained {steps} steps in {minutes:.2f} min: rollouts {rollout_s:.0f} s ({steps / max(rollout_s, 1e-9):,.0f} "
           f"steps/s), updates {update_s:.0f} s ({steps / max(update_s, 1e-9):,.0f} steps/s)")
     model.save(str(model_path))
     if isinstance(venv, VecNormalize):
         venv.save(str(sidecar(model_path, "_vecnormalize.pkl")))
-    meta.update(timesteps=int(model.num_timesteps), train_minutes=round(minutes, 2),
+    meta.update(timesteps=int(model.num_timesteps) // agents_per_world, train_minutes=round(minutes, 2),
                 rollout_minutes=round(rollout_s / 60, 2), update_minutes=round(update_s / 60, 2))
     sidecar(model_path, ".yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     venv.close()
@@ -484,7 +498,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
         if normalize:
             shutil.copy(normalizer_path(chosen), sidecar(target, "_vecnormalize.pkl"))
         shutil.copy(sidecar(model_path, ".yaml"), sidecar(target, ".yaml"))
-    print(f"trained {cfg.algo} on {cfg.env} for {model.num_timesteps} steps in {minutes:.1f} min; saved {model_path}")
+    print(f"trained {cfg.algo} on {cfg.env} for {model.num_timesteps // agents_per_world} steps in {minutes:.1f} min; saved {model_path}")
     return 0
 
 

@@ -23,7 +23,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 class SB3VectorEnv(VecEnv):
     """``VecEnv`` of the worlds of gymnasium ``VectorEnv``s with ``SAME_STEP`` autoreset, one
-    after the other; ``seed(s)`` seeds world i of every part with day s + i."""
+    after the other; ``seed(s)`` seeds world i of every part with day s + i. After a step,
+    ``endpoint_terms[term]`` (worlds, endpoints) holds each endpoint's part of the reward terms."""
 
     def __init__(self, *parts: Any) -> None:
         if not parts:
@@ -40,6 +41,7 @@ class SB3VectorEnv(VecEnv):
         self._bounds = np.cumsum([0] + [part.num_envs for part in parts])
         super().__init__(int(self._bounds[-1]), spaces.flatten_space(self._dict_space), first.single_action_space)
         self._actions: Optional[np.ndarray] = None
+        self.endpoint_terms: Dict[str, np.ndarray] = {}
         self._returns = np.zeros(self.num_envs)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._t0 = time.time()
@@ -60,7 +62,7 @@ class SB3VectorEnv(VecEnv):
         self._actions = np.asarray(actions).reshape(self.num_envs, -1)
 
     def step_wait(self):
-        flat, rewards, dones = [], [], []
+        flat, rewards, dones, endpoint_terms = [], [], [], []
         infos: List[dict] = [{} for _ in range(self.num_envs)]
         elapsed = round(time.time() - self._t0, 6)
         for part, lo, hi in zip(self.parts, self._bounds[:-1], self._bounds[1:]):
@@ -82,6 +84,9 @@ class SB3VectorEnv(VecEnv):
             flat.append(self._flat(obs))
             rewards.append(reward)
             dones.append(done)
+            endpoint_terms.append(info["endpoint_reward_terms"])
+        self.endpoint_terms = {k: np.concatenate([t[k] for t in endpoint_terms]) for k in endpoint_terms[0]
+                               if not k.startswith("_")}
         return np.concatenate(flat), np.concatenate(rewards).astype(np.float32), np.concatenate(dones), infos
 
     def action_masks(self) -> np.ndarray:
@@ -122,18 +127,21 @@ class VectorValidation(BaseCallback):
     ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over every
     validation world; with several tasks also per task, ``validation/<task>/...``) to the run's
     logger and a row to ``validation.csv``, and saves the best model by that mean reward as
-    ``best_model.zip`` (with the normalization statistics it ran with)."""
+    ``best_model.zip`` (with the normalization statistics it ran with). ``agents_per_world`` > 1:
+    the model is the shared policy of ``agents.endpoint_agents.EndpointAgents`` (its timesteps
+    are agent decisions; ``every`` and the CSV count world steps)."""
 
     FIGURES = (("reward", "reward"), ("billed_gpu_hours", "billed_gpu_hours"),
                ("iw_slo_attainment", "iw_slo_attainment_served"))
 
     def __init__(self, tasks: Dict[str, Callable[[int], Any]], first_seed: int, n_days: int, every: int,
-                 out: Path, masked: bool) -> None:
+                 out: Path, masked: bool, agents_per_world: int = 1) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("VectorValidation needs at least one task")
         self.tasks, self.first_seed, self.n_days = dict(tasks), int(first_seed), int(n_days)
         self.every, self.out, self.masked = int(every), Path(out), masked
+        self.agents_per_world = int(agents_per_world)
         self.best = -np.inf
         self._last = -np.inf
 
@@ -147,27 +155,39 @@ class VectorValidation(BaseCallback):
         with open(self.out / "validation.csv", "w") as f:
             f.write(",".join(self.columns()) + "\n")
 
+    def _steps(self) -> int:
+        """World env steps so far."""
+        return self.num_timesteps // self.agents_per_world
+
     def _on_step(self) -> bool:
-        if self.num_timesteps - self._last >= self.every:
-            self._last = self.num_timesteps
+        if self._steps() - self._last >= self.every:
+            self._last = self._steps()
             self.evaluate()
         return True
 
     def _on_training_end(self) -> None:
-        if self.num_timesteps != self._last:
+        if self._steps() != self._last:
             self.evaluate()
 
     def evaluate(self) -> Dict[str, float]:
+        from agents.endpoint_agents import EndpointFeatures, act_per_endpoint
+
         start = time.perf_counter()
         venv = SB3VectorEnv(*(make(self.n_days) for make in self.tasks.values()))
         venv.seed(self.first_seed)
         norm = self.model.get_vec_normalize_env()
+        normalize = norm.normalize_obs if norm is not None else None
+        per_endpoint = self.agents_per_world > 1
+        features = EndpointFeatures(venv.observation_space.shape[0], len(venv.action_space.nvec)) if per_endpoint else None
         obs, done = venv.reset(), np.zeros(venv.num_envs, dtype=bool)
         finals: List[dict] = [{} for _ in range(venv.num_envs)]
         while not done.all():
-            x = norm.normalize_obs(obs) if norm is not None else obs
-            kwargs = {"action_masks": venv.action_masks()} if self.masked else {}
-            action, _ = self.model.predict(x, deterministic=True, **kwargs)
+            masks = venv.action_masks() if self.masked else None
+            if per_endpoint:
+                action = act_per_endpoint(self.model, features, obs, masks, normalize)
+            else:
+                kwargs = {} if masks is None else {"action_masks": masks}
+                action, _ = self.model.predict(normalize(obs) if normalize else obs, deterministic=True, **kwargs)
             obs, _, dones, infos = venv.step(action)
             for i in np.flatnonzero(dones & ~done):
                 finals[i] = infos[i]["kpis"]
@@ -182,7 +202,7 @@ class VectorValidation(BaseCallback):
         for k, v in figures.items():
             self.logger.record(f"validation/{k}", v)
         with open(self.out / "validation.csv", "a") as f:
-            f.write(",".join(str(v) for v in (self.num_timesteps, *figures.values())) + "\n")
+            f.write(",".join(str(v) for v in (self._steps(), *figures.values())) + "\n")
         if figures["reward"] > self.best:
             self.best = figures["reward"]
             self.model.save(str(self.out / "best_model.zip"))

@@ -229,8 +229,8 @@ def test_vector_env_refuses_traces_and_faults_by_name():
 
 
 def test_endpoint_rewards_sum_to_the_world_reward():
-    """``info["endpoint_reward"]``: every step, the horizon's overdue charge included, each world's
-    endpoint parts sum to its reward."""
+    """``info["endpoint_reward_terms"]``: every step, the horizon's overdue charge included, each
+    world's endpoint parts sum to its terms."""
     env = gym.make_vec("sageserve_env/Burst-vec-v1", num_envs=2, vectorization_mode="vector_entry_point",
                        horizon_s=1200.0, autoreset=False)
     base = env.unwrapped
@@ -239,8 +239,10 @@ def test_endpoint_rewards_sum_to_the_world_reward():
     truncated = np.zeros(2, dtype=bool)
     while not truncated.all():
         _, reward, _, truncated, info = env.step(_random_masked(base, rng))
-        parts = info["endpoint_reward"]
-        assert parts.shape == (2, base.n_endpoints)
-        np.testing.assert_allclose(parts.sum(1), reward, rtol=1e-12, atol=1e-12)
+        parts = info["endpoint_reward_terms"]
+        for term, world in info["reward_terms"].items():
+            if not term.startswith("_"):
+                assert parts[term].shape == (2, base.n_endpoints)
+                np.testing.assert_allclose(parts[term].sum(1), world, rtol=1e-12, atol=1e-12)
     overdue = base.sim.endpoint_overdue()
     np.testing.assert_array_equal(overdue.sum(1), base.sim.world_overdue())

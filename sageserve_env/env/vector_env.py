@@ -47,9 +47,9 @@ class SageServeVectorEnv(VectorEnv):
     ## Info
     Gymnasium's vector layout: ``info["reward_terms"][term]`` and ``info["kpis"][name]`` are
     arrays over the worlds (with the ``_term`` / ``_name`` masks), ``info["refused"]`` the number
-    of refused instance changes per world, ``info["endpoint_reward"]`` (N, E) each endpoint's part
-    of the reward (``_reward_terms``: its own servers' cost, its requests' misses; they sum to the
-    world's reward), for agents that learn per endpoint.
+    of refused instance changes per world, ``info["endpoint_reward_terms"][term]`` (N, E) each
+    endpoint's part of each term (``_reward_terms``: its own servers' cost, its requests' misses;
+    they sum to the world's terms), for agents that learn per endpoint.
 
     ## Arguments
     ``num_envs`` and the keys of ``SageServeEnv.default_config()`` (``fidelity`` must be
@@ -149,7 +149,9 @@ class SageServeVectorEnv(VectorEnv):
         self._snapshot_times.append(t_end)
         self._last = stats
         info = self._info(np.abs(deltas - outcome.applied).sum(1), terms, gpu_s)
-        info["endpoint_reward"], info["_endpoint_reward"] = sum(by_endpoint[k] for k in REWARD_TERMS), info["_refused"]
+        every = info["_refused"]
+        info["endpoint_reward_terms"] = {**by_endpoint, **{f"_{k}": every for k in by_endpoint}}
+        info["_endpoint_reward_terms"] = every
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncations = np.full(self.num_envs, truncated)
         if truncated and self.autoreset:
