@@ -98,6 +98,8 @@ class LearnedPolicy(Policy):
 
             self.planner = make_policy("lt_i", forecaster=self.meta.get("residual_forecaster", "arima"))
             self.reach = int(self.meta["residual_reach"])
+        self.endpoint_agents = bool(self.meta.get("endpoint_agents", False))  # agents.endpoint_agents
+        self.features = None
         interval = self.meta.get("env_kwargs", {}).get("decision_interval_s")
         self.decision_interval_s = float(interval) if interval else None
 
@@ -113,12 +115,21 @@ class LearnedPolicy(Policy):
         base = env.unwrapped
         obs_model = tuple(self.model.observation_space.shape)
         obs_env = tuple(spaces.flatten_space(base.observation_space).shape)
-        act_model = tuple(int(n) for n in np.asarray(self.model.action_space.nvec).reshape(-1))
+        space = self.model.action_space
+        act_model = (int(space.n),) if isinstance(space, spaces.Discrete) else tuple(int(n) for n in np.asarray(space.nvec).reshape(-1))
         if self.planner is not None:
             act_env = (2 * self.reach + 1,) * base.n_endpoints
         else:
             act_env = tuple(int(n) for n in base.action_space.nvec)
-        if obs_model != obs_env or act_model != act_env:
+        if self.endpoint_agents:  # one agent per endpoint: its features, its own choice
+            from agents.endpoint_agents import EndpointFeatures
+
+            try:
+                self.features = EndpointFeatures(obs_env[0], base.n_endpoints)
+                obs_env, act_env = (self.features.size,), act_env[:1]
+            except ValueError:
+                self.features = None
+        if obs_model != obs_env or act_model != act_env or (self.endpoint_agents and self.features is None):
             cfg = base.sim_config
             raise ValueError(
                 f"policy {self.name!r} ({self.path}) expects observations of shape {obs_model} and "
@@ -134,6 +145,12 @@ class LearnedPolicy(Policy):
 
     def act(self, obs, env):
         flat = flat_observation(env, obs)
+        if self.endpoint_agents:
+            from agents.endpoint_agents import act_per_endpoint
+
+            masks = env.action_masks()[None] if self.masked else None
+            normalize = self.normalizer.normalize_obs if self.normalizer is not None else None
+            return act_per_endpoint(self.model, self.features, flat[None], masks, normalize, self.deterministic)[0]
         if self.normalizer is not None:
             flat = self.normalizer.normalize_obs(flat)
         plan = None
