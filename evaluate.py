@@ -365,6 +365,21 @@ def suite_aggregates(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
     return pd.DataFrame(aggregates(scores, "reactive", n_boot))
 
 
+def write_suite(out: Path, episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+    """A suite's files in ``out`` from its episodes (one row per task, policy and seed):
+    ``episodes.csv`` with the normalized scores, ``results.csv``/``.md``, ``aggregates.csv``/``.md``."""
+    episodes = episodes.copy()
+    episodes["normalized_score"] = episode_scores(episodes)
+    episodes.to_csv(out / "episodes.csv", index=False)
+    table = suite_table(episodes, n_boot)
+    agg = suite_aggregates(episodes, n_boot)
+    agg.to_csv(out / "aggregates.csv", index=False)
+    (out / "aggregates.md").write_text(aggregates_markdown(agg))
+    table.to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text(suite_markdown(table) + "\n" + aggregates_markdown(agg))
+    return episodes
+
+
 def aggregates_markdown(agg: pd.DataFrame) -> str:
     if agg.empty:
         return "No aggregate: normalized scores need reactive and oracle on every task.\n"
@@ -428,15 +443,7 @@ def evaluate(cfg: EvalConfig, job: Job) -> int:
     episodes = pd.DataFrame(rows)
     episodes.to_csv(out / "episodes.csv", index=False)
     if cfg.suite is not None:
-        episodes = episodes.rename(columns={"scenario": "task"})
-        episodes["normalized_score"] = episode_scores(episodes)
-        episodes.to_csv(out / "episodes.csv", index=False)
-        table = suite_table(episodes, cfg.bootstrap)
-        agg = suite_aggregates(episodes, cfg.bootstrap)
-        agg.to_csv(out / "aggregates.csv", index=False)
-        (out / "aggregates.md").write_text(aggregates_markdown(agg))
-        table.to_csv(out / "results.csv", index=False)
-        (out / "results.md").write_text(suite_markdown(table) + "\n" + aggregates_markdown(agg))
+        episodes = write_suite(out, episodes.rename(columns={"scenario": "task"}), cfg.bootstrap)
         episodes = episodes.rename(columns={"task": "scenario"})  # for the plots
     else:
         table = results_table(episodes, cfg.bootstrap)

@@ -1,0 +1,39 @@
+"""scripts/merge_evaluations.py: suite runs made at different times scored as one."""
+
+import pandas as pd
+import pytest
+
+from tests.helpers import load_script
+
+merge = load_script("merge_evaluations")
+
+
+def _run(folder, rows):
+    folder.mkdir()
+    metrics = dict(billed_gpu_hours=1.0, iw_slo_attainment=0.9, iw_ttft_p99=1.0, iw_ttft_p90=1.0, scale_ups=0,
+                   scale_downs=0)
+    pd.DataFrame([{**metrics, "task": t, "policy": p, "seed": s, "reward": r, "normalized_score": float("nan")}
+                  for t, p, s, r in rows]).to_csv(folder / "episodes.csv", index=False)
+    return folder
+
+
+def test_an_agent_run_later_is_scored_against_the_baselines_run_before(tmp_path):
+    base = _run(tmp_path / "base", [("A", "reactive", 1, -10.0), ("A", "oracle", 1, -2.0),
+                                    ("A", "reactive", 2, -20.0), ("A", "oracle", 2, -4.0)])
+    agent = _run(tmp_path / "agent", [("A", "rl", 1, -6.0), ("A", "rl", 2, -4.0)])
+    assert merge.main([str(tmp_path / "out"), str(base), str(agent), "--bootstrap", "50"]) == 0
+    episodes = pd.read_csv(tmp_path / "out" / "episodes.csv")
+    rl = episodes[episodes.policy == "rl"].sort_values("seed")
+    assert rl.normalized_score.tolist() == pytest.approx([0.5, 1.0])
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert results.loc[results.policy == "rl", "normalized_score"].item() == pytest.approx(0.75)
+    assert (tmp_path / "out" / "aggregates.md").exists()
+
+
+def test_an_episode_in_two_runs_or_a_folder_without_episodes_is_an_error(tmp_path, capsys):
+    a = _run(tmp_path / "a", [("A", "reactive", 1, -10.0)])
+    b = _run(tmp_path / "b", [("A", "reactive", 1, -11.0)])
+    assert merge.main([str(tmp_path / "out"), str(a), str(b)]) == 2
+    assert "task=A policy=reactive seed=1 is in more than one run" in capsys.readouterr().err
+    assert merge.main([str(tmp_path / "out"), str(a), str(tmp_path / "nowhere")]) == 2
+    assert "no episodes.csv" in capsys.readouterr().err
