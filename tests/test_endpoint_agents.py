@@ -61,18 +61,17 @@ def test_agents_split_each_world_and_their_rewards_sum_to_its_reward():
         _, world_reward, world_dones, world_infos = alone.step(action.reshape(2, E))
         np.testing.assert_allclose(reward.reshape(2, E).sum(1), world_reward, rtol=1e-5)
         np.testing.assert_array_equal(dones, np.repeat(world_dones, E))
-        service = sum(v for k, v in alone.endpoint_terms.items() if k != "cost").reshape(2, 3, 4).sum(1)
-        shared = reward.reshape(2, 3, 4) - alone.endpoint_terms["cost"].reshape(2, 3, 4)
-        np.testing.assert_allclose(shared, np.broadcast_to(service[:, None] / 3, shared.shape), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(reward, sum(alone.endpoint_terms.values()).reshape(-1), rtol=1e-6, atol=1e-9)
     assert dones.all() and all(i["TimeLimit.truncated"] and "terminal_observation" in i for i in infos)
     assert [i["kpis"] for i in infos[:E]] == [world_infos[0]["kpis"]] * E
 
 
-def test_agent_rewards_give_each_endpoint_its_cost_and_a_share_of_its_models_misses():
+def test_agent_rewards_are_each_endpoints_own_terms():
     terms = {k: np.zeros((1, 6)) for k in ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")}
-    terms["cost"][0] = [-1, -2, -3, -4, -5, -6]      # 2 regions x 3 models
+    terms["cost"][0] = [-1, -2, -3, -4, -5, -6]
     terms["iw_slo_miss"][0] = [-10, 0, 0, -30, 0, -6]
-    np.testing.assert_allclose(agent_rewards(terms, 2, 3)[0], [-21, -2, -6, -24, -5, -9])
+    terms["drop"][0, 1] = -0.5
+    np.testing.assert_allclose(agent_rewards(terms)[0], [-11, -2.5, -3, -34, -5, -12])
 
 
 def test_a_trained_endpoint_agent_acts_in_the_task_envs(tmp_path):
