@@ -7,6 +7,8 @@ against env steps, from each run folder's ``validation.csv`` (written by ``Vecto
 Folders given in order are one run continued by ``resume=`` (their step counts continue): one
 curve, named by ``--label``; with ``--separate`` each folder is a curve of its own.
 ``--reference name=reward`` draws a horizontal line on the reward panel (a baseline's reward).
+``--task NAME`` draws one task's columns of a run over several tasks (``mix_envs``; the
+default is the mean over every validation world).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--separate", action="store_true", help="one curve per folder (else one continued run)")
     ap.add_argument("--label", default=None)
     ap.add_argument("--reference", action="append", default=[], help="name=reward, a horizontal line")
+    ap.add_argument("--task", default=None, help="a task's columns (NAME/reward ...) of a multi-task run")
     ap.add_argument("--out", type=Path, default=Path("learning_curve.png"))
     args = ap.parse_args(argv)
     import matplotlib
@@ -46,6 +49,12 @@ def main(argv=None) -> int:
     curves = []
     for folder in args.runs:
         data = read(folder)
+        if args.task is not None:
+            if f"{args.task}/reward" not in data:
+                tasks = sorted({k.split("/")[0] for k in data if "/" in k})
+                raise SystemExit(f"learning_curves.py: error: {folder} has no columns of task {args.task!r}; it has {tasks}")
+            data = {"timesteps": data["timesteps"], **{k.split("/", 1)[1]: v for k, v in data.items()
+                                                          if k.startswith(f"{args.task}/")}}
         if args.separate or not curves:
             curves.append((folder.name if args.separate or args.label is None else args.label, data))
         else:

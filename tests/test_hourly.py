@@ -42,3 +42,16 @@ def test_learning_curves_join_a_resumed_run_and_name_a_missing_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="holds 0 validation.csv"):
         curves.read(tmp_path / "empty")
+
+
+def test_learning_curves_draw_one_task_of_a_multi_task_run(tmp_path):
+    import pytest
+
+    curves = load_script("learning_curves")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "validation.csv").write_text(
+        "timesteps,reward,billed_gpu_hours,iw_slo_attainment,A/reward,A/billed_gpu_hours,A/iw_slo_attainment,seconds\n"
+        "100,-5,10,0.9,-4,8,0.95,1\n")
+    assert curves.main([str(tmp_path / "run"), "--task", "A", "--out", str(tmp_path / "a.png")]) == 0
+    with pytest.raises(SystemExit, match=r"no columns of task 'B'; it has \['A'\]"):
+        curves.main([str(tmp_path / "run"), "--task", "B", "--out", str(tmp_path / "b.png")])
