@@ -6,10 +6,12 @@ right, and the signal of one instance too many (0.005 of a reward of about -1 a 
 in the other endpoints' misses. ``EndpointAgents`` presents the N worlds of an ``SB3VectorEnv``
 to stable-baselines3 as N x E environments, one per (world, endpoint), each with a
 ``Discrete(2 max_delta + 1)`` action (its instance change, masked as in the world) and a reward
-of its own: the GPU cost of its own servers and the misses and drops of the requests it served
-(``info["endpoint_reward_terms"]``); the agents' rewards sum to the world's. Sharing a model's
-misses among its R endpoints instead (the router moves IW requests between regions) let each
-agent bear 1/R of the misses it caused: it cut GPU-hours and lost SLO (docs/results.md). Its observation (``EndpointFeatures``) is
+of its own: the GPU cost of its own servers plus all the misses and drops of its model's requests
+in every region (``info["endpoint_reward_terms"]``). Two other splits were tried and failed
+(docs/results.md): 1/R of the model's misses each (the agents' rewards then sum to the world's)
+let each agent bear a third of the misses it caused, so it sold SLO for GPU-hours; only the misses
+of the requests it served itself taught it to pass its load to the other regions, whose agents
+were charged for it. Its observation (``EndpointFeatures``) is
 the endpoint's part of the world's, its region's servers, the time, one-hots of its region and
 model and the mean of its model's endpoints' entries.
 
@@ -55,11 +57,15 @@ class EndpointFeatures:
         return spaces.Box(self(flat_space.low).min(0), self(flat_space.high).max(0), dtype=np.float32)
 
 
-def agent_rewards(terms: dict) -> np.ndarray:
-    """Each (world, endpoint) agent's reward from the endpoints' reward terms (each (N, E)): its
-    own part of the world's reward, the cost of its servers and the misses and drops of the
-    requests it served, each miss counted once where it happened."""
-    return sum(terms[k] for k in REWARD_TERMS)
+def agent_rewards(terms: dict, n_regions: int, n_models: int) -> np.ndarray:
+    """Each (world, endpoint) agent's reward from the endpoints' reward terms (each (N, E)): the
+    cost of its own servers plus all of its model's service terms (the misses and drops of that
+    model's requests in every region): the router moves a model's IW requests between regions,
+    so an endpoint's shortfall shows as misses of its model anywhere."""
+    service = sum(terms[k] for k in REWARD_TERMS if k != "cost")
+    n = service.shape[0]
+    per_model = service.reshape(n, n_regions, n_models).sum(1, keepdims=True)
+    return terms["cost"] + np.broadcast_to(per_model, (n, n_regions, n_models)).reshape(n, -1)
 
 
 def act_per_endpoint(model: Any, features: EndpointFeatures, flat: np.ndarray, masks: Optional[np.ndarray],
@@ -106,7 +112,8 @@ class EndpointAgents(VecEnv):
 
     def step_wait(self):
         obs, _, world_dones, world_infos = self.worlds.step_wait()
-        reward = agent_rewards(self.worlds.endpoint_terms).reshape(-1)
+        f = self.features
+        reward = agent_rewards(self.worlds.endpoint_terms, f.n_regions, f.n_models).reshape(-1)
         dones = np.repeat(world_dones, self.n_endpoints)
         self._returns += reward
         self._lengths += 1

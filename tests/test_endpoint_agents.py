@@ -43,7 +43,7 @@ def test_features_hold_the_endpoints_own_entries_its_models_mean_and_its_ids():
             assert {0.1, 0.2, 0.3, 0.4} <= {round(v, 6) for v in row.tolist()}
 
 
-def test_agents_split_each_world_and_their_rewards_sum_to_its_reward():
+def test_agents_split_each_world_and_share_their_models_misses():
     worlds, alone = _worlds(2), _worlds(2)
     agents = EndpointAgents(worlds)
     E = agents.n_endpoints
@@ -59,19 +59,22 @@ def test_agents_split_each_world_and_their_rewards_sum_to_its_reward():
         action = (rng.random(masks.shape) * masks).argmax(1)
         obs, reward, dones, infos = agents.step(action)
         _, world_reward, world_dones, world_infos = alone.step(action.reshape(2, E))
-        np.testing.assert_allclose(reward.reshape(2, E).sum(1), world_reward, rtol=1e-5)
+        world_cost = alone.endpoint_terms["cost"].sum(1)
+        np.testing.assert_allclose(reward.reshape(2, E).sum(1), world_cost + 3 * (world_reward - world_cost), rtol=1e-5)
         np.testing.assert_array_equal(dones, np.repeat(world_dones, E))
-        np.testing.assert_allclose(reward, sum(alone.endpoint_terms.values()).reshape(-1), rtol=1e-6, atol=1e-9)
+        service = sum(v for k, v in alone.endpoint_terms.items() if k != "cost").reshape(2, 3, 4).sum(1)
+        team = reward.reshape(2, 3, 4) - alone.endpoint_terms["cost"].reshape(2, 3, 4)
+        np.testing.assert_allclose(team, np.broadcast_to(service[:, None], team.shape), rtol=1e-5, atol=1e-7)
     assert dones.all() and all(i["TimeLimit.truncated"] and "terminal_observation" in i for i in infos)
     assert [i["kpis"] for i in infos[:E]] == [world_infos[0]["kpis"]] * E
 
 
-def test_agent_rewards_are_each_endpoints_own_terms():
+def test_agent_rewards_give_each_endpoint_its_cost_and_all_of_its_models_misses():
     terms = {k: np.zeros((1, 6)) for k in ("cost", "iw_slo_miss", "iw_e2e_miss", "niw_deadline_miss", "drop")}
-    terms["cost"][0] = [-1, -2, -3, -4, -5, -6]
+    terms["cost"][0] = [-1, -2, -3, -4, -5, -6]      # 2 regions x 3 models
     terms["iw_slo_miss"][0] = [-10, 0, 0, -30, 0, -6]
     terms["drop"][0, 1] = -0.5
-    np.testing.assert_allclose(agent_rewards(terms)[0], [-11, -2.5, -3, -34, -5, -12])
+    np.testing.assert_allclose(agent_rewards(terms, 2, 3)[0], [-41, -2.5, -9, -44, -5.5, -12])
 
 
 def test_a_trained_endpoint_agent_acts_in_the_task_envs(tmp_path):
