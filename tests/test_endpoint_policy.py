@@ -104,15 +104,17 @@ def test_vector_validation_replays_the_same_days_and_keeps_the_best(tmp_path):
     assert rows[0].startswith("timesteps,reward") and len(rows) == 3
 
 
-@pytest.mark.parametrize("env_id", ["Burst-v1", "Day-fast-v1"])
-def test_the_shipped_v1_agent_runs_in_the_task_envs(env_id):
-    """rl_v1 was trained in Burst-vec-v1; the detailed and fast task envs give it the same
-    spaces, and it acts within its masks (max_delta 4, 60 s decisions from its metadata)."""
+@pytest.mark.parametrize("name, env_id", [("rl_v1", "Burst-v1"), ("rl_v1", "Day-fast-v1"), ("rl_v1_mix", "DayLight-v1"),
+                                          ("rl_v1_mix", "Outage-fast-v1")])
+def test_the_shipped_v1_agents_run_in_the_task_envs(name, env_id):
+    """rl_v1 and rl_v1_mix were trained in Burst-vec-v1 (rl_v1_mix also in DayLight-vec-v1); the
+    detailed and fast task envs give them the same spaces, and they act within their masks
+    (max_delta 4, 60 s decisions from their metadata)."""
     from agents import make_policy
     from agents.runner import make_env_for, run_episode
     from sageserve_env.tasks import task
 
-    policy = make_policy("rl_v1")
+    policy = make_policy(name)
     env = make_env_for(policy, {**task(env_id).env_kwargs(), "horizon_s": 600.0})
     policy.check_env(env)
     assert env.max_delta == 4 and env.interval == 60.0
