@@ -238,7 +238,7 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
                           f"got {cfg.validation_seeds}")
     check_env_kwargs(cfg.env, cfg.env_kwargs, "env_kwargs").close()
     check_env_kwargs(cfg.env, {**cfg.env_kwargs, **cfg.eval_env_kwargs}, "eval_env_kwargs").close()
-    check_mix(cfg, vector)
+    check_vector_options(cfg, vector)
     hp["n_envs"] = int(cfg.n_envs if cfg.n_envs is not None else hp.get("n_envs", 1))
     hp["n_timesteps"] = int(cfg.n_timesteps if cfg.n_timesteps is not None else hp.get("n_timesteps", 100000))
     hp["normalize"] = hp.get("normalize", False) if cfg.normalize is None else cfg.normalize
@@ -252,7 +252,7 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
     return hp
 
 
-def check_mix(cfg: TrainConfig, vector: bool) -> None:
+def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
     """``mix_envs`` (and ``endpoint_agents``) need vectorized IDs; ``mix_envs`` with ``env``'s
     spaces, seeds and options."""
     from agents.training import seed_splits
