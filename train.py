@@ -51,12 +51,15 @@ class TrainConfig:
     worlds split evenly among the IDs (one agent for several tasks); validation then covers each
     ID's ``validation_seeds`` and chooses by the mean reward over all of them. ``endpoint_agents``
     (vectorized envs): each endpoint of each world is an agent of one shared policy with its own
-    reward (``agents.endpoint_agents``); ``n_envs`` still counts worlds, ``n_timesteps`` world steps."""
+    reward (``agents.endpoint_agents``); ``n_envs`` still counts worlds, ``n_timesteps`` world steps.
+    ``task_weights`` (vectorized envs): one multiplier per ID of ``env`` then ``mix_envs`` of the
+    rewards its worlds train on (validation and scores keep the env's rewards)."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
     env_kwargs: Dict[str, Any] = field(default_factory=dict)
     mix_envs: List[str] = field(default_factory=list)
+    task_weights: List[float] = field(default_factory=list)
     n_envs: Optional[int] = None
     n_timesteps: Optional[int] = None
     seed: int = 0
@@ -260,6 +263,17 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
     if cfg.endpoint_agents and not vector:
         raise ConfigError(f"endpoint_agents needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
                           + (" with residual=true" if cfg.residual else ""))
+    ids = [cfg.env, *cfg.mix_envs]
+    if cfg.task_weights:
+        if not vector or cfg.endpoint_agents:
+            raise ConfigError("task_weights needs a vectorized env (<Task>-vec-v1) without endpoint_agents"
+                              + (f", not {cfg.env}" if not vector else ""))
+        if len(cfg.task_weights) != len(ids):
+            raise ConfigError(f"task_weights has {len(cfg.task_weights)} numbers, one per ID of env and mix_envs "
+                              f"({len(ids)}: {ids}) is needed")
+        bad = [w for w in cfg.task_weights if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise ConfigError(f"task_weights must be finite numbers > 0, got {list(cfg.task_weights)}")
     if not cfg.mix_envs:
         return
     if not vector:
@@ -397,7 +411,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
 
         ids = [cfg.env, *cfg.mix_envs]
         venv = SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
-                                           **cfg.env_kwargs) for env_id in ids))
+                                           **cfg.env_kwargs) for env_id in ids),
+                            weights=list(cfg.task_weights) or None)
         if cfg.endpoint_agents:
             from agents.endpoint_agents import EndpointAgents
 
@@ -464,7 +479,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
     probe = gym.make(cfg.env, **cfg.env_kwargs).unwrapped  # the settings the agent acts under
     env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
                   "forecaster": probe.config["forecaster"]}
-    meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs), "endpoint_agents": cfg.endpoint_agents,
+    meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs),
+            "task_weights": list(cfg.task_weights), "endpoint_agents": cfg.endpoint_agents,
             "env_kwargs": env_kwargs, "residual": cfg.residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}

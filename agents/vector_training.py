@@ -24,11 +24,18 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 class SB3VectorEnv(VecEnv):
     """``VecEnv`` of the worlds of gymnasium ``VectorEnv``s with ``SAME_STEP`` autoreset, one
     after the other; ``seed(s)`` seeds world i of every part with day s + i. After a step,
-    ``endpoint_terms[term]`` (worlds, endpoints) holds each endpoint's part of the reward terms."""
+    ``endpoint_terms[term]`` (worlds, endpoints) holds each endpoint's part of the reward terms.
+    ``weights`` (one per part, default 1) multiply the rewards the agent learns from, so that a
+    task of small rewards (a light day) counts in the gradient; the ``episode`` records keep the
+    env's own returns."""
 
-    def __init__(self, *parts: Any) -> None:
+    def __init__(self, *parts: Any, weights: Optional[Sequence[float]] = None) -> None:
         if not parts:
             raise ValueError("SB3VectorEnv needs at least one vector env")
+        weights = [1.0] * len(parts) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(parts) or not all(np.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"SB3VectorEnv weights must be one finite number > 0 per vector env "
+                             f"({len(parts)}), got {weights}")
         first = parts[0]
         for k, part in enumerate(parts[1:], 1):
             if (part.single_observation_space != first.single_observation_space
@@ -39,6 +46,7 @@ class SB3VectorEnv(VecEnv):
         self.parts = parts
         self._dict_space = first.single_observation_space
         self._bounds = np.cumsum([0] + [part.num_envs for part in parts])
+        self.weights = weights
         super().__init__(int(self._bounds[-1]), spaces.flatten_space(self._dict_space), first.single_action_space)
         self._actions: Optional[np.ndarray] = None
         self.endpoint_terms: Dict[str, np.ndarray] = {}
@@ -65,7 +73,7 @@ class SB3VectorEnv(VecEnv):
         flat, rewards, dones, endpoint_terms = [], [], [], []
         infos: List[dict] = [{} for _ in range(self.num_envs)]
         elapsed = round(time.time() - self._t0, 6)
-        for part, lo, hi in zip(self.parts, self._bounds[:-1], self._bounds[1:]):
+        for part, weight, lo, hi in zip(self.parts, self.weights, self._bounds[:-1], self._bounds[1:]):
             obs, reward, terminated, truncated, info = part.step(self._actions[lo:hi])
             done = terminated | truncated
             self._returns[lo:hi] += reward
@@ -82,7 +90,7 @@ class SB3VectorEnv(VecEnv):
                 self._returns[lo:hi][done] = 0.0
                 self._lengths[lo:hi][done] = 0
             flat.append(self._flat(obs))
-            rewards.append(reward)
+            rewards.append(reward * weight)
             dones.append(done)
             endpoint_terms.append(info["endpoint_reward_terms"])
         self.endpoint_terms = {k: np.concatenate([t[k] for t in endpoint_terms]) for k in endpoint_terms[0]

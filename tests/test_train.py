@@ -64,6 +64,10 @@ def test_resume_takes_the_hyperparameters_given(tmp_path):
     (["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServeSmall-fast-v1]"], "more than once"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServe-small-fast-v1]", "n_envs=3"],
      "does not split evenly"),
+    (["task_weights=[1,5]"], "needs a vectorized env"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[1,5]"], "one per ID of env and mix_envs"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[0]"], "finite numbers > 0"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[2]", "endpoint_agents=true"], "without endpoint_agents"),
 ])
 def test_bad_configuration_fails_before_training(tmp_path, capsys, argv, match):
     assert train.main([f"log_folder={tmp_path}", *argv]) == 2

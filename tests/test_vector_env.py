@@ -157,6 +157,29 @@ def test_sb3_adapter_joins_vector_envs_world_by_world():
     with pytest.raises(ValueError, match="other spaces"):
         SB3VectorEnv(make(1), make(1, max_delta=1))
 
+
+def test_sb3_adapter_weights_scale_what_the_agent_learns_not_the_episode_records():
+    """``weights``: part k's rewards times its weight; the ``episode`` returns stay the env's."""
+    from agents.vector_training import SB3VectorEnv
+
+    def make(n):
+        return gym.make_vec(SMALL, num_envs=n, vectorization_mode="vector_entry_point", horizon_s=300.0)
+
+    plain, weighted = SB3VectorEnv(make(2), make(1)), SB3VectorEnv(make(2), make(1), weights=[1.0, 4.0])
+    for venv in (plain, weighted):
+        venv.seed(5)
+        venv.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        actions = np.concatenate([_random_masked(part, rng) for part in plain.parts])
+        (_, r_plain, done, info_plain), (_, r_weighted, _, info_weighted) = plain.step(actions), weighted.step(actions)
+        np.testing.assert_allclose(r_weighted, r_plain * np.array([1.0, 1.0, 4.0], dtype=np.float32), rtol=1e-6)
+    assert done.all()
+    assert [i["episode"]["r"] for i in info_weighted] == [i["episode"]["r"] for i in info_plain]
+    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="weights"):
+            SB3VectorEnv(make(1), make(1), weights=bad)
+
 def test_sb3_env_checker_and_vec_check_nan():
     """SB3's own checks: ``check_env`` on the one-world env, ``VecCheckNan`` (raising) over an
     episode of the SB3 adapter."""
