@@ -299,7 +299,9 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
 def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, normalize: bool):
     """(model, venv): a new model on ``venv``, or the ``resume`` checkpoint loaded onto it with
     the hyperparameters given on the command line (``hyperparams.<key>=value``) in place of the
-    checkpoint's; a bad hyperparameter or checkpoint is a ConfigError (before the run folder exists)."""
+    checkpoint's (``policy_kwargs`` on top of its own, when its weights still fit the network they
+    make, e.g. ``week_phase: false``); a bad hyperparameter or checkpoint is a ConfigError (before
+    the run folder exists)."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.learned import algorithms, normalizer_path
@@ -309,15 +311,22 @@ def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, norm
     if cfg.resume:
         norm = normalizer_path(Path(cfg.resume))
         changes = {k: hp[k] for k in cfg.hyperparams if k in hp}
-        if "policy" in changes or "policy_kwargs" in changes:
-            raise ConfigError("resume: a checkpoint keeps its policy network; hyperparams.policy and "
-                              "hyperparams.policy_kwargs cannot change it")
+        if "policy" in changes:
+            raise ConfigError("resume: a checkpoint keeps its policy class; hyperparams.policy cannot change it")
+        network = changes.pop("policy_kwargs", None)
         try:
             if normalize and norm.exists():
                 venv = VecNormalize.load(str(norm), venv)
             elif normalize:
                 venv = VecNormalize(venv)
-            return algo.load(cfg.resume, env=venv, device="cpu", tensorboard_log=tb, **changes), venv
+            custom = {}
+            if network is not None:
+                from stable_baselines3.common.save_util import load_from_zip_file
+
+                saved = load_from_zip_file(cfg.resume, load_data=True, device="cpu")[0].get("policy_kwargs", {})
+                custom["policy_kwargs"] = {**saved, **network}
+            return algo.load(cfg.resume, env=venv, device="cpu", tensorboard_log=tb, custom_objects=custom,
+                             **changes), venv
         except Exception as exc:  # SB3 passes on whatever zipfile, torch or pickle raise
             raise ConfigError(f"resume: cannot continue from {cfg.resume!r} with algo={cfg.algo}: "
                               f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None

@@ -11,6 +11,11 @@ instance changes. The critic reads the mean and the max of the embeddings. Witho
 ``endpoint_ids`` the network is equivariant under permutations of the endpoints.
 ``hold_prior`` adds to the initial logit of "no change", so that the untrained policy mostly
 holds its allocation (a uniform one is a random walk of the fleet) and explores around it.
+``week_phase=False`` makes the network read the sine and cosine of the week as 0, their
+normalized mean: an agent trained on one weekday has seen a sliver of the week's phase, and on
+the other days those inputs fall many deviations outside it. The weights are the same either
+way, so a trained agent can be loaded or trained on without them (``train.py resume=...
+hyperparams.policy_kwargs={hidden: 32, week_phase: false}``).
 
 Select with ``policy: agents.endpoint_policy:MaskableEndpointPolicy`` in a hyperparameter file
 (``policy_kwargs: {hidden: 64}``); the layout comes from the spaces, so nothing else is told.
@@ -28,7 +33,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from sageserve_env.env.sageserve_env import REGION_ENTRIES, WORLD_ENTRIES, observation_space
+from sageserve_env.env.sageserve_env import REGION_ENTRIES, TIME_FEATURES, WORLD_ENTRIES, observation_space
 
 
 def endpoint_layout(flat_size: int, n_endpoints: int) -> Tuple[np.ndarray, np.ndarray, int, int]:
@@ -63,11 +68,16 @@ class EndpointNetwork(nn.Module):
     """The shared encoder, actor and critic trunks (SB3's ``mlp_extractor``): the actor's latent
     is (batch, endpoints x hidden), the critic's (batch, 2 hidden)."""
 
-    def __init__(self, flat_size: int, n_endpoints: int, hidden: int, endpoint_ids: bool) -> None:
+    def __init__(self, flat_size: int, n_endpoints: int, hidden: int, endpoint_ids: bool,
+                 week_phase: bool = True) -> None:
         super().__init__()
         own, shared, n_regions, n_models = endpoint_layout(flat_size, n_endpoints)
         self.register_buffer("own", torch.as_tensor(own, dtype=torch.long), persistent=False)
         self.register_buffer("shared", torch.as_tensor(shared, dtype=torch.long), persistent=False)
+        read = np.ones(len(shared), dtype=np.float32)  # the world's entries: the time features
+        if not week_phase:
+            read[[TIME_FEATURES.index("sin_week"), TIME_FEATURES.index("cos_week")]] = 0.0
+        self.register_buffer("shared_read", torch.as_tensor(read), persistent=False)
         ids = np.zeros((n_endpoints, 0))
         if endpoint_ids:
             ids = np.concatenate([np.repeat(np.eye(n_regions), n_models, axis=0),
@@ -82,7 +92,8 @@ class EndpointNetwork(nn.Module):
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         b, e = features.shape[0], self.n_endpoints
-        x = torch.cat([features[:, self.own], features[:, self.shared].unsqueeze(1).expand(b, e, -1),
+        world = features[:, self.shared] * self.shared_read
+        x = torch.cat([features[:, self.own], world.unsqueeze(1).expand(b, e, -1),
                        self.ids.unsqueeze(0).expand(b, e, -1)], dim=2)
         return self.encoder(x)  # (batch, endpoints, hidden)
 
@@ -119,15 +130,18 @@ class EndpointHead(nn.Module):
 class EndpointMixin:
     """Replaces the MLP trunk and the action layer of an SB3 actor-critic policy."""
 
-    def __init__(self, *args, hidden: int = 64, endpoint_ids: bool = True, hold_prior: float = 0.0, **kwargs) -> None:
+    def __init__(self, *args, hidden: int = 64, endpoint_ids: bool = True, hold_prior: float = 0.0,
+                 week_phase: bool = True, **kwargs) -> None:
         self.hidden, self.endpoint_ids, self.hold_prior = int(hidden), bool(endpoint_ids), float(hold_prior)
+        self.week_phase = bool(week_phase)
         super().__init__(*args, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
         nvec = np.asarray(self.action_space.nvec)
         if not isinstance(self.action_space, spaces.MultiDiscrete) or len(set(nvec.tolist())) != 1:
             raise ValueError(f"the endpoint policies need one MultiDiscrete choice per endpoint, got {self.action_space}")
-        self.mlp_extractor = EndpointNetwork(self.features_dim, len(nvec), self.hidden, self.endpoint_ids)
+        self.mlp_extractor = EndpointNetwork(self.features_dim, len(nvec), self.hidden, self.endpoint_ids,
+                                             self.week_phase)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
@@ -141,7 +155,7 @@ class EndpointMixin:
 
     def _get_constructor_parameters(self) -> dict:
         return {**super()._get_constructor_parameters(), "hidden": self.hidden, "endpoint_ids": self.endpoint_ids,
-                "hold_prior": self.hold_prior}
+                "hold_prior": self.hold_prior, "week_phase": self.week_phase}
 
 
 class EndpointPolicy(EndpointMixin, ActorCriticPolicy):

@@ -56,6 +56,30 @@ def test_without_ids_permuting_endpoints_permutes_the_logits():
     torch.testing.assert_close(values[1], values[0])
 
 
+def test_without_week_phase_the_week_changes_nothing_and_the_weights_still_fit():
+    from sageserve_env.env.sageserve_env import TIME_FEATURES
+
+    torch.manual_seed(0)
+    seeing, blind = _policy(EndpointPolicy, hidden=16), _policy(EndpointPolicy, hidden=16, week_phase=False)
+    blind.load_state_dict(seeing.state_dict())  # the same parameters: the trained agent loads either way
+    space = observation_space(3, 4)
+    sample = {k: np.random.default_rng(2).random(s.shape).astype(np.float32) for k, s in space.spaces.items()}
+    sunday = {**sample, "time": sample["time"].copy()}
+    sunday["time"][[TIME_FEATURES.index("sin_week"), TIME_FEATURES.index("cos_week")]] = [-0.8, 0.6]
+    later = {**sample, "time": sample["time"].copy()}
+    later["time"][TIME_FEATURES.index("sin_day")] = -0.5
+    x = torch.as_tensor(np.stack([spaces.flatten(space, d) for d in (sample, sunday, later)]))
+
+    def logits(policy):
+        with torch.no_grad():
+            return policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(x)))
+
+    seen, unseen = logits(seeing), logits(blind)
+    assert not torch.allclose(seen[0], seen[1])  # the week's phase moves the agent that reads it
+    torch.testing.assert_close(unseen[0], unseen[1])  # and not the blind one
+    assert not torch.allclose(unseen[0], unseen[2])  # which still reads the time of day
+
+
 def test_hold_prior_starts_at_no_change_and_survives_save_and_load(tmp_path):
     from sb3_contrib import MaskablePPO
 

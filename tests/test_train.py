@@ -52,6 +52,24 @@ def test_resume_takes_the_hyperparameters_given(tmp_path):
                        f"resume={run / 'model.zip'}"]) == 2
 
 
+def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
+    """policy_kwargs on resume go on top of the checkpoint's: the same weights, week_phase off."""
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    network = ["hyperparams.policy=agents.endpoint_policy:MaskableEndpointPolicy", "hyperparams.batch_size=64",
+               "hyperparams.policy_kwargs={hidden: 8}", "env=sageserve_env/SageServeSmall-fast-v1"]
+    run = _train(tmp_path, "algo=maskable_ppo", *network)
+    checkpoint = run / "checkpoints" / "rl_model_128_steps.zip"
+    resumed = _train(tmp_path, "algo=maskable_ppo", *network[1:2], "env=sageserve_env/SageServeSmall-fast-v1",
+                     "hyperparams.policy_kwargs={week_phase: false}", f"resume={checkpoint}")
+    before = MaskablePPO.load(checkpoint, device="cpu").policy
+    after = MaskablePPO.load(resumed / "model.zip", device="cpu").policy
+    assert (before.hidden, before.week_phase) == (8, True) and (after.hidden, after.week_phase) == (8, False)
+    assert before.state_dict().keys() == after.state_dict().keys()
+    assert not all(torch.equal(before.state_dict()[k], after.state_dict()[k]) for k in before.state_dict())
+
+
 @pytest.mark.parametrize("argv, match", [
     (["algo=dqn"], "unknown algo"),
     (["algo=ppo", "hyperparams.use_masks=true"], "use_masks needs algo=maskable_ppo"),

@@ -44,6 +44,7 @@ def reward_presets() -> Dict[str, Dict[str, float]]:
 
 REGION_ENTRIES = ("region",)  # observation entries per region (R, ...); "time" is the world's; the rest per endpoint
 WORLD_ENTRIES = ("time",)
+TIME_FEATURES = ("sin_day", "cos_day", "sin_week", "cos_week")  # the "time" entry, in order
 
 
 def observation_space(n_regions: int, n_models: int) -> spaces.Dict:
