@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     for label, data in curves:
         steps = [s / 1e6 for s in data["timesteps"]]
         for ax, key, name in zip(axes, ("reward", "billed_gpu_hours", "iw_slo_attainment"),
-                                 ("validation reward (mean over days)", "billed GPU-hours per day", "IW SLO attainment")):
+                                 ("validation reward (mean over episodes)", "billed GPU-hours per episode", "IW SLO attainment")):
             ax.plot(steps, data[key], marker=".", label=label)
             ax.set_ylabel(name, fontsize=9)
     for ref in args.reference:
