@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Trains the shipped v1 agents again, one after the other: rl_v1 (10M steps on Burst-vec-v1),
 # rl_v1_mix (4M more, half Burst and half DayLight worlds, cost reward), rl_v1_mix3 (0.5M more,
-# a third each of Burst, Day and DayLight worlds, balanced reward) and rl_v1_mix4 (1M more, blind
-# to the week's phase, a quarter each of Burst, Day, DayLight and Week worlds). README, "The v1
-# agents", says why each stage and how its checkpoint was chosen; this script takes those.
+# a third each of Burst, Day and DayLight worlds, balanced reward), rl_v1_mix4 (1M more, blind to
+# the week's phase, a quarter each of Burst, Day, DayLight and Week worlds) and rl_v1_mix5 (0.5M
+# more, DayLight's rewards x3). README, "The v1 agents", says why each stage and how its
+# checkpoint was chosen; this script takes those.
 #
 #   bash scripts/train_v1_agents.sh [LOGS]      # default logs/v1_agents; prints each stage's minutes
 #
@@ -42,8 +43,14 @@ stage rl_v1_mix4 'mix_envs=[sageserve_env/Day-vec-v1,sageserve_env/DayLight-vec-
   eval_freq=500000 save_freq=500000 n_timesteps=1000000 hyperparams.batch_size=1024 \
   'hyperparams.policy_kwargs={week_phase:false}' torch_threads=2 resume="$(run rl_v1_mix3)/best_model.zip"
 
+stage rl_v1_mix5 'mix_envs=[sageserve_env/Day-vec-v1,sageserve_env/DayLight-vec-v1,sageserve_env/Week-vec-v1]' \
+  n_envs=256 seed=4 'env_kwargs={max_delta:4,reward:balanced}' 'eval_env_kwargs={reward:balanced}' \
+  eval_freq=500000 save_freq=500000 n_timesteps=500000 hyperparams.batch_size=1024 'task_weights=[1,1,3,1]' \
+  torch_threads=1 resume="$(run rl_v1_mix4)/best_model.zip"
+
 echo "rl_v1:      $(run rl_v1_b)/best_model.zip"
 echo "rl_v1_mix:  $(run rl_v1_mix)/checkpoints/rl_model_13508864_steps.zip"
 echo "rl_v1_mix3: $(run rl_v1_mix3)/best_model.zip"
 echo "rl_v1_mix4: $(run rl_v1_mix4)/best_model.zip"
+echo "rl_v1_mix5: $(run rl_v1_mix5)/best_model.zip"
 echo "total: $(( SECONDS / 60 )) min"
