@@ -133,6 +133,8 @@ class EndpointMixin:
     def __init__(self, *args, hidden: int = 64, endpoint_ids: bool = True, hold_prior: float = 0.0,
                  week_phase: bool = True, **kwargs) -> None:
         self.hidden, self.endpoint_ids, self.hold_prior = int(hidden), bool(endpoint_ids), float(hold_prior)
+        if not isinstance(week_phase, (bool, np.bool_)):  # bool("false") would be True
+            raise ValueError(f"week_phase must be true or false, got {week_phase!r}")
         self.week_phase = bool(week_phase)
         super().__init__(*args, **kwargs)
 

@@ -88,6 +88,11 @@ def test_without_week_phase_the_week_changes_nothing_and_the_weights_still_fit()
     assert not torch.allclose(unseen[0], unseen[2])  # which still reads the time of day
 
 
+def test_week_phase_must_be_a_boolean():
+    with pytest.raises(ValueError, match="week_phase must be true or false, got 'flase'"):
+        _policy(EndpointPolicy, hidden=8, week_phase="flase")
+
+
 def test_hold_prior_starts_at_no_change_and_survives_save_and_load(tmp_path):
     from sb3_contrib import MaskablePPO
 
