@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -74,6 +75,7 @@ class TrainConfig:
     progress_bar: bool = True
     resume: Optional[str] = None
     bc_policy: Optional[str] = None
+    bc_envs: List[str] = field(default_factory=list)
     bc_dataset: Optional[str] = None
     bc_episodes: int = 4
     bc_epochs: int = 20
@@ -145,7 +147,12 @@ def parse_args(argv: List[str]) -> TrainConfig:
 
 def check_hyperparams(hp: Dict[str, Any], source: str) -> None:
     """Every number finite and the known ones in range, else a ConfigError naming the key and
-    where it came from (``source``: the hyperparameter file and the command line)."""
+    where it came from (``source``: the hyperparameter file and the command line); ``policy_kwargs``
+    a mapping."""
+    kwargs = hp.get("policy_kwargs")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ConfigError(f"hyperparameter 'policy_kwargs' = {kwargs!r} ({source}): must be a mapping, "
+                          "e.g. hyperparams.policy_kwargs={hidden:32}")
     for key, value in hp.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if key in HYPERPARAM_RANGES and value is not None:
@@ -169,6 +176,18 @@ def check_env_kwargs(env_id: str, kwargs: Dict[str, Any], what: str) -> gym.Env:
         return gym.make(env_id, **kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{what} = {kwargs}: {exc}") from None
+
+
+def check_same_spaces(cfg: TrainConfig, env_id: str, what: str) -> None:
+    """``env_id`` is registered and, with ``cfg.env_kwargs``, has ``cfg.env``'s spaces (the ``what`` option names it)."""
+    if env_id not in gym.registry:
+        raise ConfigError(f"{what}: {env_id!r} is not a registered env")
+    env = check_env_kwargs(env_id, cfg.env_kwargs, f"{what} {env_id} with env_kwargs")
+    base = gym.make(cfg.env, **cfg.env_kwargs)
+    if env.observation_space != base.observation_space or env.action_space != base.action_space:
+        raise ConfigError(f"{what}: {env_id} has other observation or action spaces than {cfg.env}")
+    env.close()
+    base.close()
 
 
 def resolve(cfg: TrainConfig) -> Dict[str, Any]:
@@ -210,6 +229,16 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"resume: checkpoint {cfg.resume!r} is not a model .zip saved by train.py")
     if cfg.bc_policy:
         check_policy_spec(cfg.bc_policy)
+    if cfg.bc_envs and not cfg.bc_policy:
+        raise ConfigError("bc_envs names where bc_policy plays its demonstrations; give bc_policy too")
+    for env_id in cfg.bc_envs:
+        check_same_spaces(cfg, env_id, "bc_envs")
+    if cfg.bc_policy:
+        for env_id in cfg.bc_envs or [cfg.env]:
+            if not hasattr(gym.make(env_id, **cfg.env_kwargs).unwrapped, "view"):
+                raise ConfigError(f"bc_policy plays in {env_id}, whose env gives baselines no view of the "
+                                  "simulator; name an ID of its spaces that does in bc_envs, "
+                                  "e.g. bc_envs=[sageserve_env/Burst-fast-v1] for Burst-vec-v1")
     if cfg.bc_dataset:
         from agents.datasets import check_dataset
 
@@ -345,9 +374,9 @@ def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, norm
     return model, venv
 
 
-def env_factory(cfg: TrainConfig, validation: bool = False, reach: int = 2):
-    """A picklable constructor of one training (or validation) env; ``reach`` bounds a residual
-    agent's adjustment."""
+def env_factory(cfg: TrainConfig, validation: bool = False, reach: int = 2, env_id: Optional[str] = None):
+    """A picklable constructor of one training (or validation) env of ``env_id`` (default ``cfg.env``);
+    ``reach`` bounds a residual agent's adjustment."""
 
     def make() -> gym.Env:
         from stable_baselines3.common.monitor import Monitor
@@ -356,7 +385,7 @@ def env_factory(cfg: TrainConfig, validation: bool = False, reach: int = 2):
         from agents.training import ResidualPlan, ValidationDays
 
         kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs} if validation else cfg.env_kwargs
-        env: gym.Env = gym.make(cfg.env, **kwargs)
+        env: gym.Env = gym.make(env_id or cfg.env, **kwargs)
         if validation:
             env = ValidationDays(env, cfg.validation_seeds)
         if cfg.residual:
@@ -403,6 +432,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
+    import numpy
     import torch
     from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
@@ -445,8 +475,10 @@ def train(cfg: TrainConfig, job: Job) -> int:
         obs, actions = demonstrations(cfg.bc_dataset)
     if cfg.bc_policy and not cfg.resume:
         expert = make_policy(cfg.bc_policy)
-        obs, actions = collect_demonstrations(env_factory(cfg, reach=residual_reach), expert, cfg.bc_episodes,
-                                              seeds=list(range(cfg.seed + 500, cfg.seed + 500 + cfg.bc_episodes)))
+        played = [collect_demonstrations(env_factory(cfg, reach=residual_reach, env_id=env_id), expert, cfg.bc_episodes,
+                                         seeds=list(range(cfg.seed + 500, cfg.seed + 500 + cfg.bc_episodes)))
+                  for env_id in cfg.bc_envs or [cfg.env]]
+        obs, actions = (numpy.concatenate(part) for part in zip(*played))
     if (cfg.bc_policy or cfg.bc_dataset) and not cfg.resume:
         if isinstance(venv, VecNormalize):
             venv.obs_rms.update(obs)

@@ -86,6 +86,11 @@ def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
     (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[1,5]"], "one per ID of env and mix_envs"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[0]"], "finite numbers > 0"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[2]", "endpoint_agents=true"], "without endpoint_agents"),
+    (["bc_envs=[sageserve_env/SageServeSmall-v0]"], "give bc_policy too"),
+    (["bc_policy=reactive", "bc_envs=[sageserve_env/Nope-v0]"], "not a registered env"),
+    (["bc_policy=reactive", "bc_envs=[sageserve_env/SageServe-v0]"], "other observation or action spaces"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "bc_policy=reactive"], "gives baselines no view"),
+    (["hyperparams.policy_kwargs=hidden"], "'policy_kwargs' = 'hidden'"),
 ])
 def test_bad_configuration_fails_before_training(tmp_path, capsys, argv, match):
     assert train.main([f"log_folder={tmp_path}", *argv]) == 2
@@ -183,3 +188,11 @@ def test_mixed_tasks_train_one_agent_and_validate_on_each(tmp_path):
         parts = [float(row[f"{task}/reward"]) for task in ("SageServeSmall-fast-v1", "SageServe-small-fast-v1")]
         assert float(row["reward"]) == pytest.approx(np.mean(parts))
     assert yaml.safe_load((run / "model.yaml").read_text())["mix_envs"] == ["sageserve_env/SageServe-small-fast-v1"]
+
+
+def test_demonstrations_come_from_each_of_bc_envs(tmp_path, capsys):
+    """``bc_envs``: the expert plays ``bc_episodes`` days in each ID, here the one-world scalar
+    envs of a vectorized ID's spaces (30 decisions a half-hour day)."""
+    _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "n_envs=2", "bc_policy=reactive", "bc_episodes=1",
+           "bc_epochs=1", "bc_envs=[sageserve_env/SageServeSmall-fast-v0,sageserve_env/SageServe-small-fast-v0]")
+    assert "behaviour cloning of reactive: 60 decisions" in capsys.readouterr().out
