@@ -130,7 +130,8 @@ class SB3VectorEnv(VecEnv):
 class VectorValidation(BaseCallback):
     """Every ``every`` env steps, one deterministic episode of the model on the validation days
     ``first_seed .. first_seed + n - 1`` of each task in ``tasks`` (its name -> a constructor of
-    its vector env of n worlds), all in one ``SB3VectorEnv`` (world i of a task is day
+    its vector env of n worlds), one task after the other (a week's worlds outlast a day's: run
+    together, the days' worlds would step on for nothing; world i of a task is day
     ``first_seed + i``, as a single env seeded so): logs ``validation/reward``,
     ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over every
     validation world; with several tasks also per task, ``validation/<task>/...``) to the run's
@@ -178,29 +179,15 @@ class VectorValidation(BaseCallback):
             self.evaluate()
 
     def evaluate(self) -> Dict[str, float]:
-        from agents.endpoint_agents import EndpointFeatures, act_per_endpoint
-
         start = time.perf_counter()
-        venv = SB3VectorEnv(*(make(self.n_days) for make in self.tasks.values()))
-        venv.seed(self.first_seed)
         norm = self.model.get_vec_normalize_env()
         normalize = norm.normalize_obs if norm is not None else None
-        per_endpoint = self.agents_per_world > 1
-        features = EndpointFeatures(venv.observation_space.shape[0], len(venv.action_space.nvec)) if per_endpoint else None
-        obs, done = venv.reset(), np.zeros(venv.num_envs, dtype=bool)
-        finals: List[dict] = [{} for _ in range(venv.num_envs)]
-        while not done.all():
-            masks = venv.action_masks() if self.masked else None
-            if per_endpoint:
-                action = act_per_endpoint(self.model, features, obs, masks, normalize)
-            else:
-                kwargs = {} if masks is None else {"action_masks": masks}
-                action, _ = self.model.predict(normalize(obs) if normalize else obs, deterministic=True, **kwargs)
-            obs, _, dones, infos = venv.step(action)
-            for i in np.flatnonzero(dones & ~done):
-                finals[i] = infos[i]["kpis"]
-            done |= dones
-        venv.close()
+        finals: List[dict] = []
+        for make in self.tasks.values():
+            venv = SB3VectorEnv(make(self.n_days))
+            venv.seed(self.first_seed)
+            finals.extend(self.episode(venv, normalize))
+            venv.close()
         figures = {k: float(np.mean([f[name] for f in finals])) for k, name in self.FIGURES}
         if len(self.tasks) > 1:
             for t, task in enumerate(self.tasks):
@@ -217,6 +204,28 @@ class VectorValidation(BaseCallback):
             if norm is not None:
                 norm.save(str(self.out / "best_model_vecnormalize.pkl"))
         return figures
+
+
+    def episode(self, venv: SB3VectorEnv, normalize: Optional[Callable[[np.ndarray], np.ndarray]]) -> List[dict]:
+        """The final KPIs of each world of ``venv`` after one deterministic episode of the model."""
+        from agents.endpoint_agents import EndpointFeatures, act_per_endpoint
+
+        features = (EndpointFeatures(venv.observation_space.shape[0], len(venv.action_space.nvec))
+                    if self.agents_per_world > 1 else None)
+        obs, done = venv.reset(), np.zeros(venv.num_envs, dtype=bool)
+        finals: List[dict] = [{} for _ in range(venv.num_envs)]
+        while not done.all():
+            masks = venv.action_masks() if self.masked else None
+            if features is not None:
+                action = act_per_endpoint(self.model, features, obs, masks, normalize)
+            else:
+                kwargs = {} if masks is None else {"action_masks": masks}
+                action, _ = self.model.predict(normalize(obs) if normalize else obs, deterministic=True, **kwargs)
+            obs, _, dones, infos = venv.step(action)
+            for i in np.flatnonzero(dones & ~done):
+                finals[i] = infos[i]["kpis"]
+            done |= dones
+        return finals
 
 
 class EpisodeKPIs(BaseCallback):
