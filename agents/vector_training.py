@@ -205,7 +205,6 @@ class VectorValidation(BaseCallback):
                 norm.save(str(self.out / "best_model_vecnormalize.pkl"))
         return figures
 
-
     def episode(self, venv: SB3VectorEnv, normalize: Optional[Callable[[np.ndarray], np.ndarray]]) -> List[dict]:
         """The final KPIs of each world of ``venv`` after one deterministic episode of the model."""
         from agents.endpoint_agents import EndpointFeatures, act_per_endpoint
