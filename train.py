@@ -19,6 +19,7 @@ policies=[ckpt:PATH]`` loads).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pkgutil
@@ -32,7 +33,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import gymnasium as gym
 import yaml
@@ -54,7 +55,10 @@ class TrainConfig:
     (vectorized envs): each endpoint of each world is an agent of one shared policy with its own
     reward (``agents.endpoint_agents``); ``n_envs`` still counts worlds, ``n_timesteps`` world steps.
     ``task_weights`` (vectorized envs): one multiplier per ID of ``env`` then ``mix_envs`` of the
-    rewards its worlds train on (validation and scores keep the env's rewards)."""
+    rewards its worlds train on (validation and scores keep the env's rewards).
+    ``validation_workers=1`` (vectorized envs): each validation plays a snapshot of the model in a
+    worker process while training goes on, with the same figures, best model and trained weights
+    as validating in the training process (0; ``agents.vector_training.VectorValidation``)."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
@@ -87,6 +91,7 @@ class TrainConfig:
     ship: bool = False
     ship_as: str = "rl"
     torch_threads: int = 1
+    validation_workers: int = 0
 
 
 @dataclass
@@ -137,7 +142,7 @@ HYPERPARAM_RANGES = {
 FLATTEN = "gymnasium.wrappers.FlattenObservation"  # the hyperparameter files' env_wrapper, for RL Zoo
 # TrainConfig counts: (key, lowest allowed)
 COUNT_FIELDS = (("eval_freq", 0), ("eval_episodes", 1), ("save_freq", 0), ("bc_episodes", 1), ("bc_epochs", 0),
-                ("torch_threads", 1))
+                ("torch_threads", 1), ("validation_workers", 0))
 
 
 def parse_args(argv: List[str]) -> TrainConfig:
@@ -289,6 +294,12 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
     spaces, seeds and options."""
     from agents.training import seed_splits
 
+    if cfg.validation_workers > 1:
+        raise ConfigError(f"validation_workers must be 0 (validate in the training process) or 1 (in a worker "
+                          f"process beside it), got {cfg.validation_workers}")
+    if cfg.validation_workers and not vector:
+        raise ConfigError(f"validation_workers=1 needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
+                          + (" with residual=true" if cfg.residual else ""))
     if cfg.endpoint_agents and not vector:
         raise ConfigError(f"endpoint_agents needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
                           + (" with residual=true" if cfg.residual else ""))
@@ -496,16 +507,14 @@ def train(cfg: TrainConfig, job: Job) -> int:
 
         callbacks.append(EpisodeKPIs())
     if cfg.eval_freq and cfg.validation_seeds and vector:
-        from agents.vector_training import VectorValidation
+        from agents.vector_training import VectorValidation, make_vector_env
 
-        def validation_env(env_id: str) -> Callable[[int], Any]:
-            return lambda n: gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
-                                          **{**cfg.env_kwargs, **cfg.eval_env_kwargs})
-
-        tasks = {env_id.split("/")[-1]: validation_env(env_id) for env_id in [cfg.env, *cfg.mix_envs]}
+        kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
+        tasks = {env_id.split("/")[-1]: functools.partial(make_vector_env, env_id, kwargs)
+                 for env_id in [cfg.env, *cfg.mix_envs]}
         callbacks.append(VectorValidation(tasks, cfg.validation_seeds[0], len(cfg.validation_seeds),
                                           cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo",
-                                          agents_per_world=agents_per_world))
+                                          agents_per_world=agents_per_world, workers=cfg.validation_workers))
     elif cfg.eval_freq and cfg.validation_seeds:
         eval_env = DummyVecEnv([env_factory(cfg, validation=True, reach=residual_reach)])
         if normalize:

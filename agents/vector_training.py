@@ -6,14 +6,21 @@ each in turn (several tasks train one agent side by side): flat observations (th
 ``gymnasium.spaces.flatten``), SB3's done convention (``terminal_observation`` and
 ``TimeLimit.truncated`` in each world's info; the vector envs autoreset in the same step), the
 ``episode`` record ``Monitor`` would write with the episode's KPIs beside it (``kpis``), and
-``action_masks`` for MaskablePPO; ``VectorValidation``, the validation days of a run on it.
+``action_masks`` for MaskablePPO; ``VectorValidation``, the validation days of a run on it
+(``ValidationEpisodes``), in the training process or in a worker process beside it.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
+import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from gymnasium import spaces
@@ -127,32 +134,148 @@ class SB3VectorEnv(VecEnv):
         return [None] * self.num_envs
 
 
-class VectorValidation(BaseCallback):
-    """Every ``every`` env steps, one deterministic episode of the model on the validation days
-    ``first_seed .. first_seed + n - 1`` of each task in ``tasks`` (its name -> a constructor of
-    its vector env of n worlds), one task after the other (a week's worlds outlast a day's: run
-    together, the days' worlds would step on for nothing; world i of a task is day
-    ``first_seed + i``, as a single env seeded so): logs ``validation/reward``,
-    ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over every
-    validation world; with several tasks also per task, ``validation/<task>/...``) to the run's
-    logger and a row to ``validation.csv``, and saves the best model by that mean reward as
-    ``best_model.zip`` (with the normalization statistics it ran with). ``agents_per_world`` > 1:
-    the model is the shared policy of ``agents.endpoint_agents.EndpointAgents`` (its timesteps
-    are agent decisions; ``every`` and the CSV count world steps)."""
+def make_vector_env(env_id: str, kwargs: Dict[str, Any], n: int) -> Any:
+    """``n`` worlds of the vectorized ID ``env_id`` with the env options ``kwargs``; as
+    ``functools.partial(make_vector_env, env_id, kwargs)`` a picklable task constructor of
+    ``VectorValidation``, one a worker process can call."""
+    import gymnasium as gym
+
+    import sageserve_env  # noqa: F401  (registers the IDs in a fresh process)
+
+    return gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
+
+
+@dataclass(frozen=True)
+class ValidationEpisodes:
+    """The validation episodes of a run: one deterministic episode on the days ``first_seed .. first_seed
+    + n_days - 1`` of each task in ``tasks`` (its name -> a constructor of its vector env of n
+    worlds), one task after the other (a week's worlds outlast a day's: run together, the days'
+    worlds would step on for nothing; world i of a task is day ``first_seed + i``, as a single env
+    seeded so). Picklable when the constructors are (``make_vector_env``), so that a worker
+    process can play it; it draws on no global random state (numpy's, ``random``'s or torch's)."""
 
     FIGURES = (("reward", "reward"), ("billed_gpu_hours", "billed_gpu_hours"),
                ("iw_slo_attainment", "iw_slo_attainment_served"))
 
+    tasks: Dict[str, Callable[[int], Any]]
+    first_seed: int
+    n_days: int
+    masked: bool
+    agents_per_world: int = 1
+
+    def figures(self, model: Any, normalize: Optional[Callable[[np.ndarray], np.ndarray]]) -> Dict[str, float]:
+        """The mean reward, billed GPU-hours and IW SLO attainment of ``model`` over every
+        validation world (with several tasks also each task's, ``<task>/<figure>``)."""
+        finals: List[dict] = []
+        for make in self.tasks.values():
+            venv = SB3VectorEnv(make(self.n_days))
+            venv.seed(self.first_seed)
+            finals.extend(self.episode(model, venv, normalize))
+            venv.close()
+        figures = {k: float(np.mean([f[name] for f in finals])) for k, name in self.FIGURES}
+        if len(self.tasks) > 1:
+            for t, task in enumerate(self.tasks):
+                days = finals[t * self.n_days:(t + 1) * self.n_days]
+                figures.update({f"{task}/{k}": float(np.mean([f[name] for f in days])) for k, name in self.FIGURES})
+        return figures
+
+    def episode(self, model: Any, venv: SB3VectorEnv,
+                normalize: Optional[Callable[[np.ndarray], np.ndarray]]) -> List[dict]:
+        """The final KPIs of each world of ``venv`` after one deterministic episode of ``model``."""
+        from agents.endpoint_agents import EndpointFeatures, act_per_endpoint
+
+        features = (EndpointFeatures(venv.observation_space.shape[0], len(venv.action_space.nvec))
+                    if self.agents_per_world > 1 else None)
+        obs, done = venv.reset(), np.zeros(venv.num_envs, dtype=bool)
+        finals: List[dict] = [{} for _ in range(venv.num_envs)]
+        while not done.all():
+            masks = venv.action_masks() if self.masked else None
+            if features is not None:
+                action = act_per_endpoint(model, features, obs, masks, normalize)
+            else:
+                kwargs = {} if masks is None else {"action_masks": masks}
+                action, _ = model.predict(normalize(obs) if normalize else obs, deterministic=True, **kwargs)
+            obs, _, dones, infos = venv.step(action)
+            for i in np.flatnonzero(dones & ~done):
+                finals[i] = infos[i]["kpis"]
+            done |= dones
+        return finals
+
+
+def validate_snapshot(episodes: ValidationEpisodes, algo: type, model_path: str,
+                      normalizer_path: Optional[str]) -> Dict[str, float]:
+    """``episodes.figures`` of the model saved at ``model_path`` (by ``algo.save``) with the
+    ``VecNormalize`` statistics saved at ``normalizer_path`` (None: none), and ``seconds``,
+    the time of this call (loading included): what the validation worker process runs."""
+    start = time.perf_counter()
+    model = algo.load(model_path, device="cpu")
+    normalize = None
+    if normalizer_path is not None:
+        with open(normalizer_path, "rb") as f:
+            normalize = pickle.load(f).normalize_obs  # VecNormalize.load without a venv to wrap
+    figures = episodes.figures(model, normalize)
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
+def _start_worker(torch_threads: int) -> None:
+    """A validation worker computes with as many torch threads as training (the same sums)."""
+    import torch
+
+    torch.set_num_threads(torch_threads)
+
+
+class VectorValidation(BaseCallback):
+    """Every ``every`` env steps, the validation episodes ``ValidationEpisodes(tasks, first_seed, n_days,
+    masked, agents_per_world)`` of the model: logs ``validation/reward``,
+    ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over every
+    validation world; with several tasks also per task, ``validation/<task>/...``),
+    ``validation/seconds`` and ``validation/timesteps`` (the world steps of the model validated)
+    to the run's logger and a row to ``validation.csv``, and saves the best model by that mean
+    reward as ``best_model.zip`` (with the normalization statistics it ran with). ``agents_per_world``
+    > 1: the model is the shared policy of ``agents.endpoint_agents.EndpointAgents`` (its
+    timesteps are agent decisions; ``every`` and the CSV count world steps).
+
+    ``workers=0``: each validation runs in the training process, which waits for it. ``workers=1``:
+    the model and its statistics are saved as a snapshot (``validation/<steps>.zip`` and
+    ``_vecnormalize.pkl`` in ``out``, deleted once validated; the best is copied to
+    ``best_model.*``), validated in one worker process (spawned; the task constructors must be
+    picklable, ``make_vector_env``) while training goes on, and its results taken in order as they
+    are done (at the end of training, all of them). The figures, the rows and the best model are
+    those of ``workers=0`` (the same episodes of the same weights, and validation touches neither
+    the training env nor any random state, so training is the same too); ``seconds`` is the
+    worker's own time for the validation, and the logger writes the figures at the step at which
+    they arrive (``validation/timesteps`` says which model's they are; a result arriving before
+    the logger wrote the previous one replaces its figures there, the CSV keeps both). A
+    validation that fails in the worker raises a ``RuntimeError`` naming its steps in training."""
+
+    FIGURES = ValidationEpisodes.FIGURES
+
     def __init__(self, tasks: Dict[str, Callable[[int], Any]], first_seed: int, n_days: int, every: int,
-                 out: Path, masked: bool, agents_per_world: int = 1) -> None:
+                 out: Path, masked: bool, agents_per_world: int = 1, workers: int = 0) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("VectorValidation needs at least one task")
-        self.tasks, self.first_seed, self.n_days = dict(tasks), int(first_seed), int(n_days)
-        self.every, self.out, self.masked = int(every), Path(out), masked
+        if workers not in (0, 1):
+            raise ValueError(f"VectorValidation workers must be 0 (validate in the training process) or 1, "
+                             f"got {workers}")
+        self.episodes = ValidationEpisodes(dict(tasks), int(first_seed), int(n_days), masked, int(agents_per_world))
+        if workers:
+            try:
+                pickle.dumps(self.episodes)
+            except Exception as exc:  # pickle raises PicklingError, AttributeError or TypeError
+                raise ValueError("VectorValidation with workers=1 needs picklable task constructors, e.g. "
+                                 f"functools.partial(make_vector_env, env_id, kwargs): {exc}") from None
+        self.every, self.out, self.workers = int(every), Path(out), workers
         self.agents_per_world = int(agents_per_world)
         self.best = -np.inf
         self._last = -np.inf
+        self._pool: Optional[ProcessPoolExecutor] = None
+        self._pending: Deque[Tuple[int, Future, Path, Optional[Path]]] = deque()
+
+    @property
+    def tasks(self) -> Dict[str, Callable[[int], Any]]:
+        return self.episodes.tasks
 
     def columns(self) -> List[str]:
         """``validation.csv``'s columns: the means over every world, then (several tasks) each task's."""
@@ -163,6 +286,12 @@ class VectorValidation(BaseCallback):
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "validation.csv", "w") as f:
             f.write(",".join(self.columns()) + "\n")
+        if self.workers:
+            import torch
+
+            (self.out / "validation").mkdir(exist_ok=True)
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=(torch.get_num_threads(),))
 
     def _steps(self) -> int:
         """World env steps so far."""
@@ -171,60 +300,82 @@ class VectorValidation(BaseCallback):
     def _on_step(self) -> bool:
         if self._steps() - self._last >= self.every:
             self._last = self._steps()
-            self.evaluate()
+            self.validate()
+        self._collect(wait=False)
         return True
 
     def _on_training_end(self) -> None:
         if self._steps() != self._last:
+            self.validate()
+        self._collect(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+            (self.out / "validation").rmdir()
+
+    def validate(self) -> None:
+        """Validate the model as it is now: at once (``workers=0``) or in the worker."""
+        if self._pool is None:
             self.evaluate()
+            return
+        steps, norm = self._steps(), self.model.get_vec_normalize_env()
+        model_path = self.out / "validation" / f"{steps}.zip"
+        normalizer = model_path.with_name(f"{steps}_vecnormalize.pkl") if norm is not None else None
+        self.model.save(str(model_path))
+        if norm is not None:
+            norm.save(str(normalizer))
+        future = self._pool.submit(validate_snapshot, self.episodes, type(self.model), str(model_path),
+                                   None if normalizer is None else str(normalizer))
+        self._pending.append((steps, future, model_path, normalizer))
+
+    def _collect(self, wait: bool) -> None:
+        """Report the worker's validations that are done, in order (``wait``: all of them)."""
+        while self._pending and (wait or self._pending[0][1].done()):
+            steps, future, model_path, normalizer = self._pending.popleft()
+            try:
+                figures = future.result()
+            except Exception as exc:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+                raise RuntimeError(f"validation of the model at {steps} world steps failed in the validation "
+                                   f"worker: {type(exc).__name__}: {exc}") from exc
+
+            def save_best() -> None:
+                shutil.copy(model_path, self.out / "best_model.zip")
+                if normalizer is not None:
+                    shutil.copy(normalizer, self.out / "best_model_vecnormalize.pkl")
+
+            self.report(steps, figures, save_best)
+            for path in (model_path, normalizer):
+                if path is not None:
+                    path.unlink()
 
     def evaluate(self) -> Dict[str, float]:
+        """Validate the model now, in this process, and report it; its figures."""
         start = time.perf_counter()
         norm = self.model.get_vec_normalize_env()
-        normalize = norm.normalize_obs if norm is not None else None
-        finals: List[dict] = []
-        for make in self.tasks.values():
-            venv = SB3VectorEnv(make(self.n_days))
-            venv.seed(self.first_seed)
-            finals.extend(self.episode(venv, normalize))
-            venv.close()
-        figures = {k: float(np.mean([f[name] for f in finals])) for k, name in self.FIGURES}
-        if len(self.tasks) > 1:
-            for t, task in enumerate(self.tasks):
-                days = finals[t * self.n_days:(t + 1) * self.n_days]
-                figures.update({f"{task}/{k}": float(np.mean([f[name] for f in days])) for k, name in self.FIGURES})
+        figures = self.episodes.figures(self.model, norm.normalize_obs if norm is not None else None)
         figures["seconds"] = time.perf_counter() - start
-        for k, v in figures.items():
-            self.logger.record(f"validation/{k}", v)
-        with open(self.out / "validation.csv", "a") as f:
-            f.write(",".join(str(v) for v in (self._steps(), *figures.values())) + "\n")
-        if figures["reward"] > self.best:
-            self.best = figures["reward"]
+
+        def save_best() -> None:
             self.model.save(str(self.out / "best_model.zip"))
             if norm is not None:
                 norm.save(str(self.out / "best_model_vecnormalize.pkl"))
+
+        self.report(self._steps(), figures, save_best)
         return figures
 
-    def episode(self, venv: SB3VectorEnv, normalize: Optional[Callable[[np.ndarray], np.ndarray]]) -> List[dict]:
-        """The final KPIs of each world of ``venv`` after one deterministic episode of the model."""
-        from agents.endpoint_agents import EndpointFeatures, act_per_endpoint
-
-        features = (EndpointFeatures(venv.observation_space.shape[0], len(venv.action_space.nvec))
-                    if self.agents_per_world > 1 else None)
-        obs, done = venv.reset(), np.zeros(venv.num_envs, dtype=bool)
-        finals: List[dict] = [{} for _ in range(venv.num_envs)]
-        while not done.all():
-            masks = venv.action_masks() if self.masked else None
-            if features is not None:
-                action = act_per_endpoint(self.model, features, obs, masks, normalize)
-            else:
-                kwargs = {} if masks is None else {"action_masks": masks}
-                action, _ = self.model.predict(normalize(obs) if normalize else obs, deterministic=True, **kwargs)
-            obs, _, dones, infos = venv.step(action)
-            for i in np.flatnonzero(dones & ~done):
-                finals[i] = infos[i]["kpis"]
-            done |= dones
-        return finals
+    def report(self, steps: int, figures: Dict[str, float], save_best: Callable[[], None]) -> None:
+        """The figures of the model at ``steps`` world steps to the logger and ``validation.csv``;
+        ``save_best()`` when its mean reward is the best so far."""
+        self.logger.record("validation/timesteps", steps)
+        for k, v in figures.items():
+            self.logger.record(f"validation/{k}", v)
+        with open(self.out / "validation.csv", "a") as f:
+            f.write(",".join(str(v) for v in (steps, *figures.values())) + "\n")
+        if figures["reward"] > self.best:
+            self.best = figures["reward"]
+            save_best()
 
 
 class EpisodeKPIs(BaseCallback):

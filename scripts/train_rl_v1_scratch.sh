@@ -4,7 +4,8 @@
 # Week-vec-v1, balanced reward with DayLight's counted three times, the endpoint network blind to
 # the week's phase; then 3.0M steps more from its final model with a new seed. Each stage
 # validates every 1.5M steps on 8 validation days of each task (fast fidelity) and keeps its best
-# model; the agent is the second stage's.
+# model; the agent is the second stage's. Validation plays in a worker process while training
+# goes on (validation_workers=1), with the same figures and weights as in the training process.
 #
 #   bash scripts/train_rl_v1_scratch.sh [LOGS]    # default logs/rl_v1_scratch; prints each stage's minutes
 #
@@ -20,7 +21,7 @@ stage() {  # stage NAME OVERRIDES...: one train.py run into LOGS/NAME, timed
   python train.py algo=maskable_ppo env=sageserve_env/Burst-vec-v1 \
     'mix_envs=[sageserve_env/Day-vec-v1,sageserve_env/DayLight-vec-v1,sageserve_env/Week-vec-v1]' n_envs=256 \
     validation_seeds=[10000,10001,10002,10003,10004,10005,10006,10007] eval_freq=1500000 save_freq=500000 \
-    hyperparams.batch_size=1024 'task_weights=[1,1,3,1]' torch_threads=1 progress_bar=false \
+    hyperparams.batch_size=1024 'task_weights=[1,1,3,1]' torch_threads=1 validation_workers=1 progress_bar=false \
     'env_kwargs={max_delta:4,reward:balanced}' 'eval_env_kwargs={reward:balanced}' "$@" log_folder="$LOGS/$name"
   echo "stage $name: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
 }

@@ -91,6 +91,8 @@ def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
     (["bc_policy=reactive", "bc_envs=[sageserve_env/SageServe-v0]"], "other observation or action spaces"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "bc_policy=reactive"], "gives baselines no view"),
     (["hyperparams.policy_kwargs=hidden"], "'policy_kwargs' = 'hidden'"),
+    (["validation_workers=2"], "validation_workers must be 0"),
+    (["validation_workers=1"], "validation_workers=1 needs a vectorized env"),
 ])
 def test_bad_configuration_fails_before_training(tmp_path, capsys, argv, match):
     assert train.main([f"log_folder={tmp_path}", *argv]) == 2
@@ -196,3 +198,53 @@ def test_demonstrations_come_from_each_of_bc_envs(tmp_path, capsys):
     _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "n_envs=2", "bc_policy=reactive", "bc_episodes=1",
            "bc_epochs=1", "bc_envs=[sageserve_env/SageServeSmall-fast-v0,sageserve_env/SageServe-small-fast-v0]")
     assert "behaviour cloning of reactive: 60 decisions" in capsys.readouterr().out
+
+
+def _parameters(path):
+    from sb3_contrib import MaskablePPO
+
+    return MaskablePPO.load(path, device="cpu").policy.state_dict()
+
+
+def test_validation_in_a_worker_process_changes_neither_figures_nor_training(tmp_path):
+    """``validation_workers=1`` validates snapshots in a worker process while training goes on:
+    the same validation.csv rows (but the seconds), the same best model with the same statistics,
+    and the same trained weights as validating in the training process."""
+    import csv
+    import pickle
+
+    import torch
+
+    argv = ["env=sageserve_env/SageServeSmall-fast-v1", "mix_envs=[sageserve_env/SageServe-small-fast-v1]", "n_envs=4",
+            "hyperparams.n_steps=32", "hyperparams.batch_size=64", "eval_freq=128", "validation_seeds=[900,901]",
+            "normalize=true", "save_freq=0", "env_kwargs={horizon_s: 1800, max_delta: 2}"]
+    runs = [_train(tmp_path / f"workers{n}", *argv, f"validation_workers={n}") for n in (0, 1)]
+    rows = [list(csv.DictReader((run / "validation.csv").read_text().splitlines())) for run in runs]
+    assert [r["timesteps"] for r in rows[1]] == ["4", "132", "256"] and all(float(r["seconds"]) > 0 for r in rows[1])
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows[0]] == \
+           [{k: v for k, v in r.items() if k != "seconds"} for r in rows[1]]
+    assert not (runs[1] / "validation").exists()  # the snapshots are gone once validated
+    for name in ("model.zip", "best_model.zip"):
+        sync, worker = (_parameters(run / name) for run in runs)
+        assert sync.keys() == worker.keys() and all(torch.equal(sync[k], worker[k]) for k in sync)
+    stats = [pickle.loads((run / "best_model_vecnormalize.pkl").read_bytes()).obs_rms for run in runs]
+    assert np.array_equal(stats[0].mean, stats[1].mean) and np.array_equal(stats[0].var, stats[1].var)
+
+
+def test_a_validation_failing_in_the_worker_stops_training_and_names_its_steps(tmp_path):
+    import functools
+
+    from sb3_contrib import MaskablePPO
+
+    from agents.vector_training import SB3VectorEnv, VectorValidation, make_vector_env
+
+    kwargs = {"horizon_s": 1800.0, "max_delta": 2}
+    model = MaskablePPO("MlpPolicy", SB3VectorEnv(make_vector_env("sageserve_env/SageServeSmall-fast-v1", kwargs, 2)),
+                        n_steps=8, batch_size=16, device="cpu", seed=0)
+    with pytest.raises(ValueError, match="picklable task constructors"):
+        VectorValidation({"x": lambda n: None}, 900, 1, 8, tmp_path, masked=True, workers=1)
+    broken = VectorValidation({"Nope": functools.partial(make_vector_env, "sageserve_env/Nope-vec-v1", kwargs)},
+                              900, 1, 8, tmp_path, masked=True, workers=1)
+    failure = "validation of the model at 2 world steps failed in the validation worker: NameNotFound.*Nope-vec"
+    with pytest.raises(RuntimeError, match=failure):
+        model.learn(16, callback=broken)
