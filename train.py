@@ -65,6 +65,7 @@ class TrainConfig:
     env_kwargs: Dict[str, Any] = field(default_factory=dict)
     mix_envs: List[str] = field(default_factory=list)
     task_weights: List[float] = field(default_factory=list)
+    task_env_kwargs: List[Dict[str, Any]] = field(default_factory=list)
     n_envs: Optional[int] = None
     n_timesteps: Optional[int] = None
     seed: int = 0
@@ -314,6 +315,8 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
         bad = [w for w in cfg.task_weights if not (math.isfinite(w) and w > 0)]
         if bad:
             raise ConfigError(f"task_weights must be finite numbers > 0, got {list(cfg.task_weights)}")
+    if cfg.task_env_kwargs:
+        check_task_env_kwargs(cfg, vector)
     if not cfg.mix_envs:
         return
     if not vector:
@@ -334,6 +337,38 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
             raise ConfigError(f"mix_envs: {env_id} has other observation or action spaces than {cfg.env}")
         env.close()
     base.close()
+
+
+def check_task_env_kwargs(cfg: TrainConfig, vector: bool) -> None:
+    """``task_env_kwargs``: one mapping (Hydra checks the type) of valid env options per ID of
+    ``env`` and ``mix_envs``, keeping ``env``'s spaces."""
+    ids = [cfg.env, *cfg.mix_envs]
+    if not vector or cfg.endpoint_agents:
+        raise ConfigError("task_env_kwargs needs a vectorized env (<Task>-vec-v1) without endpoint_agents"
+                          + (f", not {cfg.env}" if not vector else ""))
+    if len(cfg.task_env_kwargs) != len(ids):
+        raise ConfigError(f"task_env_kwargs has {len(cfg.task_env_kwargs)} mappings, one per ID of env and "
+                          f"mix_envs ({len(ids)}: {ids}) is needed")
+    base = gym.make(cfg.env, **cfg.env_kwargs)
+    for i, (env_id, kwargs) in enumerate(zip(ids, cfg.task_env_kwargs)):
+        env = check_env_kwargs(env_id, {**cfg.env_kwargs, **kwargs}, f"task_env_kwargs[{i}] for {env_id}")
+        if env.observation_space != base.observation_space or env.action_space != base.action_space:
+            raise ConfigError(f"task_env_kwargs[{i}] gives {env_id} other observation or action spaces than {cfg.env}")
+        env.close()
+    base.close()
+
+
+def vector_training_env(cfg: TrainConfig, n_envs: int) -> Any:
+    """The training worlds of a vectorized run: ``n_envs`` split evenly among ``env`` and
+    ``mix_envs``, each ID's with ``env_kwargs`` and its ``task_env_kwargs``, its rewards weighted
+    by its ``task_weights``."""
+    from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
+
+    ids = [cfg.env, *cfg.mix_envs]
+    own = cfg.task_env_kwargs or [{}] * len(ids)
+    return SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
+                                       **{**cfg.env_kwargs, **kwargs}) for env_id, kwargs in zip(ids, own)),
+                        weights=list(cfg.task_weights) or None)
 
 
 def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, normalize: bool):
@@ -457,12 +492,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
     residual_reach = int(hp.pop("residual_reach", 2))
     if gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual:
-        from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
-
-        ids = [cfg.env, *cfg.mix_envs]
-        venv = SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
-                                           **cfg.env_kwargs) for env_id in ids),
-                            weights=list(cfg.task_weights) or None)
+        venv = vector_training_env(cfg, n_envs)
         if cfg.endpoint_agents:
             from agents.endpoint_agents import EndpointAgents
 
@@ -530,7 +560,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
     env_kwargs = {**cfg.env_kwargs, "max_delta": probe.max_delta, "decision_interval_s": probe.interval,
                   "forecaster": probe.config["forecaster"]}
     meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs),
-            "task_weights": list(cfg.task_weights), "endpoint_agents": cfg.endpoint_agents,
+            "task_weights": list(cfg.task_weights), "task_env_kwargs": [dict(k) for k in cfg.task_env_kwargs],
+            "endpoint_agents": cfg.endpoint_agents,
             "env_kwargs": env_kwargs, "residual": cfg.residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}

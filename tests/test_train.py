@@ -86,6 +86,11 @@ def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
     (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[1,5]"], "one per ID of env and mix_envs"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[0]"], "finite numbers > 0"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "task_weights=[2]", "endpoint_agents=true"], "without endpoint_agents"),
+    (["task_env_kwargs=[{}]"], "needs a vectorized env"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_env_kwargs=[{},{}]"], "one per ID of env and mix_envs"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_env_kwargs=[{reward: {cst: 2}}]"], "unknown reward weight"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_env_kwargs=[{max_delta: 1}]"], "other observation or action"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "task_env_kwargs=[3]"], "Cannot assign int to Dict"),
     (["bc_envs=[sageserve_env/SageServeSmall-v0]"], "give bc_policy too"),
     (["bc_policy=reactive", "bc_envs=[sageserve_env/Nope-v0]"], "not a registered env"),
     (["bc_policy=reactive", "bc_envs=[sageserve_env/SageServe-v0]"], "other observation or action spaces"),
@@ -190,6 +195,26 @@ def test_mixed_tasks_train_one_agent_and_validate_on_each(tmp_path):
         parts = [float(row[f"{task}/reward"]) for task in ("SageServeSmall-fast-v1", "SageServe-small-fast-v1")]
         assert float(row["reward"]) == pytest.approx(np.mean(parts))
     assert yaml.safe_load((run / "model.yaml").read_text())["mix_envs"] == ["sageserve_env/SageServe-small-fast-v1"]
+
+
+def test_task_env_kwargs_give_each_task_its_own_training_reward():
+    """``task_env_kwargs``: the second ID's training worlds learn from its own reward weights
+    (GPU cost counted 30 times), the first ID's from ``env_kwargs``' alone."""
+    cfg = train.TrainConfig(env="sageserve_env/SageServeSmall-fast-v1", mix_envs=["sageserve_env/SageServe-small-fast-v1"],
+                            env_kwargs={"horizon_s": 1800, "max_delta": 2}, task_env_kwargs=[{}, {"reward": {"cost": 30.0}}])
+    plain = train.TrainConfig(**{**vars(cfg), "task_env_kwargs": []})
+    rewards, costs = [], []
+    for c in (cfg, plain):
+        venv = train.vector_training_env(c, 4)
+        venv.seed(3)
+        venv.reset()
+        venv.step_async(np.zeros((4, *venv.action_space.shape), dtype=int))
+        _, reward, _, _ = venv.step_wait()
+        rewards.append(reward)
+        costs.append(venv.endpoint_terms["cost"].sum(axis=1))
+        venv.close()
+    assert np.array_equal(rewards[0][:2], rewards[1][:2])
+    assert np.allclose(costs[0][2:], 30 * costs[1][2:]) and np.all(costs[1][2:] < 0)
 
 
 def test_demonstrations_come_from_each_of_bc_envs(tmp_path, capsys):
