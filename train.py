@@ -304,14 +304,8 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
     if cfg.endpoint_agents and not vector:
         raise ConfigError(f"endpoint_agents needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
                           + (" with residual=true" if cfg.residual else ""))
-    ids = [cfg.env, *cfg.mix_envs]
     if cfg.task_weights:
-        if not vector or cfg.endpoint_agents:
-            raise ConfigError("task_weights needs a vectorized env (<Task>-vec-v1) without endpoint_agents"
-                              + (f", not {cfg.env}" if not vector else ""))
-        if len(cfg.task_weights) != len(ids):
-            raise ConfigError(f"task_weights has {len(cfg.task_weights)} numbers, one per ID of env and mix_envs "
-                              f"({len(ids)}: {ids}) is needed")
+        check_one_per_task(cfg, vector, "task_weights", cfg.task_weights, "numbers")
         bad = [w for w in cfg.task_weights if not (math.isfinite(w) and w > 0)]
         if bad:
             raise ConfigError(f"task_weights must be finite numbers > 0, got {list(cfg.task_weights)}")
@@ -339,16 +333,23 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
     base.close()
 
 
+def check_one_per_task(cfg: TrainConfig, vector: bool, option: str, values: List[Any], kind: str) -> None:
+    """``option`` (``values``, of ``kind``) needs a vectorized env without endpoint_agents and
+    one value per ID of ``env`` then ``mix_envs``."""
+    ids = [cfg.env, *cfg.mix_envs]
+    if not vector or cfg.endpoint_agents:
+        raise ConfigError(f"{option} needs a vectorized env (<Task>-vec-v1) without endpoint_agents"
+                          + (f", not {cfg.env}" if not vector else ""))
+    if len(values) != len(ids):
+        raise ConfigError(f"{option} has {len(values)} {kind}, one per ID of env and mix_envs "
+                          f"({len(ids)}: {ids}) is needed")
+
+
 def check_task_env_kwargs(cfg: TrainConfig, vector: bool) -> None:
     """``task_env_kwargs``: one mapping (Hydra checks the type) of valid env options per ID of
     ``env`` and ``mix_envs``, keeping ``env``'s spaces."""
     ids = [cfg.env, *cfg.mix_envs]
-    if not vector or cfg.endpoint_agents:
-        raise ConfigError("task_env_kwargs needs a vectorized env (<Task>-vec-v1) without endpoint_agents"
-                          + (f", not {cfg.env}" if not vector else ""))
-    if len(cfg.task_env_kwargs) != len(ids):
-        raise ConfigError(f"task_env_kwargs has {len(cfg.task_env_kwargs)} mappings, one per ID of env and "
-                          f"mix_envs ({len(ids)}: {ids}) is needed")
+    check_one_per_task(cfg, vector, "task_env_kwargs", cfg.task_env_kwargs, "mappings")
     base = gym.make(cfg.env, **cfg.env_kwargs)
     for i, (env_id, kwargs) in enumerate(zip(ids, cfg.task_env_kwargs)):
         env = check_env_kwargs(env_id, {**cfg.env_kwargs, **kwargs}, f"task_env_kwargs[{i}] for {env_id}")
