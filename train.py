@@ -56,6 +56,9 @@ class TrainConfig:
     reward (``agents.endpoint_agents``); ``n_envs`` still counts worlds, ``n_timesteps`` world steps.
     ``task_weights`` (vectorized envs): one multiplier per ID of ``env`` then ``mix_envs`` of the
     rewards its worlds train on (validation and scores keep the env's rewards).
+    ``hidden_features`` (vectorized envs): observation features (``queued.iw``; the names of
+    ``sageserve_env.env.sageserve_env.observation_features``) the agent sees as 0 in training,
+    in validation and when it acts (saved in its metadata).
     ``validation_workers=1`` (vectorized envs): each validation plays a snapshot of the model in a
     worker process while training goes on, with the same figures, best model and trained weights
     as validating in the training process (0; ``agents.vector_training.VectorValidation``)."""
@@ -66,6 +69,7 @@ class TrainConfig:
     mix_envs: List[str] = field(default_factory=list)
     task_weights: List[float] = field(default_factory=list)
     task_env_kwargs: List[Dict[str, Any]] = field(default_factory=list)
+    hidden_features: List[str] = field(default_factory=list)
     n_envs: Optional[int] = None
     n_timesteps: Optional[int] = None
     seed: int = 0
@@ -311,6 +315,8 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
             raise ConfigError(f"task_weights must be finite numbers > 0, got {list(cfg.task_weights)}")
     if cfg.task_env_kwargs:
         check_task_env_kwargs(cfg, vector)
+    if cfg.hidden_features:
+        check_hidden_features(cfg, vector)
     if not cfg.mix_envs:
         return
     if not vector:
@@ -331,6 +337,22 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
             raise ConfigError(f"mix_envs: {env_id} has other observation or action spaces than {cfg.env}")
         env.close()
     base.close()
+
+
+def check_hidden_features(cfg: TrainConfig, vector: bool) -> None:
+    """``hidden_features``: names of ``env``'s observation features, in a vectorized env."""
+    from agents.training import hidden_columns
+
+    if not vector:
+        raise ConfigError(f"hidden_features needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
+                          + (" with residual=true" if cfg.residual else ""))
+    env = gym.make(cfg.env, **cfg.env_kwargs)
+    try:
+        hidden_columns(env.observation_space, cfg.hidden_features)
+    except ValueError as exc:
+        raise ConfigError(f"hidden_features = {list(cfg.hidden_features)}: {exc}") from None
+    finally:
+        env.close()
 
 
 def check_one_per_task(cfg: TrainConfig, vector: bool, option: str, values: List[Any], kind: str) -> None:
@@ -362,14 +384,14 @@ def check_task_env_kwargs(cfg: TrainConfig, vector: bool) -> None:
 def vector_training_env(cfg: TrainConfig, n_envs: int) -> Any:
     """The training worlds of a vectorized run: ``n_envs`` split evenly among ``env`` and
     ``mix_envs``, each ID's with ``env_kwargs`` and its ``task_env_kwargs``, its rewards weighted
-    by its ``task_weights``."""
+    by its ``task_weights``, the ``hidden_features`` 0 in its observations."""
     from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
 
     ids = [cfg.env, *cfg.mix_envs]
     own = cfg.task_env_kwargs or [{}] * len(ids)
     return SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
                                        **{**cfg.env_kwargs, **kwargs}) for env_id, kwargs in zip(ids, own)),
-                        weights=list(cfg.task_weights) or None)
+                        weights=list(cfg.task_weights) or None, hidden=list(cfg.hidden_features))
 
 
 def build_model(cfg: TrainConfig, hp: Dict[str, Any], venv: Any, out: Path, normalize: bool):
@@ -545,7 +567,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
                  for env_id in [cfg.env, *cfg.mix_envs]}
         callbacks.append(VectorValidation(tasks, cfg.validation_seeds[0], len(cfg.validation_seeds),
                                           cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo",
-                                          agents_per_world=agents_per_world, workers=cfg.validation_workers))
+                                          agents_per_world=agents_per_world, workers=cfg.validation_workers,
+                                          hidden=list(cfg.hidden_features)))
     elif cfg.eval_freq and cfg.validation_seeds:
         eval_env = DummyVecEnv([env_factory(cfg, validation=True, reach=residual_reach)])
         if normalize:
@@ -562,7 +585,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
                   "forecaster": probe.config["forecaster"]}
     meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs),
             "task_weights": list(cfg.task_weights), "task_env_kwargs": [dict(k) for k in cfg.task_env_kwargs],
-            "endpoint_agents": cfg.endpoint_agents,
+            "endpoint_agents": cfg.endpoint_agents, "hidden_features": list(cfg.hidden_features),
             "env_kwargs": env_kwargs, "residual": cfg.residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}

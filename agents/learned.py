@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from agents.base import Policy
-from agents.training import flat_observation, residual_change, residual_masks
+from agents.training import flat_observation, hidden_columns, residual_change, residual_masks
 
 ENV_KEYS = ("decision_interval_s", "max_delta", "forecaster")  # env settings a model depends on
 
@@ -62,7 +62,8 @@ def _first_line(exc: BaseException) -> str:
 
 class LearnedPolicy(Policy):
     """Acts with a saved model; its metadata says how it was trained (algorithm, env settings,
-    residual mode) so it runs in the env it expects."""
+    residual mode, the observation features it was trained not to see) so it runs in the env it
+    expects."""
 
     def __init__(self, path: Path, name: str = "rl", deterministic: bool = True):
         self.path = Path(path)
@@ -100,6 +101,8 @@ class LearnedPolicy(Policy):
             self.reach = int(self.meta["residual_reach"])
         self.endpoint_agents = bool(self.meta.get("endpoint_agents", False))  # agents.endpoint_agents
         self.features = None
+        self.hidden = list(self.meta.get("hidden_features", []))  # what it was trained not to see
+        self.hidden_columns = np.zeros(0, dtype=np.int64)
         interval = self.meta.get("env_kwargs", {}).get("decision_interval_s")
         self.decision_interval_s = float(interval) if interval else None
 
@@ -129,6 +132,10 @@ class LearnedPolicy(Policy):
                 obs_env, act_env = (self.features.size,), act_env[:1]
             except ValueError:
                 self.features = None
+        try:
+            self.hidden_columns = hidden_columns(base.observation_space, self.hidden)
+        except ValueError as exc:
+            raise ValueError(f"policy {self.name!r} ({self.path}): hidden_features: {exc}") from None
         if obs_model != obs_env or act_model != act_env or (self.endpoint_agents and self.features is None):
             cfg = base.sim_config
             raise ValueError(
@@ -145,6 +152,7 @@ class LearnedPolicy(Policy):
 
     def act(self, obs, env):
         flat = flat_observation(env, obs)
+        flat[self.hidden_columns] = 0.0
         if self.endpoint_agents:
             from agents.endpoint_agents import act_per_endpoint
 

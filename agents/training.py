@@ -13,6 +13,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.base import Policy
+from sageserve_env.env.sageserve_env import observation_features
 
 TRAIN_SEED_LIMIT = 1000  # training days come from seeds below; evaluation uses 1000 and up
 V0_VALIDATION_FROM = 900  # the v0 IDs' validation days: 900 .. 999 (Minari datasets stay below)
@@ -160,6 +161,20 @@ def find_residual(env: gym.Env) -> Optional[ResidualPlan]:
 def flat_observation(env: gym.Env, obs: Dict[str, np.ndarray]) -> np.ndarray:
     """The Dict observation as the flat vector FlattenObservation produces."""
     return spaces.flatten(env.unwrapped.observation_space, obs)
+
+
+def hidden_columns(space: spaces.Dict, features: Sequence[str]) -> np.ndarray:
+    """The columns of the flat observation of ``space`` that hold ``features`` (names of
+    ``observation_features``: ``queued.iw``, ``ttft``): what an agent trained with
+    ``hidden_features`` sees as 0, in training, validation and when it acts (a feature the fast
+    fidelity reproduces badly is one it would learn to trust wrongly). ValueError for a name
+    the space does not have."""
+    names = observation_features(space)
+    unknown = [f for f in features if f not in names]
+    if unknown:
+        raise ValueError(f"unknown observation feature(s) {unknown}: the features are "
+                         f"{list(dict.fromkeys(names))}")
+    return np.flatnonzero(np.isin(names, list(features)))
 
 
 def collect_demonstrations(make_env: Callable[[], gym.Env], expert: Policy, episodes: int,

@@ -27,6 +27,8 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from agents.training import hidden_columns
+
 
 class SB3VectorEnv(VecEnv):
     """``VecEnv`` of the worlds of gymnasium ``VectorEnv``s with ``SAME_STEP`` autoreset, one
@@ -34,9 +36,10 @@ class SB3VectorEnv(VecEnv):
     ``endpoint_terms[term]`` (worlds, endpoints) holds each endpoint's part of the reward terms.
     ``weights`` (one per part, default 1) multiply the rewards the agent learns from, so that a
     task of small rewards (a light day) counts in the gradient; the ``episode`` records keep the
-    env's own returns."""
+    env's own returns. ``hidden`` features (``agents.training.hidden_columns``) read 0 in the
+    flat observations."""
 
-    def __init__(self, *parts: Any, weights: Optional[Sequence[float]] = None) -> None:
+    def __init__(self, *parts: Any, weights: Optional[Sequence[float]] = None, hidden: Sequence[str] = ()) -> None:
         if not parts:
             raise ValueError("SB3VectorEnv needs at least one vector env")
         weights = [1.0] * len(parts) if weights is None else [float(w) for w in weights]
@@ -54,6 +57,7 @@ class SB3VectorEnv(VecEnv):
         self._dict_space = first.single_observation_space
         self._bounds = np.cumsum([0] + [part.num_envs for part in parts])
         self.weights = weights
+        self._hidden = hidden_columns(self._dict_space, hidden)
         super().__init__(int(self._bounds[-1]), spaces.flatten_space(self._dict_space), first.single_action_space)
         self._actions: Optional[np.ndarray] = None
         self.endpoint_terms: Dict[str, np.ndarray] = {}
@@ -63,7 +67,9 @@ class SB3VectorEnv(VecEnv):
 
     def _flat(self, obs) -> np.ndarray:
         n = len(next(iter(obs.values())))
-        return np.concatenate([obs[k].reshape(n, -1) for k in self._dict_space.spaces], axis=1)
+        flat = np.concatenate([obs[k].reshape(n, -1) for k in self._dict_space.spaces], axis=1)
+        flat[:, self._hidden] = 0.0
+        return flat
 
     def reset(self) -> np.ndarray:
         seed = self._seeds[0] if self._seeds and self._seeds[0] is not None else None
@@ -151,8 +157,9 @@ class ValidationEpisodes:
     + n_days - 1`` of each task in ``tasks`` (its name -> a constructor of its vector env of n
     worlds), one task after the other (a week's worlds outlast a day's: run together, the days'
     worlds would step on for nothing; world i of a task is day ``first_seed + i``, as a single env
-    seeded so). Picklable when the constructors are (``make_vector_env``), so that a worker
-    process can play it; it draws on no global random state (numpy's, ``random``'s or torch's)."""
+    seeded so), the agent blind to the ``hidden`` features as in training. Picklable when the
+    constructors are (``make_vector_env``), so that a worker process can play it; it draws on no
+    global random state (numpy's, ``random``'s or torch's)."""
 
     FIGURES = (("reward", "reward"), ("billed_gpu_hours", "billed_gpu_hours"),
                ("iw_slo_attainment", "iw_slo_attainment_served"))
@@ -162,13 +169,14 @@ class ValidationEpisodes:
     n_days: int
     masked: bool
     agents_per_world: int = 1
+    hidden: Tuple[str, ...] = ()
 
     def figures(self, model: Any, normalize: Optional[Callable[[np.ndarray], np.ndarray]]) -> Dict[str, float]:
         """The mean reward, billed GPU-hours and IW SLO attainment of ``model`` over every
         validation world (with several tasks also each task's, ``<task>/<figure>``)."""
         finals: List[dict] = []
         for make in self.tasks.values():
-            venv = SB3VectorEnv(make(self.n_days))
+            venv = SB3VectorEnv(make(self.n_days), hidden=self.hidden)
             venv.seed(self.first_seed)
             finals.extend(self.episode(model, venv, normalize))
             venv.close()
@@ -227,7 +235,7 @@ def _start_worker(torch_threads: int) -> None:
 
 class VectorValidation(BaseCallback):
     """Every ``every`` env steps, the validation episodes ``ValidationEpisodes(tasks, first_seed, n_days,
-    masked, agents_per_world)`` of the model: logs ``validation/reward``,
+    masked, agents_per_world, hidden)`` of the model: logs ``validation/reward``,
     ``validation/billed_gpu_hours`` and ``validation/iw_slo_attainment`` (means over every
     validation world; with several tasks also per task, ``validation/<task>/...``),
     ``validation/seconds`` and ``validation/timesteps`` (the world steps of the model validated)
@@ -252,14 +260,16 @@ class VectorValidation(BaseCallback):
     FIGURES = ValidationEpisodes.FIGURES
 
     def __init__(self, tasks: Dict[str, Callable[[int], Any]], first_seed: int, n_days: int, every: int,
-                 out: Path, masked: bool, agents_per_world: int = 1, workers: int = 0) -> None:
+                 out: Path, masked: bool, agents_per_world: int = 1, workers: int = 0,
+                 hidden: Sequence[str] = ()) -> None:
         super().__init__()
         if not tasks:
             raise ValueError("VectorValidation needs at least one task")
         if workers not in (0, 1):
             raise ValueError(f"VectorValidation workers must be 0 (validate in the training process) or 1, "
                              f"got {workers}")
-        self.episodes = ValidationEpisodes(dict(tasks), int(first_seed), int(n_days), masked, int(agents_per_world))
+        self.episodes = ValidationEpisodes(dict(tasks), int(first_seed), int(n_days), masked, int(agents_per_world),
+                                           tuple(hidden))
         if workers:
             try:
                 pickle.dumps(self.episodes)

@@ -98,6 +98,9 @@ def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
     (["hyperparams.policy_kwargs=hidden"], "'policy_kwargs' = 'hidden'"),
     (["validation_workers=2"], "validation_workers must be 0"),
     (["validation_workers=1"], "validation_workers=1 needs a vectorized env"),
+    (["hidden_features=[queued.iw]"], "hidden_features needs a vectorized env"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "hidden_features=[queued.tokens]"],
+     "unknown observation feature(s) ['queued.tokens']"),
 ])
 def test_bad_configuration_fails_before_training(tmp_path, capsys, argv, match):
     assert train.main([f"log_folder={tmp_path}", *argv]) == 2
@@ -215,6 +218,48 @@ def test_task_env_kwargs_give_each_task_its_own_training_reward():
         venv.close()
     assert np.array_equal(rewards[0][:2], rewards[1][:2])
     assert np.allclose(costs[0][2:], 30 * costs[1][2:]) and np.all(costs[1][2:] < 0)
+
+
+def test_hidden_features_read_zero_in_training_validation_and_acting(tmp_path):
+    """``hidden_features``: the training and validation worlds show the agent 0 in those columns
+    (and only those), its metadata names them, and the loaded agent acts the same whatever
+    they hold, in either fidelity."""
+    import yaml
+
+    from agents.training import hidden_columns
+
+    cfg = train.TrainConfig(env="sageserve_env/SageServeSmall-fast-v1", env_kwargs={"horizon_s": 1800, "max_delta": 2},
+                            hidden_features=["queued.iw", "ttft"])
+    plain = train.TrainConfig(**{**vars(cfg), "hidden_features": []})
+    obs = []
+    for c in (cfg, plain):
+        venv = train.vector_training_env(c, 2)
+        venv.seed(3)
+        venv.reset()
+        for _ in range(20):  # a few minutes in: requests are queued, first tokens have a TTFT
+            venv.step_async(np.full((2, *venv.action_space.shape), 2))
+            flat, _, _, _ = venv.step_wait()
+        obs.append(flat)
+        venv.close()
+    env = make_env_for(make_policy("reactive"), {"scenario": "small", "fidelity": "fast"})
+    cols = hidden_columns(env.unwrapped.observation_space, ["queued.iw", "ttft"])
+    assert len(cols) == 2 * env.unwrapped.n_endpoints
+    assert np.all(obs[0][:, cols] == 0) and np.any(obs[1][:, cols] != 0)
+    others = np.setdiff1d(np.arange(obs[0].shape[1]), cols)
+    assert np.array_equal(obs[0][:, others], obs[1][:, others])
+
+    run = _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "n_envs=2", "hyperparams.batch_size=64",
+                 "eval_freq=128", "validation_seeds=[900]", "hidden_features=[queued.iw,ttft]")
+    assert yaml.safe_load((run / "model.yaml").read_text())["hidden_features"] == ["queued.iw", "ttft"]
+    agent = make_policy(f"ckpt:{run / 'model.zip'}")
+    for fidelity in ("fast", "detailed"):
+        env = make_env_for(agent, {"scenario": "small", "fidelity": fidelity, "horizon_s": 600.0})
+        o, _ = env.reset(seed=1001)
+        agent.reset(env.unwrapped, 1001)
+        shown = {k: v.copy() for k, v in o.items()}
+        shown["queued"][..., 0] = 4.0
+        shown["ttft"][:] = 10.0
+        assert np.array_equal(agent.act(o, env.unwrapped), agent.act(shown, env.unwrapped))
 
 
 def test_demonstrations_come_from_each_of_bc_envs(tmp_path, capsys):

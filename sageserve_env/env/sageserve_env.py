@@ -45,6 +45,15 @@ def reward_presets() -> Dict[str, Dict[str, float]]:
 REGION_ENTRIES = ("region",)  # observation entries per region (R, ...); "time" is the world's; the rest per endpoint
 WORLD_ENTRIES = ("time",)
 TIME_FEATURES = ("sin_day", "cos_day", "sin_week", "cos_week")  # the "time" entry, in order
+# the names of the last axis of the entries that have one (observation_features)
+ENTRY_PARTS = {
+    "instances": ("active", "starting", "draining", "spot"),
+    "utilization": ("mean", "max"),
+    "queued": ("iw", "niw"),
+    "arrival_rate": tuple(f"{int(w // 60)}min" for w in RATE_WINDOWS_S),
+    "region": ("free", "spot"),
+    "time": TIME_FEATURES,
+}
 
 
 def observation_space(n_regions: int, n_models: int) -> spaces.Dict:
@@ -63,6 +72,18 @@ def observation_space(n_regions: int, n_models: int) -> spaces.Dict:
         "region": box(n_regions, 2),
         "time": spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32),
     })
+
+
+def observation_features(space: spaces.Dict) -> List[str]:
+    """The feature of each column of the flat observation (``gymnasium.spaces.flatten`` of
+    ``space``): ``<entry>.<part>`` (``queued.iw``, ``utilization.max``, ``time.sin_day``) for
+    the entries of ``ENTRY_PARTS``, the entry's name for the others (``ttft``)."""
+    names: List[str] = []
+    for key, box in space.spaces.items():
+        parts = ENTRY_PARTS.get(key)
+        cells = int(np.prod(box.shape[:-1])) if parts else int(np.prod(box.shape))
+        names += [f"{key}.{p}" for p in parts] * cells if parts else [key] * cells
+    return names
 
 
 class SageServeEnv(gym.Env):
