@@ -22,8 +22,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 
-def play(env_id: str, seed: int, spec: str, hide: Sequence[str]) -> Dict[str, object]:
-    """One episode: the flat observations the policy was shown and the final KPIs."""
+def play(env_id: str, seed: int, spec: str, hide: Sequence[str], hours: Optional[float] = None) -> Dict[str, object]:
+    """One episode (the task's horizon, or ``hours``): the flat observations the policy was
+    shown and the final KPIs."""
     from gymnasium import spaces
 
     from agents import make_policy
@@ -33,7 +34,10 @@ def play(env_id: str, seed: int, spec: str, hide: Sequence[str]) -> Dict[str, ob
     from sageserve_env.tasks import task
 
     policy = make_policy(spec)
-    env = make_env_for(policy, task(env_id).env_kwargs())
+    kwargs = task(env_id).env_kwargs()
+    if hours is not None:
+        kwargs["horizon_s"] = hours * 3600.0
+    env = make_env_for(policy, kwargs)
     base = env.unwrapped
     columns = hidden_columns(base.observation_space, hide)
     obs, _ = env.reset(seed=seed)
@@ -58,8 +62,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=20000)
     parser.add_argument("--policy", default="rl_v1_budget")
     parser.add_argument("--hide", nargs="*", default=[], help="features shown as 0, e.g. queued.iw")
+    parser.add_argument("--hours", type=float, default=None, help="a shorter episode (default: the task's horizon)")
     args = parser.parse_args(argv)
-    runs = {fid: play(f"{args.task}-{suffix}v1", args.seed, args.policy, args.hide)
+    from agents.training import hidden_columns
+    from sageserve_env.env.sageserve_env import observation_space
+    from sageserve_env.tasks import task
+
+    try:
+        task(f"{args.task}-v1")
+        hidden_columns(observation_space(1, 1), args.hide)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.hours is not None and not args.hours > 0:
+        parser.error(f"--hours must be > 0, got {args.hours}")
+    runs = {fid: play(f"{args.task}-{suffix}v1", args.seed, args.policy, args.hide, args.hours)
             for fid, suffix in (("detailed", ""), ("fast", "fast-"))}
     names = runs["fast"]["names"]
     print(f"{args.policy} on {args.task}, seed {args.seed}" + (f", hiding {args.hide}" if args.hide else ""))

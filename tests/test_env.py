@@ -173,3 +173,24 @@ def test_flatten_wrapper_for_mlp_policies():
     env = gym.wrappers.FlattenObservation(SageServeEnv(scenario="small", horizon_s=600.0))
     obs, _ = env.reset(seed=0)
     assert obs.ndim == 1 and env.observation_space.contains(obs)
+
+
+def test_observation_features_name_each_flat_column():
+    """``observation_features``: a name per column of the flat observation, where each entry's
+    parts land (``queued.iw`` is the first of ``queued``'s last axis, ``ttft`` has none)."""
+    from gymnasium import spaces
+
+    from sageserve_env.env.sageserve_env import observation_features, observation_space
+
+    space = observation_space(2, 3)
+    obs = {k: np.arange(np.prod(b.shape), dtype=np.float32).reshape(b.shape) + 100 * i
+           for i, (k, b) in enumerate(space.spaces.items())}
+    flat = spaces.flatten(space, obs)
+    names = np.array(observation_features(space))
+    assert len(names) == len(flat)
+    np.testing.assert_array_equal(flat[names == "queued.iw"], obs["queued"][..., 0].ravel())
+    np.testing.assert_array_equal(flat[names == "utilization.max"], obs["utilization"][..., 1].ravel())
+    np.testing.assert_array_equal(flat[names == "region.spot"], obs["region"][:, 1])
+    np.testing.assert_array_equal(flat[names == "time.cos_week"], obs["time"][[3]])
+    np.testing.assert_array_equal(flat[names == "ttft"], obs["ttft"].ravel())
+    assert (names == "arrival_rate.15min").sum() == 6

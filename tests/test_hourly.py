@@ -1,4 +1,4 @@
-"""scripts/hourly.py: the per-hour differences of running totals."""
+"""scripts/hourly.py: the per-hour differences of running totals; scripts/observation_gap.py."""
 
 import numpy as np
 from helpers import load_script
@@ -55,3 +55,24 @@ def test_learning_curves_draw_one_task_of_a_multi_task_run(tmp_path):
     assert curves.main([str(tmp_path / "run"), "--task", "A", "--out", str(tmp_path / "a.png")]) == 0
     with pytest.raises(SystemExit, match=r"no columns of task 'B'; it has \['A'\]"):
         curves.main([str(tmp_path / "run"), "--task", "B", "--out", str(tmp_path / "b.png")])
+
+
+def test_observation_gap_plays_both_fidelities_and_names_bad_input(capsys):
+    """scripts/observation_gap.py: one table row per feature, a line per fidelity; an unknown
+    task or feature is a usage error naming it."""
+    import pytest
+
+    from sageserve_env.env.sageserve_env import observation_features, observation_space
+
+    gap = load_script("observation_gap")
+    assert gap.main(["--task", "DayLight", "--policy", "reactive", "--hours", "0.05", "--hide", "queued.iw"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| feature")]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(dict.fromkeys(observation_features(observation_space(3, 4))))
+    assert "detailed: " in out and "fast: " in out
+    for argv, match in ((["--task", "Nope"], "unknown task 'Nope-v1'"),
+                        (["--hide", "queued.tokens"], "unknown observation feature(s) ['queued.tokens']"),
+                        (["--hours", "0"], "--hours must be > 0")):
+        with pytest.raises(SystemExit) as exc:
+            gap.main(argv)
+        assert exc.value.code == 2 and match in capsys.readouterr().err
