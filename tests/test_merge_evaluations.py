@@ -37,3 +37,31 @@ def test_an_episode_in_two_runs_or_a_folder_without_episodes_is_an_error(tmp_pat
     assert "task=A policy=reactive seed=1 is in more than one run" in capsys.readouterr().err
     assert merge.main([str(tmp_path / "out"), str(a), str(tmp_path / "nowhere")]) == 2
     assert "no episodes.csv" in capsys.readouterr().err
+
+
+def test_filters_keep_only_the_named_policies_and_seeds(tmp_path):
+    base = _run(tmp_path / "base", [("A", "reactive", 1, -10.0), ("A", "oracle", 1, -2.0),
+                                    ("A", "reactive", 9, -20.0), ("A", "oracle", 9, -4.0),
+                                    ("A", "lt_ua", 1, -5.0)])
+    assert merge.main([str(tmp_path / "out"), str(base), "--policies", "reactive,oracle", "--seeds", "1",
+                       "--bootstrap", "20"]) == 0
+    episodes = pd.read_csv(tmp_path / "out" / "episodes.csv")
+    assert sorted(episodes.policy) == ["oracle", "reactive"] and set(episodes.seed) == {1}
+
+
+def test_combine_scores_one_agent_a_task_as_one_policy(tmp_path, capsys):
+    base = _run(tmp_path / "base", [("A", "reactive", 1, -10.0), ("A", "oracle", 1, -2.0),
+                                    ("B", "reactive", 1, -10.0), ("B", "oracle", 1, 0.0),
+                                    ("A", "x", 1, -6.0), ("B", "x", 1, -9.0), ("B", "y", 1, -1.0)])
+    assert merge.main([str(tmp_path / "out"), str(base), "--combine", "xy=x@A,y@B", "--bootstrap", "20"]) == 0
+    episodes = pd.read_csv(tmp_path / "out" / "episodes.csv")
+    xy = episodes[episodes.policy == "xy"].sort_values("task")
+    assert xy.task.tolist() == ["A", "B"] and xy.normalized_score.tolist() == pytest.approx([0.5, 0.9])
+    assert merge.main([str(tmp_path / "o2"), str(base), "--combine", "xy=x@A,z@B"]) == 2
+    assert "no episodes of policy 'z' on task 'B'" in capsys.readouterr().err
+    assert merge.main([str(tmp_path / "o3"), str(base), "--combine", "x=y@B"]) == 2
+    assert "policy 'x' is already in the runs" in capsys.readouterr().err
+    assert merge.main([str(tmp_path / "o4"), str(base), "--combine", "xy:x@A"]) == 2
+    assert "expected NAME=POLICY@TASK" in capsys.readouterr().err
+    assert merge.main([str(tmp_path / "o5"), str(base), "--policies", "nobody"]) == 2
+    assert "no episode of policies=['nobody']" in capsys.readouterr().err
