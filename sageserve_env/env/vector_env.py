@@ -98,6 +98,11 @@ class SageServeVectorEnv(VectorEnv):
         self._world_rngs = None
 
     # -- episodes ---------------------------------------------------------------------------
+    @property
+    def seeded(self) -> bool:
+        """Whether the worlds' random streams exist (set by the first ``reset``)."""
+        return self._world_rngs is not None
+
     def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):
         if options:
             raise ValueError(f"SageServeVectorEnv.reset takes no options, got {sorted(options)}")
@@ -313,7 +318,7 @@ class SageServeFastEnv(gym.Env):
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):
         super().reset(seed=seed)
-        if seed is None and self.vector._world_rngs is None:
+        if seed is None and not self.vector.seeded:
             seed = int(self.np_random.integers(2**62))
         obs, info = self.vector.reset(seed=seed, options=options)
         return self._one(obs), self._one(info)
