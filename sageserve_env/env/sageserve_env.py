@@ -403,11 +403,11 @@ class SageServeEnv(gym.Env):
             for e, v in enumerate(values):
                 if not (math.isfinite(v) and v == round(v)):
                     raise ValueError(f"action entries must be integers: action[{e}] = {v!r} "
-                                     f"(endpoint {self._endpoint_name(e)})")
+                                     f"(endpoint {self.endpoint_name(e)})")
         md = self.max_delta
         if min(values) < 0 or max(values) > 2 * md:
             e = next(i for i, v in enumerate(values) if v < 0 or v > 2 * md)
-            raise ValueError(f"action[{e}] = {values[e]!r} (endpoint {self._endpoint_name(e)}) is outside "
+            raise ValueError(f"action[{e}] = {values[e]!r} (endpoint {self.endpoint_name(e)}) is outside "
                              f"0..{2 * md}")
         if kind == "f":
             values = [int(v) for v in values]
@@ -419,7 +419,8 @@ class SageServeEnv(gym.Env):
         return [self.sim.scale(int(e) // n_m, int(e) % n_m, int(deltas[e]))
                 for e in np.argsort(deltas, kind="stable") if deltas[e]]
 
-    def _endpoint_name(self, e: int) -> str:
+    def endpoint_name(self, e: int) -> str:
+        """``region/model`` of action and observation index ``e`` (region-major order)."""
         cfg = self.sim_config
         return f"{cfg.region_names[e // self.n_models]}/{cfg.model_names[e % self.n_models]}"
 

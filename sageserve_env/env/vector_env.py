@@ -180,12 +180,12 @@ class SageServeVectorEnv(VectorEnv):
             if bad.any():
                 n, e = np.argwhere(bad)[0]
                 raise ValueError(f"actions must be integers: actions[{n}, {e}] = {a[n, e].item()!r} "
-                                 f"(world {n}, endpoint {self.template._endpoint_name(int(e))})")
+                                 f"(world {n}, endpoint {self.template.endpoint_name(int(e))})")
         out = (a < 0) | (a > 2 * md)
         if out.any():
             n, e = np.argwhere(out)[0]
             raise ValueError(f"actions[{n}, {e}] = {a[n, e].item()!r} (world {n}, endpoint "
-                             f"{self.template._endpoint_name(int(e))}) is outside 0..{2 * md}")
+                             f"{self.template.endpoint_name(int(e))}) is outside 0..{2 * md}")
         return a.astype(np.int64) - md
 
     # -- masks ------------------------------------------------------------------------------
