@@ -348,8 +348,8 @@ def suite_markdown(table: pd.DataFrame) -> str:
     return markdown(table, ("task", "policy", "episodes", *SUITE_METRICS, "normalized_score"))
 
 
-def suite_aggregates(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
-    """IQM of the normalized score over tasks and P(policy > reactive), stratified bootstrap."""
+def suite_aggregates(episodes: pd.DataFrame, n_boot: int, reference: str = "reactive") -> pd.DataFrame:
+    """IQM of the normalized score over tasks and P(policy > ``reference``), stratified bootstrap."""
     from sageserve_env.aggregate import aggregates
 
     tasks = list(dict.fromkeys(episodes["task"]))
@@ -362,31 +362,32 @@ def suite_aggregates(episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
             per_task.append(x[np.isfinite(x)])
         if all(len(x) for x in per_task):
             scores[policy] = per_task
-    return pd.DataFrame(aggregates(scores, "reactive", n_boot))
+    return pd.DataFrame(aggregates(scores, reference, n_boot))
 
 
-def write_suite(out: Path, episodes: pd.DataFrame, n_boot: int) -> pd.DataFrame:
+def write_suite(out: Path, episodes: pd.DataFrame, n_boot: int, reference: str = "reactive") -> pd.DataFrame:
     """A suite's files in ``out`` from its episodes (one row per task, policy and seed):
-    ``episodes.csv`` with the normalized scores, ``results.csv``/``.md``, ``aggregates.csv``/``.md``."""
+    ``episodes.csv`` with the normalized scores, ``results.csv``/``.md``, ``aggregates.csv``/``.md``
+    (the probability of improvement over ``reference``)."""
     episodes = episodes.copy()
     episodes["normalized_score"] = episode_scores(episodes)
     episodes.to_csv(out / "episodes.csv", index=False)
     table = suite_table(episodes, n_boot)
-    agg = suite_aggregates(episodes, n_boot)
+    agg = suite_aggregates(episodes, n_boot, reference)
     agg.to_csv(out / "aggregates.csv", index=False)
-    (out / "aggregates.md").write_text(aggregates_markdown(agg))
+    (out / "aggregates.md").write_text(aggregates_markdown(agg, reference))
     table.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(suite_markdown(table) + "\n" + aggregates_markdown(agg))
+    (out / "results.md").write_text(suite_markdown(table) + "\n" + aggregates_markdown(agg, reference))
     return episodes
 
 
-def aggregates_markdown(agg: pd.DataFrame) -> str:
+def aggregates_markdown(agg: pd.DataFrame, reference: str = "reactive") -> str:
     if agg.empty:
         return "No aggregate: normalized scores need reactive and oracle on every task.\n"
-    lines = ["| policy | tasks | episodes | IQM normalized score [95% CI] | P(better than reactive) [95% CI] |",
+    lines = [f"| policy | tasks | episodes | IQM normalized score [95% CI] | P(better than {reference}) [95% CI] |",
              "|---|---|---|---|---|"]
     for _, r in agg.iterrows():
-        p = r["p_improve_over_reactive"]
+        p = r[f"p_improve_over_{reference}"]
         ptext = "" if math.isnan(p) else f"{p:.2f} [{r['p_improve_ci_low']:.2f}, {r['p_improve_ci_high']:.2f}]"
         lines.append(f"| {r['policy']} | {r['tasks']} | {r['episodes']} | {r['iqm']:.3f} "
                      f"[{r['iqm_ci_low']:.3f}, {r['iqm_ci_high']:.3f}] | {ptext} |")

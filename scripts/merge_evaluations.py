@@ -2,15 +2,17 @@
 
     python scripts/merge_evaluations.py OUT RUN_DIR [RUN_DIR ...] [--bootstrap 1000]
         [--policies reactive,oracle,...] [--seeds 20000,20001] [--combine NAME=POLICY@TASK,...]
+        [--reference chiron]
 
 Each ``RUN_DIR`` holds the ``episodes.csv`` of a suite run (the baselines today, an agent
 tomorrow, on the same tasks and seeds); ``OUT`` gets the files a single run would have written
 (``episodes.csv`` with the normalized scores recomputed against the merged ``reactive`` and
 ``oracle``, ``results.csv``/``.md``, ``aggregates.csv``/``.md``). ``--policies`` and ``--seeds``
 keep only those episodes of every run; ``--combine`` adds a policy ``NAME`` made of other
-policies' episodes, one policy a task (one shipped agent a task, scored as one). An episode
+policies' episodes, one policy a task (one shipped agent a task, scored as one); ``--reference``
+names the policy the probability of improvement is against (``reactive`` by default). An episode
 (task, policy, seed) found in two runs is an error, as is a run without ``episodes.csv`` or
-without tasks, a filter that keeps nothing, and a ``--combine`` entry naming no episodes.
+without tasks, a filter that keeps nothing, a ``--combine`` entry naming no episodes and a reference with none.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seeds", type=lambda t: _csv_list(t, int), help="keep only these seeds")
     parser.add_argument("--combine", action="append", default=[], metavar="NAME=POLICY@TASK,...",
                         help="add policy NAME made of one policy's episodes a task (repeatable)")
+    parser.add_argument("--reference", default="reactive", help="P(better than this policy) in the aggregates")
     args = parser.parse_args(argv)
     try:
         episodes = merged_episodes(args.runs, args.policies, args.seeds)
@@ -97,11 +100,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if episodes.duplicated(KEYS).any():
             first = episodes[episodes.duplicated(KEYS)].iloc[0]
             raise ValueError(f"--combine: policy {first['policy']!r} is already in the runs")
+        if args.reference not in set(episodes["policy"]):
+            raise ValueError(f"--reference {args.reference!r}: no episodes of that policy")
     except ValueError as exc:
         print(f"merge_evaluations.py: error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    write_suite(args.out, episodes, args.bootstrap)
+    write_suite(args.out, episodes, args.bootstrap, args.reference)
     print((args.out / "results.md").read_text())
     return 0
 

@@ -65,3 +65,15 @@ def test_combine_scores_one_agent_a_task_as_one_policy(tmp_path, capsys):
     assert "expected NAME=POLICY@TASK" in capsys.readouterr().err
     assert merge.main([str(tmp_path / "o5"), str(base), "--policies", "nobody"]) == 2
     assert "no episode of policies=['nobody']" in capsys.readouterr().err
+
+
+def test_reference_sets_the_policy_the_probability_of_improvement_is_against(tmp_path, capsys):
+    base = _run(tmp_path / "base", [("A", "reactive", s, -10.0) for s in (1, 2)]
+                + [("A", "oracle", s, 0.0) for s in (1, 2)]
+                + [("A", "chiron", 1, -2.0), ("A", "chiron", 2, -2.0), ("A", "x", 1, -1.0), ("A", "x", 2, -3.0)])
+    assert merge.main([str(tmp_path / "out"), str(base), "--reference", "chiron", "--bootstrap", "20"]) == 0
+    agg = pd.read_csv(tmp_path / "out" / "aggregates.csv").set_index("policy")
+    assert agg.loc["x", "p_improve_over_chiron"] == pytest.approx(0.5)  # 0.9 > 0.8 > 0.7: one win of two
+    assert "P(better than chiron)" in (tmp_path / "out" / "aggregates.md").read_text()
+    assert merge.main([str(tmp_path / "o2"), str(base), "--reference", "nobody"]) == 2
+    assert "--reference 'nobody': no episodes of that policy" in capsys.readouterr().err
