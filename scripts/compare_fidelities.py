@@ -4,8 +4,9 @@
         [--policies reactive,lt_i,lt_u,lt_ua,chiron,oracle]
 
 Reads the ``episodes.csv`` of ``evaluate.py suite=v1`` runs (``--detailed``) and of
-``suite=v1-fast`` runs (``--fast``, tasks named ``<Task>-fast-v1``), keeps the (task, policy,
-seed) found in both, and prints per task: the seeds compared, the policies ranked by mean reward
+``suite=v1-fast`` runs (``--fast``, tasks named ``<Task>-fast-v1``) as ``merge_evaluations.py``
+does (an episode in two runs of one fidelity is an error), keeps the (task, policy, seed) found
+in both fidelities, and prints per task: the seeds compared, the policies ranked by mean reward
 in each fidelity, Kendall's tau between the mean rewards, and the largest gaps of the fast
 fidelity's mean billed GPU-hours (%) and IW SLO attainment (points) from the detailed one's.
 A task with fewer than two policies in common is an error, as is a policy missing from a task.
@@ -21,21 +22,11 @@ from typing import List, Optional
 import pandas as pd
 from scipy.stats import kendalltau
 
-KEYS = ["task", "policy", "seed"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from merge_evaluations import KEYS, merged_episodes  # noqa: E402
+
 BASELINES = "reactive,lt_i,lt_u,lt_ua,chiron,oracle"
-
-
-def episodes_of(runs: List[Path], policies: List[str]) -> pd.DataFrame:
-    """The runs' episodes of ``policies``, one row per (task, policy, seed) (the first run's when
-    two hold one)."""
-    frames = []
-    for run in runs:
-        path = Path(run) / "episodes.csv"
-        if not path.is_file():
-            raise ValueError(f"{run}: no episodes.csv (not an evaluate.py output folder)")
-        frames.append(pd.read_csv(path))
-    episodes = pd.concat(frames, ignore_index=True)
-    return episodes[episodes["policy"].isin(policies)].drop_duplicates(KEYS)
 
 
 def compare(detailed: pd.DataFrame, fast: pd.DataFrame, policies: List[str]) -> pd.DataFrame:
@@ -84,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if len(policies) < 2:
             raise ValueError(f"--policies {args.policies!r}: a ranking needs two policies or more")
-        table = compare(episodes_of(args.detailed, policies), episodes_of(args.fast, policies), policies)
+        table = compare(merged_episodes(args.detailed, policies), merged_episodes(args.fast, policies), policies)
     except ValueError as exc:
         print(f"compare_fidelities.py: error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ def test_rankings_tau_and_gaps_over_the_episodes_in_both(tmp_path, capsys):
                                   ("A-v1", "z", 1, -3.0, 100.0, 0.7), ("A-v1", "x", 2, -9.0, 1.0, 0.1)])
     fast = _run(tmp_path / "fast", [("A-fast-v1", "x", 1, -2.5, 110.0, 0.93), ("A-fast-v1", "y", 1, -2.0, 95.0, 0.8),
                                     ("A-fast-v1", "z", 1, -3.0, 100.0, 0.7)])
-    table = cf.compare(cf.episodes_of([det], ["x", "y", "z"]), cf.episodes_of([fast], ["x", "y", "z"]), ["x", "y", "z"])
+    table = cf.compare(cf.merged_episodes([det], ["x", "y", "z"]), cf.merged_episodes([fast], ["x", "y", "z"]),
+                       ["x", "y", "z"])
     row = table.iloc[0]
     assert row["seeds"] == "1"  # seed 2 has no fast episode
     assert row["detailed_ranking"] == "x, y, z" and row["fast_ranking"] == "y, x, z"
