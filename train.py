@@ -61,7 +61,10 @@ class TrainConfig:
     in validation and when it acts (saved in its metadata).
     ``validation_workers=1`` (vectorized envs): each validation plays a snapshot of the model in a
     worker process while training goes on, with the same figures, best model and trained weights
-    as validating in the training process (0; ``agents.vector_training.VectorValidation``)."""
+    as validating in the training process (0; ``agents.vector_training.VectorValidation``).
+    ``demand_residual`` (vectorized envs): the agent adjusts the change of a planner that sizes
+    every endpoint for its last five minutes' arrivals by at most ``hyperparams.residual_reach``
+    instances (``agents.demand``), in training, in validation and when it acts."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
@@ -90,6 +93,7 @@ class TrainConfig:
     bc_epochs: int = 20
     residual: bool = False
     endpoint_agents: bool = False
+    demand_residual: bool = False
     residual_forecaster: str = "seasonal_naive"
     residual_prior: float = 2.0
     eval_env_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -308,6 +312,10 @@ def check_vector_options(cfg: TrainConfig, vector: bool) -> None:
     if cfg.endpoint_agents and not vector:
         raise ConfigError(f"endpoint_agents needs a vectorized env (<Task>-vec-v1), not {cfg.env}"
                           + (" with residual=true" if cfg.residual else ""))
+    if cfg.demand_residual and (not vector or cfg.endpoint_agents):
+        raise ConfigError("demand_residual needs a vectorized env (<Task>-vec-v1) without endpoint_agents "
+                          "(residual=true is the single env's residual over lt_i)"
+                          + (f", not {cfg.env}" if not vector else ""))
     if cfg.task_weights:
         check_one_per_task(cfg, vector, "task_weights", cfg.task_weights, "numbers")
         bad = [w for w in cfg.task_weights if not (math.isfinite(w) and w > 0)]
@@ -381,16 +389,17 @@ def check_task_env_kwargs(cfg: TrainConfig, vector: bool) -> None:
     base.close()
 
 
-def vector_training_env(cfg: TrainConfig, n_envs: int) -> Any:
+def vector_training_env(cfg: TrainConfig, n_envs: int, reach: Optional[int] = None) -> Any:
     """The training worlds of a vectorized run: ``n_envs`` split evenly among ``env`` and
     ``mix_envs``, each ID's with ``env_kwargs`` and its ``task_env_kwargs``, its rewards weighted
-    by its ``task_weights``, the ``hidden_features`` 0 in its observations."""
-    from agents.vector_training import SB3VectorEnv  # one process runs every world (v1 fast IDs)
+    by its ``task_weights``, the ``hidden_features`` 0 in its observations; ``reach``: the
+    agent adjusts the demand planner's changes (``agents.demand.ResidualDemand``)."""
+    from agents.vector_training import SB3VectorEnv, make_vector_env  # one process runs every world
 
     ids = [cfg.env, *cfg.mix_envs]
     own = cfg.task_env_kwargs or [{}] * len(ids)
-    return SB3VectorEnv(*(gym.make_vec(env_id, num_envs=n_envs // len(ids), vectorization_mode="vector_entry_point",
-                                       **{**cfg.env_kwargs, **kwargs}) for env_id, kwargs in zip(ids, own)),
+    return SB3VectorEnv(*(make_vector_env(env_id, {**cfg.env_kwargs, **kwargs}, n_envs // len(ids), reach)
+                          for env_id, kwargs in zip(ids, own)),
                         weights=list(cfg.task_weights) or None, hidden=list(cfg.hidden_features))
 
 
@@ -515,7 +524,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
     n_envs, total, normalize = hp.pop("n_envs"), hp.pop("n_timesteps"), hp.pop("normalize")
     residual_reach = int(hp.pop("residual_reach", 2))
     if gym.spec(cfg.env).vector_entry_point is not None and not cfg.residual:
-        venv = vector_training_env(cfg, n_envs)
+        venv = vector_training_env(cfg, n_envs, residual_reach if cfg.demand_residual else None)
         if cfg.endpoint_agents:
             from agents.endpoint_agents import EndpointAgents
 
@@ -563,7 +572,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
         from agents.vector_training import VectorValidation, make_vector_env
 
         kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
-        tasks = {env_id.split("/")[-1]: functools.partial(make_vector_env, env_id, kwargs)
+        reach = residual_reach if cfg.demand_residual else None
+        tasks = {env_id.split("/")[-1]: functools.partial(make_vector_env, env_id, kwargs, reach=reach)
                  for env_id in [cfg.env, *cfg.mix_envs]}
         callbacks.append(VectorValidation(tasks, cfg.validation_seeds[0], len(cfg.validation_seeds),
                                           cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo",
@@ -586,7 +596,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
     meta = {"algo": cfg.algo, "env": cfg.env, "mix_envs": list(cfg.mix_envs),
             "task_weights": list(cfg.task_weights), "task_env_kwargs": [dict(k) for k in cfg.task_env_kwargs],
             "endpoint_agents": cfg.endpoint_agents, "hidden_features": list(cfg.hidden_features),
-            "env_kwargs": env_kwargs, "residual": cfg.residual,
+            "env_kwargs": env_kwargs, "residual": cfg.residual, "demand_residual": cfg.demand_residual,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}
     model_path = out / "model.zip"

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Union
 
 from agents.base import Policy, RandomPolicy, StaticPolicy
 from agents.chiron import ChironPolicy
+from agents.demand import DemandPolicy
 from agents.long_term import LongTermPolicy
 from agents.reactive import ReactivePolicy
 
@@ -44,6 +45,7 @@ def _registry() -> Dict[str, Callable[..., Policy]]:
         "lt_ua": partial(LongTermPolicy, mode="lt_ua"),
         "oracle": partial(LongTermPolicy, mode="oracle"),
         "chiron": ChironPolicy,
+        "demand": DemandPolicy,
     }
 
 

@@ -99,6 +99,11 @@ class LearnedPolicy(Policy):
 
             self.planner = make_policy("lt_i", forecaster=self.meta.get("residual_forecaster", "arima"))
             self.reach = int(self.meta["residual_reach"])
+        elif self.meta.get("demand_residual"):
+            from agents.demand import DemandPolicy
+
+            self.planner = DemandPolicy()
+            self.reach = int(self.meta["residual_reach"])
         self.endpoint_agents = bool(self.meta.get("endpoint_agents", False))  # agents.endpoint_agents
         self.features = None
         self.hidden = list(self.meta.get("hidden_features", []))  # what it was trained not to see

@@ -96,13 +96,15 @@ def residual_change(plan: np.ndarray, adjustment: np.ndarray, reach: int, max_de
 
 
 def residual_masks(full: np.ndarray, plan: np.ndarray, reach: int, max_delta: int) -> np.ndarray:
-    """Adjustments whose combined change the base env's masks allow (no change always allowed)."""
-    full = full.reshape(len(plan), -1)
+    """Adjustments whose combined change the base env's masks allow (no change always allowed);
+    ``plan`` (..., E) with any leading axes (worlds), ``full`` its masks, (..., E x choices)."""
+    plan = np.asarray(plan)
+    full = np.asarray(full).reshape(plan.shape + (-1,))
     adjust = np.arange(2 * reach + 1) - reach
-    change = np.clip(np.asarray(plan)[:, None] + adjust[None, :], -max_delta, max_delta) + max_delta
-    masks = np.take_along_axis(full, change, axis=1)
-    masks[~masks.any(axis=1), reach] = True
-    return masks.reshape(-1)
+    change = np.clip(plan[..., None] + adjust, -max_delta, max_delta) + max_delta
+    masks = np.take_along_axis(full, change, axis=-1)
+    masks[~masks.any(axis=-1), reach] = True
+    return masks.reshape(plan.shape[:-1] + (-1,))
 
 
 class ResidualPlan(gym.Wrapper):

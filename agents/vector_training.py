@@ -140,15 +140,21 @@ class SB3VectorEnv(VecEnv):
         return [None] * self.num_envs
 
 
-def make_vector_env(env_id: str, kwargs: Dict[str, Any], n: int) -> Any:
-    """``n`` worlds of the vectorized ID ``env_id`` with the env options ``kwargs``; as
-    ``functools.partial(make_vector_env, env_id, kwargs)`` a picklable task constructor of
-    ``VectorValidation``, one a worker process can call."""
+def make_vector_env(env_id: str, kwargs: Dict[str, Any], n: int, reach: Optional[int] = None) -> Any:
+    """``n`` worlds of the vectorized ID ``env_id`` with the env options ``kwargs``, their
+    actions adjustments of at most ``reach`` to the demand planner's (``agents.demand.ResidualDemand``)
+    if ``reach`` is given; as ``functools.partial(make_vector_env, env_id, kwargs)`` a picklable
+    task constructor of ``VectorValidation``, one a worker process can call."""
     import gymnasium as gym
 
     import sageserve_env  # noqa: F401  (registers the IDs in a fresh process)
 
-    return gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
+    worlds = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **kwargs)
+    if reach is None:
+        return worlds
+    from agents.demand import ResidualDemand
+
+    return ResidualDemand(worlds, reach=reach)
 
 
 @dataclass(frozen=True)

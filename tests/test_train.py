@@ -97,6 +97,9 @@ def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
     (["env=sageserve_env/SageServeSmall-fast-v1", "bc_policy=reactive"], "gives baselines no view"),
     (["hyperparams.policy_kwargs=hidden"], "'policy_kwargs' = 'hidden'"),
     (["validation_workers=2"], "validation_workers must be 0"),
+    (["demand_residual=true"], "demand_residual needs a vectorized env"),
+    (["env=sageserve_env/SageServeSmall-fast-v1", "demand_residual=true", "endpoint_agents=true"],
+     "without endpoint_agents"),
     (["validation_workers=1"], "validation_workers=1 needs a vectorized env"),
     (["hidden_features=[queued.iw]"], "hidden_features needs a vectorized env"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "hidden_features=[queued.tokens]"],
@@ -198,6 +201,36 @@ def test_mixed_tasks_train_one_agent_and_validate_on_each(tmp_path):
         parts = [float(row[f"{task}/reward"]) for task in ("SageServeSmall-fast-v1", "SageServe-small-fast-v1")]
         assert float(row["reward"]) == pytest.approx(np.mean(parts))
     assert yaml.safe_load((run / "model.yaml").read_text())["mix_envs"] == ["sageserve_env/SageServe-small-fast-v1"]
+
+
+def test_a_demand_residual_agent_acts_in_a_one_world_env_as_in_its_validation_worlds(tmp_path):
+    """``demand_residual``: the agent adjusts the demand planner's changes in training and
+    validation, and the saved model does the same through ``LearnedPolicy`` in a one-world env:
+    its validation figures are those of its episodes played one day at a time."""
+    import csv
+
+    import gymnasium as gym
+    import yaml
+
+    run = _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "demand_residual=true", "n_envs=2",
+                 "hyperparams.n_steps=64", "hyperparams.batch_size=64", "hyperparams.residual_reach=1",
+                 "eval_freq=128", "validation_seeds=[900,901]", "env_kwargs={horizon_s: 1800, max_delta: 2}")
+    meta = yaml.safe_load((run / "model.yaml").read_text())
+    assert meta["demand_residual"] is True and meta["residual_reach"] == 1
+    last = list(csv.DictReader((run / "validation.csv").open()))[-1]
+    assert int(last["timesteps"]) == 256
+    policy = make_policy(f"ckpt:{run / 'model.zip'}")
+    gpu_hours = []
+    for seed in (900, 901):
+        env = gym.make("sageserve_env/SageServeSmall-fast-v1", horizon_s=1800, max_delta=2)
+        obs, _ = env.reset(seed=seed)
+        policy.reset(env.unwrapped, seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, env.unwrapped))
+            done = terminated or truncated
+        gpu_hours.append(info["kpis"]["billed_gpu_hours"])
+    assert float(last["billed_gpu_hours"]) == pytest.approx(np.mean(gpu_hours), rel=1e-12)
 
 
 def test_task_env_kwargs_give_each_task_its_own_training_reward():
