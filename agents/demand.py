@@ -38,15 +38,20 @@ class DemandPlan:
     """Each endpoint's instance change toward the instances its recent arrivals need."""
 
     def __init__(self, cfg: SimConfig, window_s: float = 300.0, headroom: float = 1.0) -> None:
-        if window_s not in RATE_WINDOWS_S:
-            raise ValueError(f"window_s must be one of the observation's rate windows {RATE_WINDOWS_S}, got {window_s!r}")
-        if not (np.isfinite(headroom) and headroom > 0):
-            raise ValueError(f"headroom must be a number > 0, got {headroom!r}")
+        self.check(window_s, headroom)
         self.window = RATE_WINDOWS_S.index(window_s)
         self.headroom = float(headroom)
         self.servers = np.array([region.servers for region in cfg.regions], dtype=float)[:, None]
         self.floor = int(cfg.scaling.min_instances)
         self.capacity = requests_per_instance(cfg)
+
+    @staticmethod
+    def check(window_s: float, headroom: float) -> None:
+        """Raise ValueError unless ``window_s`` is a window of the observation and ``headroom`` > 0."""
+        if window_s not in RATE_WINDOWS_S:
+            raise ValueError(f"window_s must be one of the observation's rate windows {RATE_WINDOWS_S}, got {window_s!r}")
+        if not (np.isfinite(headroom) and headroom > 0):
+            raise ValueError(f"headroom must be a number > 0, got {headroom!r}")
 
     def targets(self, obs: Dict[str, np.ndarray]) -> np.ndarray:
         """Instances per endpoint, (..., R, M): the recent arrival rate over one instance's."""
@@ -88,6 +93,7 @@ class DemandPolicy(Policy):
     name = "demand"
 
     def __init__(self, window_s: float = 300.0, headroom: float = 1.0) -> None:
+        DemandPlan.check(window_s, headroom)  # a bad knob fails when the policy is built, not mid-run
         self.window_s, self.headroom = window_s, headroom
         self.plan: Optional[DemandPlan] = None
 
@@ -100,8 +106,9 @@ class DemandPolicy(Policy):
 
 class ResidualDemand(VectorWrapper):
     """A ``SageServeVectorEnv`` whose agent adjusts ``DemandPlan``'s change of every endpoint
-    (clipped to ``max_delta``, as ``DemandPolicy`` acts) by ``a - reach`` instances (``a`` in ``0 .. 2 reach``); ``action_masks()`` are the adjustments
-    whose combined change the worlds allow (``agents.training.residual_masks``)."""
+    (clipped to ``max_delta``, as ``DemandPolicy`` acts) by ``a - reach`` instances (``a`` in
+    ``0 .. 2 reach``); ``action_masks()`` are the adjustments whose combined change the worlds
+    allow (``agents.training.residual_masks``)."""
 
     def __init__(self, env: Any, reach: int = 2, window_s: float = 300.0, headroom: float = 1.0) -> None:
         super().__init__(env)

@@ -47,6 +47,8 @@ def test_plan_rejects_what_it_cannot_read():
         DemandPlan(cfg, window_s=120.0)
     with pytest.raises(ValueError, match="headroom"):
         DemandPlan(cfg, headroom=0.0)
+    with pytest.raises(ValueError, match="rate windows"):
+        make_policy("demand", window_s=120.0)  # refused when built, before any episode
 
 
 def test_no_adjustment_in_the_worlds_is_the_planner_alone_in_one_world_envs():
