@@ -64,7 +64,8 @@ class TrainConfig:
     as validating in the training process (0; ``agents.vector_training.VectorValidation``).
     ``demand_residual`` (vectorized envs): the agent adjusts the change of a planner that sizes
     every endpoint for its last five minutes' arrivals by at most ``hyperparams.residual_reach``
-    instances (``agents.demand``), in training, in validation and when it acts."""
+    instances (``agents.demand``), in training, in validation and when it acts; the planner sizes
+    them for ``demand_headroom`` times those arrivals (1.0)."""
 
     algo: str = "maskable_ppo"
     env: str = "sageserve_env/SageServeSmall-v0"
@@ -94,6 +95,7 @@ class TrainConfig:
     residual: bool = False
     endpoint_agents: bool = False
     demand_residual: bool = False
+    demand_headroom: float = 1.0
     residual_forecaster: str = "seasonal_naive"
     residual_prior: float = 2.0
     eval_env_kwargs: Dict[str, Any] = field(default_factory=dict)
@@ -263,6 +265,9 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
     if not cfg.residual_prior >= 0:
         raise ConfigError(f"residual_prior must be >= 0, got {cfg.residual_prior!r}")
+    if not (isinstance(cfg.demand_headroom, (int, float)) and math.isfinite(cfg.demand_headroom)
+            and cfg.demand_headroom > 0):
+        raise ConfigError(f"demand_headroom must be a number > 0, got {cfg.demand_headroom!r}")
     from agents import SHIPPED_AGENTS
 
     if cfg.ship_as not in SHIPPED_AGENTS:
@@ -398,7 +403,8 @@ def vector_training_env(cfg: TrainConfig, n_envs: int, reach: Optional[int] = No
 
     ids = [cfg.env, *cfg.mix_envs]
     own = cfg.task_env_kwargs or [{}] * len(ids)
-    return SB3VectorEnv(*(make_vector_env(env_id, {**cfg.env_kwargs, **kwargs}, n_envs // len(ids), reach)
+    return SB3VectorEnv(*(make_vector_env(env_id, {**cfg.env_kwargs, **kwargs}, n_envs // len(ids), reach,
+                                          cfg.demand_headroom)
                           for env_id, kwargs in zip(ids, own)),
                         weights=list(cfg.task_weights) or None, hidden=list(cfg.hidden_features))
 
@@ -573,7 +579,8 @@ def train(cfg: TrainConfig, job: Job) -> int:
 
         kwargs = {**cfg.env_kwargs, **cfg.eval_env_kwargs}
         reach = residual_reach if cfg.demand_residual else None
-        tasks = {env_id.split("/")[-1]: functools.partial(make_vector_env, env_id, kwargs, reach=reach)
+        tasks = {env_id.split("/")[-1]: functools.partial(make_vector_env, env_id, kwargs, reach=reach,
+                                                                      headroom=cfg.demand_headroom)
                  for env_id in [cfg.env, *cfg.mix_envs]}
         callbacks.append(VectorValidation(tasks, cfg.validation_seeds[0], len(cfg.validation_seeds),
                                           cfg.eval_freq, out, masked=cfg.algo == "maskable_ppo",
@@ -597,6 +604,7 @@ def train(cfg: TrainConfig, job: Job) -> int:
             "task_weights": list(cfg.task_weights), "task_env_kwargs": [dict(k) for k in cfg.task_env_kwargs],
             "endpoint_agents": cfg.endpoint_agents, "hidden_features": list(cfg.hidden_features),
             "env_kwargs": env_kwargs, "residual": cfg.residual, "demand_residual": cfg.demand_residual,
+            "demand_headroom": cfg.demand_headroom,
             "residual_reach": residual_reach, "residual_forecaster": cfg.residual_forecaster, "seed": cfg.seed,
             "command": "python train.py " + " ".join(job.overrides)}
     model_path = out / "model.zip"

@@ -102,7 +102,7 @@ class LearnedPolicy(Policy):
         elif self.meta.get("demand_residual"):
             from agents.demand import DemandPolicy
 
-            self.planner = DemandPolicy()
+            self.planner = DemandPolicy(headroom=float(self.meta.get("demand_headroom", 1.0)))
             self.reach = int(self.meta["residual_reach"])
         self.endpoint_agents = bool(self.meta.get("endpoint_agents", False))  # agents.endpoint_agents
         self.features = None

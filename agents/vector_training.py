@@ -140,10 +140,11 @@ class SB3VectorEnv(VecEnv):
         return [None] * self.num_envs
 
 
-def make_vector_env(env_id: str, kwargs: Dict[str, Any], n: int, reach: Optional[int] = None) -> Any:
+def make_vector_env(env_id: str, kwargs: Dict[str, Any], n: int, reach: Optional[int] = None,
+                    headroom: float = 1.0) -> Any:
     """``n`` worlds of the vectorized ID ``env_id`` with the env options ``kwargs``, their
-    actions adjustments of at most ``reach`` to the demand planner's (``agents.demand.ResidualDemand``)
-    if ``reach`` is given; as ``functools.partial(make_vector_env, env_id, kwargs)`` a picklable
+    actions adjustments of at most ``reach`` to the changes of the demand planner with ``headroom``
+    (``agents.demand.ResidualDemand``) if ``reach`` is given; as ``functools.partial(make_vector_env, env_id, kwargs)`` a picklable
     task constructor of ``VectorValidation``, one a worker process can call."""
     import gymnasium as gym
 
@@ -154,7 +155,7 @@ def make_vector_env(env_id: str, kwargs: Dict[str, Any], n: int, reach: Optional
         return worlds
     from agents.demand import ResidualDemand
 
-    return ResidualDemand(worlds, reach=reach)
+    return ResidualDemand(worlds, reach=reach, headroom=headroom)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def test_resume_can_blind_the_endpoint_network_to_the_week(tmp_path):
     (["demand_residual=true"], "demand_residual needs a vectorized env"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "demand_residual=true", "endpoint_agents=true"],
      "without endpoint_agents"),
+    (["demand_headroom=0"], "demand_headroom must be a number > 0, got 0"),
     (["validation_workers=1"], "validation_workers=1 needs a vectorized env"),
     (["hidden_features=[queued.iw]"], "hidden_features needs a vectorized env"),
     (["env=sageserve_env/SageServeSmall-fast-v1", "hidden_features=[queued.tokens]"],
@@ -206,17 +207,18 @@ def test_mixed_tasks_train_one_agent_and_validate_on_each(tmp_path):
 def test_a_demand_residual_agent_acts_in_a_one_world_env_as_in_its_validation_worlds(tmp_path):
     """``demand_residual``: the agent adjusts the demand planner's changes in training and
     validation, and the saved model does the same through ``LearnedPolicy`` in a one-world env:
-    its validation figures are those of its episodes played one day at a time."""
+    its validation figures are those of its episodes played one day at a time, with the
+    planner's headroom of training."""
     import csv
 
     import gymnasium as gym
     import yaml
 
-    run = _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "demand_residual=true", "n_envs=2",
-                 "hyperparams.n_steps=64", "hyperparams.batch_size=64", "hyperparams.residual_reach=1",
+    run = _train(tmp_path, "env=sageserve_env/SageServeSmall-fast-v1", "demand_residual=true", "demand_headroom=10",
+                 "n_envs=2", "hyperparams.n_steps=64", "hyperparams.batch_size=64", "hyperparams.residual_reach=1",
                  "eval_freq=128", "validation_seeds=[900,901]", "env_kwargs={horizon_s: 1800, max_delta: 2}")
     meta = yaml.safe_load((run / "model.yaml").read_text())
-    assert meta["demand_residual"] is True and meta["residual_reach"] == 1
+    assert meta["demand_residual"] is True and meta["residual_reach"] == 1 and meta["demand_headroom"] == 10.0
     last = list(csv.DictReader((run / "validation.csv").open()))[-1]
     assert int(last["timesteps"]) == 256
     policy = make_policy(f"ckpt:{run / 'model.zip'}")
