@@ -11,7 +11,7 @@
 # counted 30 times, a miss at 1/5 of balanced's; on Week the cost counted 10 times.
 # Validation (balanced reward, fast fidelity, 8 days a task) every 750k steps. The defaults are the
 # shipped agent's run (agents/trained/rl_v1_headroom.*, the run's final model); HEADROOM=0.9
-# STEPS=3000000 and PROD_MISS_DIVISOR=50 are the other runs of docs/results.md.
+# STEPS=3000000 is the run d30 of docs/results.md, with PROD_MISS_DIVISOR=50 the run d50.
 #
 #   bash scripts/train_rl_v1_headroom.sh [LOGS]    # default logs/rl_v1_headroom
 set -euo pipefail
