@@ -265,9 +265,12 @@ def resolve(cfg: TrainConfig) -> Dict[str, Any]:
         raise ConfigError(f"residual_forecaster must be arima or seasonal_naive, got {cfg.residual_forecaster!r}")
     if not cfg.residual_prior >= 0:
         raise ConfigError(f"residual_prior must be >= 0, got {cfg.residual_prior!r}")
-    if not (isinstance(cfg.demand_headroom, (int, float)) and math.isfinite(cfg.demand_headroom)
-            and cfg.demand_headroom > 0):
-        raise ConfigError(f"demand_headroom must be a number > 0, got {cfg.demand_headroom!r}")
+    from agents.demand import DemandPlan
+
+    try:
+        DemandPlan.check(300.0, cfg.demand_headroom)  # the planner's own rule (its default window)
+    except ValueError as exc:
+        raise ConfigError(f"demand_{exc}") from None
     from agents import SHIPPED_AGENTS
 
     if cfg.ship_as not in SHIPPED_AGENTS:
