@@ -8,7 +8,8 @@
 # three times), blind to the week's phase and to the queued IW tokens. Each task trains on its own
 # reward weights (configs/rewards.yaml): on Burst and Day the GPU cost counted 30 times against
 # balanced's prices of a miss divided by PROD_MISS_DIVISOR (default 30); on DayLight the cost
-# counted 30 times, a miss at 1/5 of balanced's; on Week the cost counted 10 times.
+# counted 30 times, a miss at 1/5 of balanced's; on Week the cost counted 10 times (LIGHT and WEEK
+# replace those two tasks' weights, in configs/rewards.yaml's keys).
 # Validation (balanced reward, fast fidelity, 8 days a task) every 750k steps. The defaults are the
 # shipped agent's run (agents/trained/rl_v1_headroom.*, the run's final model); HEADROOM=0.9
 # STEPS=3000000 is the run d30 of docs/results.md, with PROD_MISS_DIVISOR=50 the run d50.
@@ -21,8 +22,8 @@ DIV=${PROD_MISS_DIVISOR:-30}
 HEADROOM=${HEADROOM:-0.95}
 STEPS=${STEPS:-4500000}
 prod=$(python -c "d=$DIV; print(f'cost:30,iw_slo_miss:{0.5*30/d:g},niw_deadline_miss:{0.1*30/d:g},drop:{30/d:g}')")
-light="cost:30,iw_slo_miss:3.0,niw_deadline_miss:0.6,drop:6.0"
-week="cost:10"
+light=${LIGHT:-cost:30,iw_slo_miss:3.0,niw_deadline_miss:0.6,drop:6.0}
+week=${WEEK:-cost:10}
 python train.py algo=maskable_ppo env=sageserve_env/Burst-vec-v1 \
   'mix_envs=[sageserve_env/Day-vec-v1,sageserve_env/DayLight-vec-v1,sageserve_env/Week-vec-v1]' n_envs=256 \
   validation_seeds=[10000,10001,10002,10003,10004,10005,10006,10007] eval_freq=750000 save_freq=750000 \
