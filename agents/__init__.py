@@ -25,13 +25,13 @@ from agents.long_term import LongTermPolicy
 from agents.reactive import ReactivePolicy
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "trained"
-# the trained agents that ship (docs/results.md): ``rl`` on the v0 paper day, ``rl_v1``, ``rl_v1_mix``, ``rl_v1_mix3``, ``rl_v1_mix4``, ``rl_v1_mix5``, ``rl_v1_scratch``, ``rl_v1_budget``, ``rl_v1_transfer``, ``rl_v1_demand``, ``rl_v1_headroom`` on the v1 tasks and ``rl_v1_burst`` on Burst
+# the trained agents that ship (docs/results.md): ``rl`` on the v0 paper day, ``rl_v1``, ``rl_v1_mix``, ``rl_v1_mix3``, ``rl_v1_mix4``, ``rl_v1_mix5``, ``rl_v1_scratch``, ``rl_v1_budget``, ``rl_v1_transfer``, ``rl_v1_demand``, ``rl_v1_headroom``, ``rl_v1_headroom96`` on the v1 tasks and ``rl_v1_burst`` on Burst
 SHIPPED_AGENTS = {"rl": "rl_agent.zip", "rl_v1": "rl_v1.zip", "rl_v1_mix": "rl_v1_mix.zip", "rl_v1_mix3": "rl_v1_mix3.zip",
                   "rl_v1_mix4": "rl_v1_mix4.zip",
                   "rl_v1_mix5": "rl_v1_mix5.zip", "rl_v1_scratch": "rl_v1_scratch.zip",
                   "rl_v1_budget": "rl_v1_budget.zip", "rl_v1_transfer": "rl_v1_transfer.zip",
                   "rl_v1_burst": "rl_v1_burst.zip", "rl_v1_demand": "rl_v1_demand.zip",
-                  "rl_v1_headroom": "rl_v1_headroom.zip"}
+                  "rl_v1_headroom": "rl_v1_headroom.zip", "rl_v1_headroom96": "rl_v1_headroom96.zip"}
 TARGET = "_target_"
 PolicySpec = Union[str, Mapping[str, Any]]
 

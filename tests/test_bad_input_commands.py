@@ -40,7 +40,7 @@ QUICK = ["n_envs=1", "hyperparams.n_steps=64", "hyperparams.batch_size=32", "eva
     (["eval_episodes=0"], "eval_episodes must be >= 1"),
     (["validation_seeds=[-3]"], r"validation_seeds \[-3\] are outside \[900, 1000\)"),
     (["validation_seeds=[1,"], r"override 'validation_seeds=\[1,' is not Hydra's key=value grammar"),
-    (["ship_as=best"], r"ship_as must name a shipped agent \['rl', 'rl_v1', 'rl_v1_budget', 'rl_v1_burst', 'rl_v1_demand', 'rl_v1_headroom', 'rl_v1_mix', 'rl_v1_mix3', 'rl_v1_mix4', 'rl_v1_mix5', 'rl_v1_scratch', 'rl_v1_transfer'\], got 'best'"),
+    (["ship_as=best"], r"ship_as must name a shipped agent \['rl', 'rl_v1', 'rl_v1_budget', 'rl_v1_burst', 'rl_v1_demand', 'rl_v1_headroom', 'rl_v1_headroom96', 'rl_v1_mix', 'rl_v1_mix3', 'rl_v1_mix4', 'rl_v1_mix5', 'rl_v1_scratch', 'rl_v1_transfer'\], got 'best'"),
     (["env=sageserve_env/Day-vec-v1", "seed=9900", "n_envs=256"], r"seed=9900 with n_envs=256 seeds worlds up to 10155"),
     (["env=sageserve_env/Day-vec-v1", "validation_seeds=[10000,10002]"], "validation_seeds of a vectorized env must be consecutive"),
     (["env=sageserve_env/Day-vec-v1", "validation_seeds=[500]"], r"validation_seeds \[500\] are outside \[10000, 10100\)"),

@@ -149,14 +149,15 @@ def test_vector_validation_replays_the_same_days_and_keeps_the_best(tmp_path):
                                           ("rl_v1_budget", "Week-fast-v1"), ("rl_v1_transfer", "Burst-v1"),
                                           ("rl_v1_burst", "Burst-fast-v1"), ("rl_v1_demand", "Day-v1"),
                                           ("rl_v1_demand", "Week-fast-v1"), ("rl_v1_headroom", "Burst-v1"),
-                                          ("rl_v1_headroom", "DayLight-fast-v1")])
+                                          ("rl_v1_headroom", "DayLight-fast-v1"), ("rl_v1_headroom96", "Day-v1"),
+                                          ("rl_v1_headroom96", "Week-fast-v1")])
 def test_the_shipped_v1_agents_run_in_the_task_envs(name, env_id):
     """rl_v1 and the agents trained on from it were trained in Burst-vec-v1 (rl_v1_mix also in
     DayLight-vec-v1, rl_v1_mix3 in Day-vec-v1 and DayLight-vec-v1 too, rl_v1_mix4 and rl_v1_mix5 in
     Week-vec-v1 as well; rl_v1_scratch in those four from the start, rl_v1_budget from it,
     rl_v1_transfer from that, rl_v1_burst from that in Burst-vec-v1 alone; rl_v1_demand from
     nothing in the four, adjusting the demand planner's changes, rl_v1_headroom the same over the
-    planner at 0.95 of the arrivals); the detailed and
+    planner at 0.95 of the arrivals, rl_v1_headroom96 over it at 0.96); the detailed and
     fast task envs give them the same spaces, and they act within their masks (max_delta 4, 60 s
     decisions from their metadata)."""
     from agents import make_policy
