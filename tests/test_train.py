@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import train
-from agents import make_policy, shipped_agent_path
+from agents import SHIPPED_AGENTS, make_policy, shipped_agent_path
+from agents.learned import normalizer_path
 from agents.runner import make_env_for, run_episode
 
 QUICK = ["n_timesteps=256", "hyperparams.n_steps=128", "eval_freq=0", "save_freq=128", "progress_bar=false",
@@ -122,6 +123,15 @@ def test_shipped_agent_loads_runs_and_is_deterministic():
         rewards.append((result.reward, result.kpis["billed_gpu_hours"]))
     assert rewards[0] == rewards[1]
     assert np.isfinite(rewards[0][0])
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_AGENTS))
+def test_every_shipped_agent_ships_its_normalization_and_metadata(name):
+    """Every shipped agent was trained under VecNormalize: without its statistics beside it the
+    policy would act on raw observations, so a missing file must fail here, not in a result."""
+    model = shipped_agent_path(name)
+    assert model.is_file() and model.with_suffix(".yaml").is_file()
+    assert normalizer_path(model).is_file(), f"{name}: {normalizer_path(model)} is missing"
 
 
 def test_residual_agent_starts_at_the_plan(tmp_path):
