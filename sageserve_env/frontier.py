@@ -18,12 +18,6 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-# The main knob of each baseline family: reactive's scale-up threshold (memory utilization),
-# the long-term modes' target utilization (the share of KV memory one instance's operating batch
-# may reserve, which sets the instance's planned throughput: lower is more headroom), Chiron's
-# busy-share threshold.
-MAIN_KNOBS = {"reactive": "up_threshold", "lt_i": "target_utilization", "lt_u": "target_utilization",
-              "lt_ua": "target_utilization", "chiron": "busy_up"}
 # A knob moved with the swept one, at the ratio of their defaults (0.25 / 0.5, 0.3 / 0.6), so
 # that the hysteresis band scales with the threshold.
 SCALED_WITH = {("reactive", "up_threshold"): "down_threshold", ("chiron", "busy_up"): "busy_down"}
