@@ -117,8 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError(f"{path}: no such file (a suite folder of evaluate.py or merge_evaluations.py)")
             frames.append(pd.read_csv(path))
         policies = [x for x in args.policies.split(",") if x]
-        for members in families.values():
-            policies += [m for m in members if policies and m not in policies]
+        if policies:  # the families' members join the named policies (none named: every policy)
+            policies = list(dict.fromkeys(policies + [m for members in families.values() for m in members]))
         table = spend_table(*frames, reference=args.reference, policies=policies)
     except (OSError, ValueError, KeyError) as exc:
         print(f"scripts/score_vs_spend.py: error: {exc}", file=sys.stderr)

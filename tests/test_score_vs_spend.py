@@ -56,3 +56,11 @@ def test_bad_input_is_named(tmp_path, capsys, argv, match):
 def test_a_folder_without_a_suite_is_named(tmp_path, capsys):
     assert svs.main([str(tmp_path)]) == 2
     assert "episodes.csv: no such file" in capsys.readouterr().err
+
+
+def test_a_policy_on_other_seeds_than_the_reference_is_named(tmp_path):
+    suite = _suite(tmp_path / "s")
+    episodes = pd.read_csv(suite / "episodes.csv")
+    episodes.loc[episodes.policy == "dear", "seed"] = 9
+    with pytest.raises(ValueError, match="policy 'dear' shares no task-seed with the reference 'reactive'"):
+        svs.spend_table(episodes, pd.read_csv(suite / "aggregates.csv"))
